@@ -1,0 +1,147 @@
+"""The one place that says what the bike-demand data looks like.
+
+Every consumer reads this module instead of keeping its own list: the curated schema
+(`components/schema.py` renders it), the transform, the Keras model, the serving request
+validator, the drift and outlier detectors and the data-drop checks. Adding a feature is one
+entry here (see docs/adding-a-feature in the README).
+
+Raw columns fall in three groups:
+- features: what the model sees, each with a kind and a domain;
+- the label (`bikers`);
+- carried columns: present in the lake files and required by the schema, never given to the model.
+  `casual` and `registered` sum to the label (they would leak it); `day` is the day of the year,
+  which only identifies time (it is what the split groups by, so a day never straddles splits).
+
+This module must stay importable without TensorFlow: the serving validator and the CLI use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+
+Value = Union[int, float, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """A raw column and the rules a value must follow.
+
+    dtype is the raw type in the CSV and in tf.Examples: "int" (int64), "float" or "string".
+    Numeric features carry a closed [low, high] range; categorical ones an ordered vocabulary.
+    """
+
+    name: str
+    kind: str
+    dtype: str
+    description: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    vocabulary: Tuple[Value, ...] = ()
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.kind == CATEGORICAL
+
+    def check(self, value) -> Optional[str]:
+        """Return why `value` breaks this feature's rule, or None when it is valid."""
+        if isinstance(value, bool) or value is None:
+            return f"feature '{self.name}': expected {self.dtype}, got {value!r}"
+        if self.dtype == "string":
+            if not isinstance(value, str):
+                return f"feature '{self.name}': expected a string, got {value!r}"
+        else:
+            if isinstance(value, str):
+                return f"feature '{self.name}': expected a number ({self.dtype}), got the string {value!r}"
+            if not isinstance(value, (int, float)):
+                return f"feature '{self.name}': expected a number ({self.dtype}), got {value!r}"
+            if value != value or value in (float("inf"), float("-inf")):
+                return f"feature '{self.name}': NaN and infinity are not allowed"
+            if self.dtype == "int" and float(value) != int(value):
+                return f"feature '{self.name}': expected an integer, got {value!r}"
+        if self.is_categorical:
+            if value not in self.vocabulary:
+                shown = ", ".join(repr(v) for v in self.vocabulary)
+                return f"feature '{self.name}': unknown category {value!r} (allowed: {shown})"
+        else:
+            if not self.low <= value <= self.high:
+                return f"feature '{self.name}': {value!r} is outside the range [{self.low}, {self.high}]"
+        return None
+
+
+MONTHS = ("Jan", "Feb", "March", "April", "May", "June",
+          "July", "Aug", "Sept", "Oct", "Nov", "Dec")
+WEATHER = ("clear", "cloudy/misty", "light rain/snow", "heavy rain/snow")
+
+FEATURES: Tuple[Feature, ...] = (
+    Feature("season", CATEGORICAL, "int", "1 winter, 2 spring, 3 summer, 4 autumn", vocabulary=(1, 2, 3, 4)),
+    Feature("mnth", CATEGORICAL, "string", "month as published", vocabulary=MONTHS),
+    Feature("hr", CATEGORICAL, "int", "hour of the day", vocabulary=tuple(range(24))),
+    Feature("holiday", CATEGORICAL, "int", "1 on a public holiday", vocabulary=(0, 1)),
+    Feature("weekday", CATEGORICAL, "int", "0 Sunday .. 6 Saturday", vocabulary=tuple(range(7))),
+    Feature("workingday", CATEGORICAL, "int", "1 neither weekend nor holiday", vocabulary=(0, 1)),
+    Feature("weathersit", CATEGORICAL, "string", "weather situation", vocabulary=WEATHER),
+    Feature("temp", NUMERIC, "float", "temperature, normalised to [0, 1]", low=0.0, high=1.0),
+    Feature("atemp", NUMERIC, "float", "felt temperature, normalised to [0, 1]", low=0.0, high=1.0),
+    Feature("hum", NUMERIC, "float", "relative humidity, normalised to [0, 1]", low=0.0, high=1.0),
+    Feature("windspeed", NUMERIC, "float", "wind speed, normalised to [0, 1]", low=0.0, high=1.0),
+)
+
+LABEL = Feature("bikers", NUMERIC, "int", "rentals in the hour (casual + registered)", low=0, high=100000)
+
+CARRIED: Tuple[Feature, ...] = (
+    Feature("day", NUMERIC, "int", "day of the year; groups the split, never a feature", low=1, high=366),
+    Feature("casual", NUMERIC, "int", "casual rentals: part of the label, never a feature", low=0, high=100000),
+    Feature("registered", NUMERIC, "int", "registered rentals: part of the label, never a feature",
+            low=0, high=100000),
+)
+
+# The column the train/eval split hashes on: all hours of one day land in the same split.
+SPLIT_KEY = "day"
+
+FEATURE_NAMES: List[str] = [f.name for f in FEATURES]
+NUMERIC_FEATURES: List[str] = [f.name for f in FEATURES if not f.is_categorical]
+CATEGORICAL_FEATURES: List[str] = [f.name for f in FEATURES if f.is_categorical]
+LABEL_KEY = LABEL.name
+# Columns every data file must carry, in the order of the published CSV.
+RAW_COLUMNS: List[str] = ["season", "mnth", "day", "hr", "holiday", "weekday", "workingday",
+                          "weathersit", "temp", "atemp", "hum", "windspeed",
+                          "casual", "registered", "bikers"]
+# Slices the evaluator reports, each a single feature.
+SLICES: List[str] = ["season", "weathersit", "workingday", "hr"]
+
+_BY_NAME: Dict[str, Feature] = {f.name: f for f in (*FEATURES, LABEL, *CARRIED)}
+assert sorted(_BY_NAME) == sorted(RAW_COLUMNS), "RAW_COLUMNS and the feature lists disagree"
+
+
+def feature(name: str) -> Feature:
+    return _BY_NAME[name]
+
+
+def all_columns() -> Sequence[Feature]:
+    """Every raw column the schema describes: features, label and carried columns."""
+    return [_BY_NAME[name] for name in RAW_COLUMNS]
+
+
+def transformed_name(name: str) -> str:
+    return f"{name}_xf"
+
+
+def categories_per_feature() -> Dict[int, int]:
+    """Column index -> number of categories, in FEATURE_NAMES order, as alibi-detect wants it."""
+    return {i: len(f.vocabulary) for i, f in enumerate(FEATURES) if f.is_categorical}
+
+
+def encode_row(row: Dict[str, Value]) -> List[float]:
+    """A raw row as numbers in FEATURE_NAMES order: categories become their vocabulary index.
+
+    Detectors work on this numeric layout; the index order is the vocabulary order above.
+    """
+    out: List[float] = []
+    for f in FEATURES:
+        value = row[f.name]
+        out.append(float(f.vocabulary.index(value)) if f.is_categorical else float(value))
+    return out

@@ -1,0 +1,107 @@
+"""Trainer module file: a small Keras regression of hourly demand (`run_fn`).
+
+Determinism is a feature here: with the same transformed data, code and seed the model and its
+metrics are identical, so a changed metric always means a changed input. Hence the global seed,
+op determinism, and a data order fixed by a seeded shuffle of an in-memory cache.
+
+The exported SavedModel carries two signatures over the same transform graph:
+- `serving_default`: serialized tf.Examples (what TFMA, the Evaluator and batch scoring use);
+- `serving_raw`: one tensor per raw feature, named as in `features.py` (what the server sends).
+Both return `predictions`: expected bikers per hour, in counts, one per row.
+"""
+
+from typing import Dict, List
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx_bsl.public import tfxio
+from tfx.components.trainer.fn_args_utils import FnArgs
+
+from components import features
+
+RAW_SIGNATURE = "serving_raw"
+EXAMPLE_SIGNATURE = "serving_default"
+PREDICTIONS = "predictions"
+_DTYPES = {"int": tf.int64, "float": tf.float32, "string": tf.string}
+_LABEL_XF = features.transformed_name(features.LABEL_KEY)
+
+
+def _dataset(file_pattern: List[str], data_accessor, tf_transform_output, batch_size: int,
+             seed: int, shuffle: bool) -> tf.data.Dataset:
+    ds = data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=_LABEL_XF,
+                                       shuffle=False, num_epochs=1),
+        tf_transform_output.transformed_metadata.schema,
+    )
+    ds = ds.unbatch().cache()
+    if shuffle:
+        ds = ds.shuffle(100_000, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size)
+
+
+def build_model(tf_transform_output: tft.TFTransformOutput, hidden_units: List[int],
+                learning_rate: float = 0.005) -> tf.keras.Model:
+    """An MLP over the concatenated transformed features; outputs log1p(demand)."""
+    spec = tf_transform_output.transformed_feature_spec()
+    inputs: Dict[str, tf.keras.Input] = {}
+    for f in features.FEATURES:
+        name = features.transformed_name(f.name)
+        inputs[name] = tf.keras.Input(shape=spec[name].shape, name=name, dtype=tf.float32)
+    x = tf.keras.layers.Concatenate()(list(inputs.values()))
+    for units in hidden_units:
+        x = tf.keras.layers.Dense(units, activation="relu")(x)
+    output = tf.keras.layers.Dense(1, name="log_demand")(x)
+    model = tf.keras.Model(inputs=inputs, outputs=output)
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss="mse",
+                  metrics=[tf.keras.metrics.MeanAbsoluteError(name="log_mae")])
+    return model
+
+
+def _serving_fns(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput):
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    raw_spec = tf_transform_output.raw_feature_spec()
+    feature_spec = {name: raw_spec[name] for name in features.FEATURE_NAMES}
+
+    def predict(raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        transformed = model.tft_layer(raw)
+        log_demand = model({k: transformed[k] for k in model.input_names})
+        demand = tf.math.expm1(tf.maximum(log_demand, 0.0))
+        return {PREDICTIONS: tf.squeeze(demand, axis=-1)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(serialized):
+        return predict(tf.io.parse_example(serialized, feature_spec))
+
+    raw_inputs = [tf.TensorSpec([None], _DTYPES[f.dtype], name=f.name) for f in features.FEATURES]
+
+    @tf.function(input_signature=raw_inputs)
+    def serve_raw(*columns):
+        return predict({f.name: tf.expand_dims(col, -1) for f, col in zip(features.FEATURES, columns)})
+
+    return {EXAMPLE_SIGNATURE: serve_examples, RAW_SIGNATURE: serve_raw}
+
+
+def run_fn(fn_args: FnArgs):
+    config = fn_args.custom_config or {}
+    seed = int(config.get("seed", 42))
+    epochs = int(config.get("epochs", 30))
+    batch_size = int(config.get("batch_size", 64))
+    hidden_units = [int(u) for u in config.get("hidden_units", [64, 32])]
+
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size,
+                     seed, shuffle=True)
+    evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
+                          batch_size, seed, shuffle=False)
+
+    model = build_model(tf_transform_output, hidden_units)
+    history = model.fit(train, validation_data=evaluation, epochs=epochs, verbose=0)
+    last = {k: round(float(v[-1]), 5) for k, v in history.history.items()}
+    print(f"cd4ml trainer: {epochs} epochs, final {last}", flush=True)
+
+    model.save(fn_args.serving_model_dir, save_format="tf",
+               signatures=_serving_fns(model, tf_transform_output))

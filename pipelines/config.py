@@ -1,0 +1,114 @@
+"""Pipeline configuration, read from the environment with defaults that run on a laptop.
+
+Every runner builds the same `create_pipeline(config)`; only this object differs between the
+embedded mode (local paths, MLMD in SQLite under the home) and a cluster (gs:// roots, Dataflow).
+Every field can be set by an environment variable `CD4ML_<FIELD>` (upper case), and the CLI's
+flags override those. `cd4ml config` prints the resolved values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, List, Optional
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMPONENTS_DIR = os.path.join(REPO_ROOT, "components")
+
+
+def default_home() -> str:
+    return os.path.expanduser(os.environ.get("CD4ML_HOME", "~/.cd4ml"))
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    pipeline_name: str = "cd4ml-bikeshare"
+    # Project home: MLMD, pipeline root, model registry and run reports live under it by default.
+    home: str = dataclasses.field(default_factory=default_home)
+    data_root: str = os.path.join(REPO_ROOT, "data", "bikeshare")
+    pipeline_root: str = ""        # default: <home>/pipeline_root
+    registry: str = ""             # default: <home>/registry (pushed model versions)
+    metadata_path: str = ""        # default: <home>/metadata.sqlite
+    span: Optional[int] = None     # None: the latest span-N directory under data_root
+    # Model and training.
+    seed: int = 42
+    epochs: int = 30
+    batch_size: int = 64
+    hidden_units: str = "64,32"
+    # Blessing: an absolute bound on overall MAE, and no regression against the latest blessed
+    # model by more than this many bikers per hour.
+    mae_bound: float = 90.0
+    mae_regression_tolerance: float = 5.0
+    eval_buckets: int = 5          # 1 of these hash buckets (by day) is the eval split
+    # Beam: in-process by default; a cluster passes Dataflow flags here (space separated).
+    beam_args: str = "--direct_running_mode=in_process --direct_num_workers=1"
+    # Kubeflow / Vertex.
+    image: str = "gcr.io/PROJECT/cd4ml-pipeline:latest"
+    enable_cache: bool = True
+
+    def __post_init__(self):
+        self.home = os.path.abspath(os.path.expanduser(self.home))
+        if not self.pipeline_root:
+            self.pipeline_root = os.path.join(self.home, "pipeline_root")
+        if not self.registry:
+            self.registry = os.path.join(self.home, "registry")
+        if not self.metadata_path:
+            self.metadata_path = os.path.join(self.home, "metadata.sqlite")
+        if not self.data_root.startswith("gs://"):
+            self.data_root = os.path.abspath(os.path.expanduser(self.data_root))
+
+    @property
+    def runs_dir(self) -> str:
+        return os.path.join(self.home, "runs")
+
+    @property
+    def schema_dir(self) -> str:
+        return os.path.join(COMPONENTS_DIR, "schema")
+
+    @property
+    def transform_module(self) -> str:
+        return os.path.join(COMPONENTS_DIR, "transform.py")
+
+    @property
+    def trainer_module(self) -> str:
+        return os.path.join(COMPONENTS_DIR, "model.py")
+
+    @property
+    def beam_pipeline_args(self) -> List[str]:
+        return self.beam_args.split()
+
+    @property
+    def units(self) -> List[int]:
+        return [int(u) for u in self.hidden_units.split(",") if u.strip()]
+
+    @classmethod
+    def from_env(cls, environ: Optional[Dict[str, str]] = None, **overrides) -> "PipelineConfig":
+        """Defaults, then CD4ML_* variables, then explicit overrides (None means 'not given')."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get("CD4ML_" + field.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(field, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def as_dict(self) -> Dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def _parse(field: dataclasses.Field, raw: str):
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "str")
+    try:
+        if kind in ("int", "Optional[int]"):
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+    except ValueError:
+        raise ValueError(f"CD4ML_{field.name.upper()}={raw!r}: expected a value of type {kind}") from None
+    return raw
