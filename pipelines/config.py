@@ -13,7 +13,6 @@ import os
 from typing import Dict, List, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMPONENTS_DIR = os.path.join(REPO_ROOT, "components")
 
 
 def default_home() -> str:
@@ -41,9 +40,10 @@ class PipelineConfig:
     mae_regression_tolerance: float = 5.0
     eval_buckets: int = 5          # 1 of these hash buckets (by day) is the eval split
     # Beam: in-process by default; a cluster passes Dataflow flags here (space separated).
-    beam_args: str = "--direct_running_mode=in_process --direct_num_workers=1"
-    # Kubeflow / Vertex.
+    beam_args: str = "--direct_running_mode=in_memory --direct_num_workers=1"
+    # Kubeflow / Vertex: the image carries this repository at source_dir.
     image: str = "gcr.io/PROJECT/cd4ml-pipeline:latest"
+    source_dir: str = REPO_ROOT
     enable_cache: bool = True
 
     def __post_init__(self):
@@ -62,16 +62,16 @@ class PipelineConfig:
         return os.path.join(self.home, "runs")
 
     @property
-    def schema_dir(self) -> str:
-        return os.path.join(COMPONENTS_DIR, "schema")
+    def schema_source_dir(self) -> str:
+        return os.path.join(self.source_dir, "components", "schema")
 
     @property
     def transform_module(self) -> str:
-        return os.path.join(COMPONENTS_DIR, "transform.py")
+        return os.path.join(self.source_dir, "components", "transform.py")
 
     @property
     def trainer_module(self) -> str:
-        return os.path.join(COMPONENTS_DIR, "model.py")
+        return os.path.join(self.source_dir, "components", "model.py")
 
     @property
     def beam_pipeline_args(self) -> List[str]:

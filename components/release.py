@@ -1,0 +1,128 @@
+"""Complete a pushed model version so it can be audited, served and reproduced on its own.
+
+Pusher copies only the SavedModel. A version in the registry also needs what the server and an
+auditor need next to it: the schema it was validated against, the evaluation that blessed it, the
+detectors fitted on its training data, and a small holdout sample with the predictions the
+SavedModel gave for it (the serving contract test replays these over HTTP). MANIFEST.json is
+written last; a version without it is incomplete and the server refuses to load it.
+"""
+
+import datetime
+import glob
+import json
+import os
+from typing import Dict, List
+
+import tensorflow as tf
+from tfx import types
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
+from tfx.types.system_artifacts import Metrics
+
+from components import evaluation, features
+
+MANIFEST = "MANIFEST.json"
+HOLDOUT = "holdout.jsonl"
+HOLDOUT_ROWS = 50
+
+
+class ModelRelease(types.Artifact):
+    """A complete model version in the registry (SavedModel + schema + evaluation + detectors)."""
+
+    TYPE_NAME = "cd4ml.ModelRelease"
+    TYPE_ANNOTATION = Metrics
+
+
+def _decode(example: tf.train.Example) -> Dict[str, object]:
+    row = {}
+    for name, feat in example.features.feature.items():
+        kind = feat.WhichOneof("kind")
+        values = list(getattr(feat, kind).value) if kind else []
+        value = values[0] if values else None
+        row[name] = value.decode() if isinstance(value, bytes) else value
+    return row
+
+
+def holdout_sample(examples_uri: str, model_dir: str, rows: int = HOLDOUT_ROWS) -> List[Dict]:
+    """The first `rows` eval examples with their label and the SavedModel's prediction."""
+    files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    serialized = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(rows):
+        serialized.append(record.numpy())
+    predict = tf.saved_model.load(model_dir).signatures["serving_default"]
+    predictions = predict(examples=tf.constant(serialized))["predictions"].numpy()
+    sample = []
+    for raw, prediction in zip(serialized, predictions):
+        row = _decode(tf.train.Example.FromString(raw))
+        sample.append({"features": {name: row[name] for name in features.FEATURE_NAMES},
+                       "label": row[features.LABEL_KEY], "expected": float(prediction)})
+    return sample
+
+
+def _write(path: str, text: str):
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as fh:
+        fh.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_version(destination: str, schema_uri: str, eval_uri: str, examples: types.Artifact,
+                  detectors_uri: str, pipeline_name: str) -> Dict[str, object]:
+    summary = evaluation.summarize(eval_uri)
+    tf.io.gfile.copy(os.path.join(schema_uri, "schema.pbtxt"),
+                     os.path.join(destination, "schema.pbtxt"), overwrite=True)
+    _write(os.path.join(destination, "evaluation.json"), json.dumps(summary, indent=2, sort_keys=True))
+    sample = holdout_sample(examples.uri, destination)
+    _write(os.path.join(destination, HOLDOUT), "".join(json.dumps(r) + "\n" for r in sample))
+    files = ["saved_model.pb", "variables/", "schema.pbtxt", "evaluation.json", HOLDOUT]
+    if detectors_uri:
+        for src in tf.io.gfile.glob(os.path.join(detectors_uri, "*")):
+            _copy_tree(src, os.path.join(destination, "detectors", os.path.basename(src)))
+        files.append("detectors/")
+    manifest = {
+        "version": os.path.basename(destination.rstrip("/")),
+        "pipeline": pipeline_name,
+        "span": examples.span,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "metrics": summary["slices"].get("overall", {}),
+        "features": features.FEATURE_NAMES,
+        "files": files,
+    }
+    _write(os.path.join(destination, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def _copy_tree(src: str, dst: str):
+    if not tf.io.gfile.isdir(src):
+        tf.io.gfile.makedirs(os.path.dirname(dst))
+        tf.io.gfile.copy(src, dst, overwrite=True)
+        return
+    for root, _, names in tf.io.gfile.walk(src):
+        target = os.path.join(dst, os.path.relpath(root, src))
+        tf.io.gfile.makedirs(target)
+        for name in names:
+            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
+
+
+@component
+def ReleaseBundle(
+    pushed_model: InputArtifact[standard_artifacts.PushedModel],
+    schema: InputArtifact[standard_artifacts.Schema],
+    evaluation_result: InputArtifact[standard_artifacts.ModelEvaluation],
+    examples: InputArtifact[standard_artifacts.Examples],
+    release: OutputArtifact[ModelRelease],
+    pipeline_name: Parameter[str] = "cd4ml",
+):
+    pushed = pushed_model.get_int_custom_property("pushed") == 1
+    release.set_int_custom_property("released", int(pushed))
+    if not pushed:
+        return
+    destination = pushed_model.get_string_custom_property("pushed_destination")
+    manifest = write_version(destination, schema.uri, evaluation_result.uri, examples, "",
+                             pipeline_name)
+    release.set_string_custom_property("version", manifest["version"])
+    release.set_string_custom_property("destination", destination)
+    release.set_int_custom_property("span", int(manifest["span"] or 0))
+    for name, value in manifest["metrics"].items():
+        release.set_float_custom_property(name, float(value))

@@ -1,0 +1,146 @@
+"""The one pipeline factory: every runner (local, Kubeflow) builds its DAG here.
+
+span files -> CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema from
+ImportSchemaGen; SchemaGen proposes updates) -> DataValidationGate -> Transform -> Trainer ->
+Evaluator (vs. the latest blessed model other than the candidate) -> Pusher -> ReleaseBundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from typing import List, Optional
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.proto import example_gen_pb2, range_config_pb2
+
+from components import features, schema as curated_schema
+from components.baseline import BaselineModelStrategy
+from components.release import ReleaseBundle
+from components.validation_gate import DataValidationGate
+from pipelines.config import PipelineConfig
+
+SPAN_PATTERN = "span-{SPAN}/*.csv"
+
+
+def example_gen(config: PipelineConfig):
+    input_config = example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name="single_split", pattern=SPAN_PATTERN)])
+    # Hash on the day, not the row: all hours of a day fall in the same split, so the eval split
+    # holds whole unseen days instead of neighbours of training hours.
+    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
+        splits=[
+            example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=config.eval_buckets - 1),
+            example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
+        ],
+        partition_feature_name=features.SPLIT_KEY))
+    range_config = None
+    if config.span is not None:
+        range_config = range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+            start_span_number=config.span, end_span_number=config.span))
+    return tfx.components.CsvExampleGen(input_base=config.data_root, input_config=input_config,
+                                        output_config=output_config, range_config=range_config)
+
+
+def curated_schema_file(config: PipelineConfig) -> str:
+    """The schema file ImportSchemaGen reads, at a path that changes with its content.
+
+    ImportSchemaGen's cache key is the file *path*: an edited schema at the same path would be
+    served from cache. Locally we import a content-addressed copy; on a cluster the schema ships
+    in the image, whose tag changes with every build.
+    """
+    if config.pipeline_root.startswith("gs://"):
+        return os.path.join(config.schema_source_dir, "schema.pbtxt")
+    with open(curated_schema.SCHEMA_PATH, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()[:12]
+    target = os.path.join(config.pipeline_root, "curated-schema", digest, "schema.pbtxt")
+    if not os.path.exists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(curated_schema.SCHEMA_PATH, target)
+    return target
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    mae = tfma.MetricConfig(
+        class_name="MeanAbsoluteError",
+        threshold=tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(upper_bound={"value": config.mae_bound}),
+            change_threshold=tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.LOWER_IS_BETTER,
+                absolute={"value": config.mae_regression_tolerance})))
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=features.LABEL_KEY,
+                                    prediction_key="predictions")],
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[s]) for s in features.SLICES],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            mae,
+            tfma.MetricConfig(class_name="RootMeanSquaredError"),
+        ])],
+    )
+
+
+def create_components(config: PipelineConfig) -> List:
+    gen = example_gen(config)
+    statistics = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
+    schema_import = tfx.components.ImportSchemaGen(schema_file=curated_schema_file(config))
+    schema_proposal = tfx.components.SchemaGen(statistics=statistics.outputs["statistics"],
+                                               infer_feature_shape=True).with_id("SchemaProposal")
+    validator = tfx.components.ExampleValidator(statistics=statistics.outputs["statistics"],
+                                                schema=schema_import.outputs["schema"])
+    gate = DataValidationGate(anomalies=validator.outputs["anomalies"],
+                              schema=schema_import.outputs["schema"])
+    schema = gate.outputs["validated_schema"]
+    transform = tfx.components.Transform(examples=gen.outputs["examples"], schema=schema,
+                                         module_file=config.transform_module)
+    trainer = tfx.components.Trainer(
+        module_file=config.trainer_module,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema,
+        train_args=tfx.proto.TrainArgs(),
+        eval_args=tfx.proto.EvalArgs(),
+        custom_config={"seed": config.seed, "epochs": config.epochs,
+                       "batch_size": config.batch_size, "hidden_units": config.units},
+    )
+    baseline = tfx.dsl.Resolver(
+        strategy_class=BaselineModelStrategy,
+        candidate=trainer.outputs["model"],
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("baseline_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        eval_config=eval_config(config),
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.registry)),
+    )
+    release = ReleaseBundle(
+        pushed_model=pusher.outputs["pushed_model"],
+        schema=schema,
+        evaluation_result=evaluator.outputs["evaluation"],
+        examples=gen.outputs["examples"],
+        pipeline_name=config.pipeline_name,
+    )
+    return [gen, statistics, schema_import, schema_proposal, validator, gate, transform, trainer,
+            baseline, evaluator, pusher, release]
+
+
+def create_pipeline(config: PipelineConfig,
+                    metadata_connection_config: Optional[object] = None) -> tfx.dsl.Pipeline:
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=create_components(config),
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=config.beam_pipeline_args,
+    )
