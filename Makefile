@@ -1,0 +1,38 @@
+# The two commands a fresh clone needs are `make demo` and `make test`; each sets up what it uses.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CD4ML := $(VENV)/bin/cd4ml
+PYTEST_ARGS ?=
+
+.PHONY: help setup serving-setup demo test test-fast lint lock benchmark clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup:  ## build .venv (pipeline environment) from requirements/pipeline.lock; fast when up to date
+	@scripts/setup_env.sh pipeline
+
+serving-setup:  ## build .venv-serving (seldon-core server) from requirements/serving.lock
+	@scripts/setup_env.sh serving
+
+demo: setup  ## run the end-to-end demo on the embedded defaults
+	$(CD4ML) demo
+
+test: setup  ## run the whole test suite (unit, end-to-end pipeline, serving, triggers)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## the tests that need no pipeline run
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup  ## ruff over the tree
+	$(VENV)/bin/ruff check .
+
+lock:  ## re-resolve requirements/*.in into exact lock files (needs uv)
+	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/pipeline.in -o requirements/pipeline.lock
+
+benchmark: setup  ## run the benchmarks, writing JSON under benchmarks/results/
+	$(PY) benchmarks/pipeline.py
+
+clean:  ## remove the environments (not ~/.cd4ml)
+	rm -rf $(VENV) .venv-serving

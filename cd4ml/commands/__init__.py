@@ -1,0 +1,1 @@
+"""One module per `cd4ml` subcommand (see cd4ml/cli.py)."""

@@ -1,0 +1,27 @@
+"""Run the training pipeline locally on one span and print a summary.
+
+Exit codes: 0 pushed or nothing to do, 1 error, 2 data validation failed (nothing trained or
+pushed; the report is kept under <home>/runs/<run id>/), 3 model not blessed (not pushed).
+"""
+
+from cd4ml.commands.common import add_config_flags, config_from, quiet_libraries
+
+HELP = "run the pipeline on a span (latest by default) and print what happened"
+
+
+def register(parser):
+    add_config_flags(parser)
+    parser.add_argument("--span", type=int, help="span number to train on (default: the latest span-N)")
+    parser.add_argument("--no-cache", action="store_true", help="rerun every component")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show TFX/Beam/TF logs")
+
+
+def main(args) -> int:
+    quiet_libraries(args.verbose)
+    from pipelines import local_runner
+
+    config = config_from(args, span=args.span, enable_cache=False if args.no_cache else None)
+    result = local_runner.run(config, progress=(lambda _: None) if args.json else print)
+    print(result.to_json() if args.json else local_runner.format_summary(result))
+    return result.exit_code

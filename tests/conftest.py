@@ -1,0 +1,68 @@
+"""Shared fixtures. The expensive one is `trained_home`: the real pipeline, run once per test
+session on a small sample of both spans, whose MLMD store, registry and artifacts every
+end-to-end test (pipeline, serving, lineage, notebooks, triggers) reads instead of training again.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import shutil
+from typing import Dict, List
+
+import pytest
+
+from pipelines.config import REPO_ROOT, PipelineConfig
+
+DATA_ROOT = os.path.join(REPO_ROOT, "data", "bikeshare")
+
+
+def read_span(span: int) -> List[Dict[str, str]]:
+    with open(os.path.join(DATA_ROOT, f"span-{span}", "bikeshare.csv"), newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_rows(path: str, rows: List[Dict[str, str]], columns=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    columns = columns or list(rows[0].keys())
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def sample_rows(span: int, every: int = 2) -> List[Dict[str, str]]:
+    """Whole days (every `every`-th day of the span), so the by-day split still sees full days."""
+    return [r for r in read_span(span) if int(r["day"]) % every == 0]
+
+
+@pytest.fixture(scope="session")
+def sample_data_root(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("data"))
+    for span in (1, 2):
+        write_rows(os.path.join(root, f"span-{span}", "bikeshare.csv"), sample_rows(span))
+    return root
+
+
+@dataclasses.dataclass
+class TrainedHome:
+    config: PipelineConfig
+    span1: object  # local_runner.RunResult
+    span2: object
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory, sample_data_root) -> TrainedHome:
+    """The real pipeline on the sample: span 1, then span 2 (drifted), in one home."""
+    from pipelines import local_runner
+
+    home = str(tmp_path_factory.mktemp("home"))
+    data_root = os.path.join(home, "data")
+    shutil.copytree(sample_data_root, data_root)
+    config = PipelineConfig.from_env(environ={}, home=home, data_root=data_root, epochs=15)
+    span1 = local_runner.run(dataclasses.replace(config, span=1))
+    assert span1.exit_code == local_runner.OK, local_runner.format_summary(span1)
+    span2 = local_runner.run(dataclasses.replace(config, span=2))
+    assert span2.exit_code == local_runner.OK, local_runner.format_summary(span2)
+    return TrainedHome(config=config, span1=span1, span2=span2)
