@@ -1,0 +1,102 @@
+"""Where a pushed model version came from, read from ML Metadata.
+
+  cd4ml lineage                 the latest pushed version, as a tree back to its span files
+  cd4ml lineage VERSION         a given version (the directory name under the registry)
+  cd4ml lineage --span 2        which models were trained from span 2 (blessed? pushed as?)
+  cd4ml lineage --blessed       the latest blessed and the latest pushed model
+Add --json for the same answers as JSON (the tree as artifacts, executions and a summary).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from cd4ml.commands.common import add_config_flags, config_from
+
+HELP = "show the provenance of a pushed model version (data, checks, training, evaluation, push)"
+
+
+def register(parser):
+    add_config_flags(parser)
+    parser.add_argument("version", nargs="?", help="registry version (default: the latest pushed)")
+    parser.add_argument("--span", type=int, help="list the models trained from this span instead")
+    parser.add_argument("--blessed", action="store_true",
+                        help="show the latest blessed and the latest pushed model instead")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _out(args, data, text: str):
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+def main(args) -> int:
+    from cd4ml import metadata
+
+    config = config_from(args)
+    if not os.path.exists(config.metadata_path):
+        print(f"no ML Metadata store at {config.metadata_path}: nothing has run in this home yet "
+              f"(run `cd4ml run --home {config.home}`)", file=sys.stderr)
+        return 1
+    store = metadata.open_store(config.metadata_path)
+
+    if args.span is not None:
+        models = metadata.models_from_span(store, args.span)
+        lines = [f"models trained from span {args.span}: {len(models) or 'none'}"]
+        for m in models:
+            blessed = {True: "blessed", False: "not blessed", None: "not evaluated"}[m["blessed"]]
+            pushed = f"pushed as {', '.join(m['versions'])}" if m["versions"] else "not pushed"
+            lines.append(f"  model #{m['model_id']} trained in run {m['run_id']}: {blessed}, {pushed}\n"
+                         f"    {m['uri']}")
+        _out(args, {"span": args.span, "models": models}, "\n".join(lines))
+        return 0
+
+    if args.blessed:
+        blessed, pushed = metadata.latest_blessed_model(store), metadata.latest_pushed_model(store)
+        lines = [
+            "latest blessed model: " + (f"#{blessed['model_id']} {blessed['model_uri']} (run {blessed['run_id']})"
+                                        if blessed else "none"),
+            "latest pushed model:  " + (f"version {pushed['version']} at {pushed['destination']} "
+                                        f"(model #{pushed['model_id']}, run {pushed['run_id']})"
+                                        if pushed else "none"),
+        ]
+        _out(args, {"latest_blessed": blessed, "latest_pushed": pushed}, "\n".join(lines))
+        return 0
+
+    doc = metadata.provenance(store, args.version)
+    if doc is None:
+        versions = [p["version"] for p in metadata.pushed_models(store)]
+        what = f"version {args.version} was never pushed" if args.version else "no model has been pushed yet"
+        print(f"{what} (pushed versions: {', '.join(versions) or 'none'})", file=sys.stderr)
+        return 1
+    if args.json:
+        doc = dict(doc, artifacts=list(doc["artifacts"].values()), executions=list(doc["executions"].values()))
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    print(metadata.format_tree(doc))
+    print()
+    print(format_summary(doc["summary"]))
+    return 0
+
+
+def format_summary(s) -> str:
+    files = ", ".join(f["name"] + (f" (generation {f['generation']})" if f.get("generation") else "")
+                      for f in s["span_files"]) or "(not recorded)"
+    trainer = s["trainer"] or {}
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(s["metrics"].items())) or "(see evaluation)"
+    rows = [
+        ("span", f"{s['span']}: {files}"),
+        ("schema", s["schema_file"] or ", ".join(s["schema"])),
+        ("statistics", ", ".join(s["statistics"])),
+        ("anomalies", "; ".join(f"{a['uri']} (clean splits {a['clean_splits']})" for a in s["anomalies"])),
+        ("transform graph", ", ".join(s["transform_graph"])),
+        ("trainer", f"run {trainer.get('run_id')}, {trainer.get('module_file')}, {trainer.get('custom_config')}"),
+        ("evaluation", ", ".join(s["evaluation"]) + f"; {metrics}"),
+        ("blessing", f"{'blessed' if s['blessed'] else 'NOT blessed'} ({s['blessing']})"
+         + (f"; baseline {', '.join(s['baseline_model'])}" if s["baseline_model"] else "; no baseline")),
+        ("detectors", ", ".join(s["detectors"]) or "none recorded"),
+        ("pusher", f"version {s['version']} -> {s['destination']} (run {(s['pusher'] or {}).get('run_id')})"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "summary\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

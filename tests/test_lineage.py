@@ -1,0 +1,168 @@
+"""Lineage queries and the `cd4ml lineage` / `cd4ml runs` commands, against the real pipeline's
+ML Metadata (the session's `trained_home`: span 1, then span 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from cd4ml import cli, metadata
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_commands_on_an_empty_home(tmp_path, capsys):
+    home = str(tmp_path / "empty")
+    code, out, err = run_cli(capsys, "lineage", "--home", home)
+    assert code == 1 and "nothing has run" in err
+    code, out, err = run_cli(capsys, "runs", "--home", home, "--json")
+    assert code == 0 and json.loads(out) == []
+
+
+def test_runs_lists_a_run_that_never_reached_the_pipeline(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "20260101T000000.000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps(
+        {"run_id": run_dir.name, "status": "validation failed", "span": 7, "seconds": 0.1,
+         "error": "span-7: no csv files"}))
+    code, out, _ = run_cli(capsys, "runs", "--home", str(tmp_path), "--json")
+    runs = json.loads(out)
+    assert code == 0 and [r["result"] for r in runs] == ["validation failed"]
+    assert runs[0]["status"] == "not started" and runs[0]["span"] == 7
+
+
+@pytest.fixture(scope="module")
+def store(trained_home):
+    return metadata.open_store(trained_home.config.metadata_path)
+
+
+@pytest.mark.slow
+def test_runs_have_component_states_and_timing(trained_home, store):
+    runs = {r.run_id: r for r in metadata.list_runs(store)}
+    first, second = runs[trained_home.span1.run_id], runs[trained_home.span2.run_id]
+    assert first.status == second.status == "complete"
+    assert first.span == 1 and second.span == 2
+    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(first.ran)
+    assert not first.cached and not first.failed
+    trainer = next(s for s in first.steps if s.node == "Trainer")
+    assert trainer.seconds > 0.5
+    # Span 2 is new data: it trains again; the unchanged curated schema comes from the cache.
+    assert {"CsvExampleGen", "Trainer"} <= set(second.ran)
+    assert "ImportSchemaGen" in second.cached
+    assert second.pushed_version == trained_home.span2.pushed_version and second.new_push
+    assert first.blessed is True and first.pushed_version == trained_home.span1.pushed_version
+
+
+@pytest.mark.slow
+def test_latest_blessed_and_pushed(trained_home, store):
+    pushed = metadata.latest_pushed_model(store)
+    assert pushed["version"] == trained_home.span2.pushed_version
+    assert pushed["run_id"] == trained_home.span2.run_id
+    assert os.path.isdir(pushed["destination"])
+    blessed = metadata.latest_blessed_model(store)
+    assert blessed["model_id"] == pushed["model_id"]
+    assert [p["version"] for p in metadata.pushed_models(store)] == [
+        trained_home.span1.pushed_version, trained_home.span2.pushed_version]
+
+
+def _producer(doc, artifact):
+    return doc["executions"][artifact["produced_by"]]
+
+
+def _input(doc, execution, key):
+    ids = execution["inputs"][key]
+    assert len(ids) == 1, (execution["node"], key, ids)
+    return doc["artifacts"][ids[0]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("span", [1, 2])
+def test_provenance_walks_from_pushed_model_to_span_files(trained_home, store, span):
+    result = trained_home.span1 if span == 1 else trained_home.span2
+    doc = metadata.provenance(store, result.pushed_version)
+    assert doc["version"] == result.pushed_version
+    pushed = next(a for a in doc["artifacts"].values() if a["type"] == "PushedModel")
+    assert pushed["properties"]["pushed_version"] == result.pushed_version
+    pusher = _producer(doc, pushed)
+    assert pusher["node"] == "Pusher" and pusher["run_id"] == result.run_id
+    model = _input(doc, pusher, "model")
+    trainer = _producer(doc, model)
+    assert model["type"] == "Model" and trainer["node"] == "Trainer"
+    transformed = _input(doc, trainer, "examples")
+    transform = _producer(doc, transformed)
+    assert transform["node"] == "Transform"
+    assert _input(doc, trainer, "transform_graph")["type"] == "TransformGraph"
+    examples = _input(doc, transform, "examples")
+    gen = _producer(doc, examples)
+    assert gen["node"] == "CsvExampleGen" and examples["properties"]["span"] == span
+    assert _input(doc, pusher, "model_blessing")["properties"]["blessed"] == 1
+
+    summary = doc["summary"]
+    assert summary["span"] == span
+    expected_file = os.path.join(trained_home.config.data_root, f"span-{span}", "bikeshare.csv")
+    assert [f["name"] for f in summary["span_files"]] == [expected_file]
+    assert not summary["span_files"][0].get("changed_since_run")
+    for role in ("schema", "statistics", "transform_graph", "evaluation", "examples"):
+        assert summary[role] and all(os.path.exists(uri) for uri in summary[role]), role
+    assert summary["anomalies"] and summary["anomalies"][0]["clean_splits"]
+    assert summary["blessed"] is True and summary["model"] == model["uri"]
+    assert summary["trainer"]["custom_config"]["seed"] == trained_home.config.seed
+    assert summary["pusher"]["destination"] == result.pushed_path
+    assert summary["metrics"]["mean_absolute_error"] > 0
+    if span == 2:  # compared with span 1's model, which is a leaf, not an ancestor
+        first = metadata.provenance(store, trained_home.span1.pushed_version)["summary"]["model"]
+        assert summary["baseline_model"] == [first]
+        assert all(e["run_id"] == result.run_id or e["node"] == "ImportSchemaGen"
+                   for e in doc["executions"].values())
+    else:
+        assert summary["baseline_model"] == []
+
+
+@pytest.mark.slow
+def test_models_from_span(trained_home, store):
+    one, two = metadata.models_from_span(store, 1), metadata.models_from_span(store, 2)
+    assert [m["versions"] for m in one] == [[trained_home.span1.pushed_version]]
+    assert [m["versions"] for m in two] == [[trained_home.span2.pushed_version]]
+    assert one[0]["run_id"] == trained_home.span1.run_id and one[0]["blessed"] is True
+    assert metadata.models_from_span(store, 9) == []
+
+
+@pytest.mark.slow
+def test_lineage_command(trained_home, capsys):
+    home = trained_home.config.home
+    code, out, _ = run_cli(capsys, "lineage", "--home", home)
+    assert code == 0
+    assert f"model version {trained_home.span2.pushed_version}" in out
+    for node in ("Pusher", "Trainer", "Transform", "CsvExampleGen", "Evaluator", "ExampleValidator"):
+        assert f"<- {node} (execution" in out, node
+    assert os.path.join("span-2", "bikeshare.csv") in out and "baseline_model:" in out
+
+    code, out, _ = run_cli(capsys, "lineage", "--home", home, trained_home.span1.pushed_version, "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["summary"]["span"] == 1
+    assert {e["node"] for e in doc["executions"]} >= {"Pusher", "Trainer", "Transform", "CsvExampleGen"}
+
+    code, out, _ = run_cli(capsys, "lineage", "--home", home, "--span", "1", "--json")
+    assert json.loads(out)["models"][0]["versions"] == [trained_home.span1.pushed_version]
+    code, out, _ = run_cli(capsys, "lineage", "--home", home, "--blessed")
+    assert trained_home.span2.pushed_version in out
+    code, _, err = run_cli(capsys, "lineage", "--home", home, "no-such-version")
+    assert code == 1 and "never pushed" in err
+
+
+@pytest.mark.slow
+def test_runs_command(trained_home, capsys):
+    code, out, _ = run_cli(capsys, "runs", "--home", trained_home.config.home, "--json")
+    runs = json.loads(out)
+    assert code == 0
+    assert [r["run_id"] for r in runs] == [trained_home.span1.run_id, trained_home.span2.run_id]
+    assert [r["result"] for r in runs] == ["ok", "ok"]
+    assert "ImportSchemaGen" in runs[1]["cached"] and runs[1]["pushed_version"]
+    code, out, _ = run_cli(capsys, "runs", "--home", trained_home.config.home, "--steps")
+    assert "Trainer" in out and "cached" in out and trained_home.span2.pushed_version in out
