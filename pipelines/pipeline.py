@@ -51,7 +51,7 @@ def curated_schema_file(config: PipelineConfig) -> str:
     served from cache. Locally we import a content-addressed copy; on a cluster the schema ships
     in the image, whose tag changes with every build.
     """
-    if config.pipeline_root.startswith("gs://"):
+    if on_cluster(config):
         return os.path.join(config.schema_source_dir, "schema.pbtxt")
     with open(curated_schema.SCHEMA_PATH, "rb") as fh:
         digest = hashlib.sha256(fh.read()).hexdigest()[:12]
@@ -60,6 +60,26 @@ def curated_schema_file(config: PipelineConfig) -> str:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(curated_schema.SCHEMA_PATH, target)
     return target
+
+
+def on_cluster(config: PipelineConfig) -> bool:
+    return config.pipeline_root.startswith("gs://")
+
+
+def user_code(config: PipelineConfig, which: str) -> dict:
+    """How Transform/Trainer find our code.
+
+    Locally: module files (TFX packages them as a wheel under the pipeline root). On a cluster the
+    image carries this repository on its PYTHONPATH, so the components import the functions by
+    name; compiling then needs no upload to the gs:// root.
+    """
+    if which == "transform":
+        if on_cluster(config):
+            return {"preprocessing_fn": "components.transform.preprocessing_fn"}
+        return {"module_file": config.transform_module}
+    if on_cluster(config):
+        return {"run_fn": "components.model.run_fn"}
+    return {"module_file": config.trainer_module}
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -82,7 +102,13 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
-def create_components(config: PipelineConfig) -> List:
+def create_components(config: PipelineConfig, target: str = "local") -> List:
+    """The pipeline's components. `target` is "local" (LocalDagRunner) or "kubeflow".
+
+    The only difference: KubeflowV2DagRunner cannot compile a custom ResolverStrategy, so the
+    Kubeflow target compares the candidate with TFX's LatestBlessedModelStrategy (the latest blessed
+    model; on an unchanged rerun the cache is then less effective, see components/baseline.py).
+    """
     gen = example_gen(config)
     statistics = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
     schema_import = tfx.components.ImportSchemaGen(schema_file=curated_schema_file(config))
@@ -94,9 +120,9 @@ def create_components(config: PipelineConfig) -> List:
                               schema=schema_import.outputs["schema"])
     schema = gate.outputs["validated_schema"]
     transform = tfx.components.Transform(examples=gen.outputs["examples"], schema=schema,
-                                         module_file=config.transform_module)
+                                         **user_code(config, "transform"))
     trainer = tfx.components.Trainer(
-        module_file=config.trainer_module,
+        **user_code(config, "trainer"),
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
@@ -105,12 +131,20 @@ def create_components(config: PipelineConfig) -> List:
         custom_config={"seed": config.seed, "epochs": config.epochs,
                        "batch_size": config.batch_size, "hidden_units": config.units},
     )
-    baseline = tfx.dsl.Resolver(
-        strategy_class=BaselineModelStrategy,
-        candidate=trainer.outputs["model"],
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("baseline_model_resolver")
+    if target == "kubeflow":
+        # KubeflowV2DagRunner compiles only TFX's built-in strategies into the pipeline spec.
+        baseline = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("baseline_model_resolver")
+    else:
+        baseline = tfx.dsl.Resolver(
+            strategy_class=BaselineModelStrategy,
+            candidate=trainer.outputs["model"],
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("baseline_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -135,11 +169,13 @@ def create_components(config: PipelineConfig) -> List:
 
 
 def create_pipeline(config: PipelineConfig,
-                    metadata_connection_config: Optional[object] = None) -> tfx.dsl.Pipeline:
+                    metadata_connection_config: Optional[object] = None,
+                    target: str = "local") -> tfx.dsl.Pipeline:
+    """`target`: "local" or "kubeflow" (see create_components)."""
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=create_components(config),
+        components=create_components(config, target=target),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_pipeline_args,
