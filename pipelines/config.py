@@ -45,6 +45,15 @@ class PipelineConfig:
     image: str = "gcr.io/PROJECT/cd4ml-pipeline:latest"
     source_dir: str = REPO_ROOT
     enable_cache: bool = True
+    # Kubeflow Pipelines / Vertex AI (cd4ml compile, submit, watch --submit).
+    kfp_host: str = ""             # e.g. https://HOST/pipeline ; empty: Vertex AI (needs gcp_project)
+    kfp_experiment: str = "cd4ml"
+    gcp_project: str = ""
+    gcp_region: str = "us-central1"
+    # Triggers (cd4ml watch / drift retrain): bucket prefix for drops, retrain guard rails.
+    drop_prefix: str = "incoming/"
+    retrain_cooldown_s: float = 600.0
+    retrain_min_rows: int = 200
 
     def __post_init__(self):
         self.home = os.path.abspath(os.path.expanduser(self.home))
