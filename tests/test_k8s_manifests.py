@@ -1,0 +1,545 @@
+"""Offline validation of the cluster artefacts under k8s/ (no cluster, no network).
+
+Three validators, each proven able to fail by a negative test:
+- core kinds (Namespace, ConfigMap, ServiceAccount, Deployment, Service, HorizontalPodAutoscaler):
+  `kubernetes-validate --strict` for Kubernetes 1.30, as a subprocess, exactly as a developer runs it;
+- SeldonDeployment: the CRD's OpenAPI v3 schema (../shared/schemas, skipped with a reason when
+  absent), made strict the way `kubectl apply --validate=strict` is: every object that names its
+  properties gets `additionalProperties: false` unless the schema already says what extra keys
+  may be (maps) or carries x-kubernetes-preserve-unknown-fields;
+- ServiceMonitor: tests/schemas/servicemonitor-v1.schema.json, a strict subset written here (the
+  Prometheus Operator CRDs are not bundled anywhere offline).
+Every manifest document must be claimed by exactly one validator: an unknown kind fails the test
+instead of passing unvalidated (kubernetes-validate only warns on kinds it has no schema for).
+Then cross-references: the graph and the containers agree, traffic adds up, the request logger
+reaches the detector Service, the ServiceMonitor finds the metrics Service, and so on.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Dict, List, Tuple
+
+import jsonschema
+import pytest
+import yaml
+
+from pipelines.config import REPO_ROOT, PipelineConfig
+
+K8S_DIR = os.path.join(REPO_ROOT, "k8s")
+K8S_VERSION = "1.30.0"
+BIN_DIR = os.path.dirname(sys.executable)
+KUBERNETES_VALIDATE = os.path.join(BIN_DIR, "kubernetes-validate")
+SELDON_SCHEMA_PATH = os.path.join(os.path.dirname(REPO_ROOT), "shared", "schemas",
+                                  "seldondeployment-v1.openapi.json")
+SERVICEMONITOR_SCHEMA_PATH = os.path.join(REPO_ROOT, "tests", "schemas", "servicemonitor-v1.schema.json")
+
+CORE_KINDS = {
+    ("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "ServiceAccount"), ("v1", "Service"),
+    ("apps/v1", "Deployment"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+}
+SELDON = ("machinelearning.seldon.io/v1", "SeldonDeployment")
+SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
+
+# CD4ML_* names the serving pods read that are not PipelineConfig fields (the server's own).
+SERVING_SETTINGS = {"CD4ML_SERVING_VERSION"}
+SERVING_IMAGE = "cd4ml-serving"
+OVERLAYS = ["default", "canary", "shadow", "ab"]
+
+needs_seldon_schema = pytest.mark.skipif(
+    not os.path.exists(SELDON_SCHEMA_PATH),
+    reason=f"SeldonDeployment CRD schema not found at {SELDON_SCHEMA_PATH} (it lives in the "
+           "project's shared/ directory, next to the repository, not in a user's clone)")
+
+
+# ---------------------------------------------------------------- loading
+
+@dataclasses.dataclass
+class Doc:
+    path: str
+    index: int
+    body: dict
+
+    @property
+    def key(self) -> Tuple[str, str]:
+        return self.body.get("apiVersion"), self.body.get("kind")
+
+    @property
+    def name(self) -> str:
+        return self.body.get("metadata", {}).get("name", "")
+
+    def __repr__(self):
+        return f"{os.path.relpath(self.path, REPO_ROOT)}#{self.index} {self.key[1]}/{self.name}"
+
+
+def manifest_files() -> List[str]:
+    files = sorted(glob.glob(os.path.join(K8S_DIR, "**", "*.yaml"), recursive=True))
+    return [f for f in files if os.path.basename(f) != "kustomization.yaml"]
+
+
+def load_docs(paths=None) -> List[Doc]:
+    docs = []
+    for path in paths or manifest_files():
+        with open(path) as fh:
+            for i, body in enumerate(yaml.safe_load_all(fh)):
+                if body is not None:
+                    docs.append(Doc(path, i, body))
+    return docs
+
+
+def by_kind(docs: List[Doc], key) -> List[Doc]:
+    return [d for d in docs if d.key == key]
+
+
+# ---------------------------------------------------------------- validators
+
+def kubernetes_validate(cases: Dict[str, dict], tmpdir: str, strict: bool = True) -> Tuple[int, Dict[str, str]]:
+    """Run the kubernetes-validate CLI once over one file per case; return (rc, output per case).
+
+    One process for everything: each run spends seconds importing and loading schemas.
+    """
+    files = {}
+    for name, body in cases.items():
+        path = os.path.join(tmpdir, f"{name}.yaml")
+        with open(path, "w") as fh:
+            yaml.safe_dump(body, fh)
+        files[name] = path
+    cmd = [KUBERNETES_VALIDATE, "-k", K8S_VERSION] + (["--strict"] if strict else []) + list(files.values())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    per_case = {name: "\n".join(line for line in lines if f" {path} " in line) for name, path in files.items()}
+    return proc.returncode, per_case
+
+
+def assert_passed(body: dict, output: str):
+    # The CLI only warns on a kind it has no schema for: require its "passed" line.
+    line = f"passed for resource {body['kind'].lower()}/{body['metadata']['name']} "
+    assert line in output and "ERROR" not in output, output
+
+
+def strictify(schema: dict) -> dict:
+    """A copy of an OpenAPI v3 structural schema that rejects properties it does not name.
+
+    - objects with `properties` and no `additionalProperties` get `additionalProperties: false`,
+      unless they carry x-kubernetes-preserve-unknown-fields (then anything goes, as in the API);
+    - maps (`additionalProperties` given) keep their rule;
+    - the CRD truncates the recursive inference graph (`graph.children.items` is `{}`): children
+      are validated as graph nodes again, through a $ref;
+    - the top-level ObjectMeta is an untyped object in the CRD: it gets the ObjectMeta the CRD
+      itself copies for componentSpecs[].metadata.
+    """
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if ("properties" in node and "additionalProperties" not in node
+                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    predictor = schema["properties"]["spec"]["properties"]["predictors"]["items"]
+    object_meta = copy.deepcopy(predictor["properties"]["componentSpecs"]["items"]["properties"]["metadata"])
+    schema["properties"]["metadata"] = object_meta
+    walk(schema)
+    graph = predictor["properties"]["graph"]
+    assert graph["properties"]["children"]["items"] == {}, "CRD graph.children changed: revisit strictify"
+    schema["$defs"] = {"graph": graph}
+    graph["properties"]["children"]["items"] = {"$ref": "#/$defs/graph"}
+    predictor["properties"]["graph"] = {"$ref": "#/$defs/graph"}
+    for meta in (schema["properties"]["metadata"],):
+        meta.setdefault("required", []).append("name")
+    return schema
+
+
+def schema_errors(schema: dict, body: dict) -> List[str]:
+    validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    validator = validator_cls(schema)
+    return [f"{'/'.join(str(p) for p in e.absolute_path)}: {e.message}"
+            for e in sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))]
+
+
+@pytest.fixture(scope="module")
+def seldon_schema() -> dict:
+    with open(SELDON_SCHEMA_PATH) as fh:
+        return json.load(fh)
+
+
+@pytest.fixture(scope="module")
+def strict_seldon_schema(seldon_schema) -> dict:
+    return strictify(seldon_schema)
+
+
+@pytest.fixture(scope="module")
+def servicemonitor_schema() -> dict:
+    with open(SERVICEMONITOR_SCHEMA_PATH) as fh:
+        schema = json.load(fh)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return schema
+
+
+@pytest.fixture(scope="module")
+def docs() -> List[Doc]:
+    return load_docs()
+
+
+def render(overlay: str) -> List[dict]:
+    proc = subprocess.run(["kubectl", "kustomize", os.path.join(K8S_DIR, "overlays", overlay)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [b for b in yaml.safe_load_all(proc.stdout) if b]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> Dict[str, List[dict]]:
+    if shutil.which("kubectl") is None:
+        return {}
+    return {overlay: render(overlay) for overlay in OVERLAYS}
+
+
+def _deployment(docs) -> dict:
+    return copy.deepcopy(next(d.body for d in docs if d.key == ("apps/v1", "Deployment")))
+
+
+def negative_core_cases(docs) -> Dict[str, dict]:
+    misspelt = _deployment(docs)
+    misspelt["spec"]["replicaz"] = misspelt["spec"].pop("replicas")
+    nested = _deployment(docs)
+    container = nested["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    wrong_type = _deployment(docs)
+    wrong_type["spec"]["replicas"] = "two"
+    return {"neg-misspelt": misspelt, "neg-nested": nested, "neg-wrong-type": wrong_type}
+
+
+@pytest.fixture(scope="module")
+def kv(docs, rendered, tmp_path_factory):
+    """kubernetes-validate --strict over the source manifests, the rendered overlays and the
+    negative cases, in one run. Returns (rc, {case: output}, {case: body})."""
+    cases = {f"src-{i:02d}": d.body for i, d in enumerate(d for d in docs if d.key in CORE_KINDS)}
+    for overlay, bodies in rendered.items():
+        core = [b for b in bodies if (b["apiVersion"], b["kind"]) in CORE_KINDS]
+        cases.update({f"{overlay}-{i:02d}": b for i, b in enumerate(core)})
+    cases.update(negative_core_cases(docs))
+    rc, out = kubernetes_validate(cases, str(tmp_path_factory.mktemp("kv")))
+    return rc, out, cases
+
+
+def sdeps(docs):
+    return by_kind(docs, SELDON)
+
+
+# ---------------------------------------------------------------- every document has a validator
+
+def test_manifests_exist_and_every_kind_has_a_validator(docs):
+    assert docs, "no manifests under k8s/"
+    kinds = {d.key for d in docs}
+    unknown = [d for d in docs if d.key not in CORE_KINDS | {SELDON, SERVICE_MONITOR}]
+    assert not unknown, f"kinds with no validator here (add one, do not let them pass unchecked): {unknown}"
+    for wanted in [("v1", "Namespace"), ("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("v1", "Service"),
+                   ("autoscaling/v2", "HorizontalPodAutoscaler"), SELDON, SERVICE_MONITOR]:
+        assert wanted in kinds, f"missing a {wanted[1]}"
+    for d in docs:
+        assert d.body.get("metadata", {}).get("namespace") in (None, "cd4ml") or d.key == ("v1", "Namespace"), d
+
+
+def test_core_kinds_pass_kubernetes_validate_strict(kv):
+    _, out, cases = kv
+    sources = [name for name in cases if name.startswith("src-")]
+    assert len(sources) >= 7
+    for name in sources:
+        assert_passed(cases[name], out[name])
+
+
+@needs_seldon_schema
+def test_seldondeployments_pass_the_strict_crd_schema(docs, strict_seldon_schema):
+    found = sdeps(docs)
+    assert {os.path.basename(os.path.dirname(d.path)) for d in found} == set(OVERLAYS)
+    for d in found:
+        assert schema_errors(strict_seldon_schema, d.body) == [], d
+
+
+def test_servicemonitor_passes_its_schema(docs, servicemonitor_schema):
+    found = by_kind(docs, SERVICE_MONITOR)
+    assert found
+    for d in found:
+        assert schema_errors(servicemonitor_schema, d.body) == [], d
+
+
+# ---------------------------------------------------------------- the validators can fail
+
+def test_kubernetes_validate_rejects_a_misspelt_field_only_when_strict(kv, docs):
+    rc, out, cases = kv
+    assert rc != 0  # the CLI's exit status reports the failures below
+    assert "did not validate" in out["neg-misspelt"] and "replicaz" in out["neg-misspelt"], out["neg-misspelt"]
+    # Without strict the same typo passes: the reason the tests insist on --strict.
+    import kubernetes_validate as kv_api
+    kv_api.validate(cases["neg-misspelt"], K8S_VERSION, strict=False)
+    with pytest.raises(kv_api.ValidationError):
+        kv_api.validate(cases["neg-misspelt"], K8S_VERSION, strict=True)
+
+
+def test_kubernetes_validate_rejects_a_misspelt_nested_field(kv):
+    _, out, _ = kv
+    assert "did not validate" in out["neg-nested"] and "readinesProbe" in out["neg-nested"], out["neg-nested"]
+
+
+def test_kubernetes_validate_rejects_a_wrong_type(kv):
+    _, out, _ = kv
+    assert "did not validate" in out["neg-wrong-type"] and "'two'" in out["neg-wrong-type"], out["neg-wrong-type"]
+
+
+@needs_seldon_schema
+def test_crd_schema_alone_misses_a_typo_that_the_strict_schema_catches(docs, seldon_schema, strict_seldon_schema):
+    bad = copy.deepcopy(sdeps(docs)[0].body)
+    bad["spec"]["predictors"][0]["trafic"] = bad["spec"]["predictors"][0].pop("traffic")
+    assert schema_errors(seldon_schema, bad) == []          # the CRD schema as shipped: passes
+    errors = schema_errors(strict_seldon_schema, bad)
+    assert any("trafic" in e for e in errors), errors
+
+
+@needs_seldon_schema
+@pytest.mark.parametrize("where", ["metadata", "spec", "predictor", "container", "graph", "graph-child", "hpa"])
+def test_strict_crd_schema_rejects_misspelt_fields_everywhere(docs, strict_seldon_schema, where):
+    body = copy.deepcopy(next(d.body for d in sdeps(docs) if "/ab/" in d.path))
+    predictor = body["spec"]["predictors"][0]
+    target = {
+        "metadata": body["metadata"],
+        "spec": body["spec"],
+        "predictor": predictor,
+        "container": predictor["componentSpecs"][0]["spec"]["containers"][0],
+        "graph": predictor["graph"],
+        "graph-child": predictor["graph"]["children"][0],
+        "hpa": predictor["componentSpecs"][0]["hpaSpec"],
+    }[where]
+    target["misspelt_field"] = "x"
+    errors = schema_errors(strict_seldon_schema, body)
+    assert any("misspelt_field" in e for e in errors), errors
+
+
+@needs_seldon_schema
+@pytest.mark.parametrize("path,value", [
+    (("spec", "predictors", 0, "traffic"), "ninety"),
+    (("spec", "predictors", 0, "componentSpecs", 0, "hpaSpec", "maxReplicas"), "5"),
+    (("spec", "predictors", 0, "graph", "children"), {"name": "x"}),
+    (("spec", "predictors", 0, "componentSpecs", 0, "spec", "containers", 0, "env"), "CD4ML_HOME=/x"),
+])
+def test_strict_crd_schema_rejects_wrong_types(docs, strict_seldon_schema, path, value):
+    body = copy.deepcopy(sdeps(docs)[0].body)
+    node = body
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    errors = schema_errors(strict_seldon_schema, body)
+    assert any(path[-1] in e.split(":")[0] for e in errors), errors
+
+
+@needs_seldon_schema
+def test_strict_crd_schema_rejects_a_missing_required_field(docs, strict_seldon_schema):
+    body = copy.deepcopy(sdeps(docs)[0].body)
+    del body["spec"]["predictors"][0]["graph"]
+    assert any("'graph' is a required property" in e for e in schema_errors(strict_seldon_schema, body))
+
+
+def test_servicemonitor_schema_rejects_a_typo_and_a_wrong_type(docs, servicemonitor_schema):
+    good = by_kind(docs, SERVICE_MONITOR)[0].body
+    typo = copy.deepcopy(good)
+    typo["spec"]["endpoint"] = typo["spec"].pop("endpoints")
+    errors = schema_errors(servicemonitor_schema, typo)
+    assert any("endpoint" in e for e in errors), errors
+    wrong = copy.deepcopy(good)
+    wrong["spec"]["endpoints"][0]["interval"] = 15
+    assert any("interval" in e for e in schema_errors(servicemonitor_schema, wrong))
+    bad_duration = copy.deepcopy(good)
+    bad_duration["spec"]["endpoints"][0]["interval"] = "15 seconds"
+    assert any("interval" in e for e in schema_errors(servicemonitor_schema, bad_duration))
+
+
+# ---------------------------------------------------------------- kustomize
+
+def _kustomizations() -> List[str]:
+    return sorted(glob.glob(os.path.join(K8S_DIR, "**", "kustomization.yaml"), recursive=True))
+
+
+def test_kustomizations_reference_existing_files_and_cover_every_manifest():
+    referenced = set()
+    for path in _kustomizations():
+        with open(path) as fh:
+            kust = yaml.safe_load(fh)
+        assert kust["kind"] == "Kustomization"
+        for res in kust.get("resources", []):
+            target = os.path.normpath(os.path.join(os.path.dirname(path), res))
+            assert os.path.exists(target), f"{path}: resource {res} does not exist"
+            referenced.add(target)
+    unreferenced = [f for f in manifest_files() if f not in referenced]
+    assert not unreferenced, f"manifests no kustomization applies: {unreferenced}"
+    for overlay in OVERLAYS:
+        assert os.path.exists(os.path.join(K8S_DIR, "overlays", overlay, "kustomization.yaml"))
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not on PATH: cannot render the overlays")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_renders_and_validates(overlay, rendered, kv, servicemonitor_schema):
+    bodies = rendered[overlay]
+    keys = [(b["apiVersion"], b["kind"]) for b in bodies]
+    assert keys.count(SELDON) == 1 and keys.count(SERVICE_MONITOR) == 1
+    assert all(k in CORE_KINDS | {SELDON, SERVICE_MONITOR} for k in keys), keys
+    assert all(b["metadata"].get("namespace") == "cd4ml" for b in bodies if b["kind"] != "Namespace")
+    _, out, cases = kv
+    names = [n for n in cases if n.startswith(overlay + "-")]
+    assert len(names) == len([k for k in keys if k in CORE_KINDS])
+    for name in names:
+        assert_passed(cases[name], out[name])
+    for body in bodies:
+        if (body["apiVersion"], body["kind"]) == SERVICE_MONITOR:
+            assert schema_errors(servicemonitor_schema, body) == []
+        if (body["apiVersion"], body["kind"]) == SELDON and os.path.exists(SELDON_SCHEMA_PATH):
+            with open(SELDON_SCHEMA_PATH) as fh:
+                assert schema_errors(strictify(json.load(fh)), body) == []
+
+
+# ---------------------------------------------------------------- what the manifests mean
+
+def _graph_nodes(node) -> List[dict]:
+    return [node] + [n for child in node.get("children", []) for n in _graph_nodes(child)]
+
+
+def _containers(predictor) -> List[dict]:
+    return [c for spec in predictor.get("componentSpecs", []) for c in spec["spec"]["containers"]]
+
+
+def _service(docs, name) -> dict:
+    matches = [d.body for d in by_kind(docs, ("v1", "Service")) if d.name == name]
+    assert len(matches) == 1, f"no single Service named {name}"
+    return matches[0]
+
+
+def test_every_seldondeployment_is_the_same_model_with_graph_and_containers_in_step(docs):
+    for d in sdeps(docs):
+        body = d.body
+        assert body["metadata"]["name"] == "bike-demand", d  # one name: overlays replace each other
+        for predictor in body["spec"]["predictors"]:
+            nodes = _graph_nodes(predictor["graph"])
+            containers = {c["name"]: c for c in _containers(predictor)}
+            # Seldon runs a graph node from the container of the same name, unless the node is
+            # a built-in implementation (the A/B router).
+            models = [n for n in nodes if not n.get("implementation")]
+            assert {n["name"] for n in models} == set(containers), (d, predictor["name"])
+            for node in models:
+                assert node["type"] == "MODEL"
+                c = containers[node["name"]]
+                assert SERVING_IMAGE in c["image"], (d, c["image"])
+                assert c["resources"]["requests"] and c["resources"]["limits"], d
+                assert c["readinessProbe"]["httpGet"] == {"path": "/health/status", "port": 9000}, d
+                assert c["livenessProbe"]["httpGet"] == {"path": "/health/ping", "port": 9000}, d
+                assert c["envFrom"] == [{"configMapRef": {"name": "cd4ml-config"}}], d
+                env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                assert "CD4ML_SERVING_VERSION" in env, d
+                assert node.get("logger", {}).get("mode") == "all", (d, node["name"])
+            for spec in predictor["componentSpecs"]:
+                # Seldon's own HPA owns replicas; a fixed replica count beside it would fight it.
+                assert spec["hpaSpec"]["maxReplicas"] >= spec["hpaSpec"].get("minReplicas", 1) >= 1
+                assert "replicas" not in spec and "replicas" not in predictor, d
+                assert spec["spec"]["serviceAccountName"] == "cd4ml-serving"
+
+
+def test_traffic_adds_up_and_variants_have_their_shape(docs):
+    by_overlay = {os.path.basename(os.path.dirname(d.path)): d.body for d in sdeps(docs)}
+    for overlay, body in by_overlay.items():
+        live = [p for p in body["spec"]["predictors"] if not p.get("shadow")]
+        assert sum(p.get("traffic", 0) for p in live) == 100, overlay
+    versions = {
+        overlay: [c["env"][0]["value"] for p in body["spec"]["predictors"] for c in _containers(p)]
+        for overlay, body in by_overlay.items()
+    }
+    assert versions["default"] == [""]  # newest version, hot-loaded
+    canary = by_overlay["canary"]["spec"]["predictors"]
+    assert len(canary) == 2 and sorted(p["traffic"] for p in canary) == [10, 90]
+    assert versions["canary"] == ["CHAMPION_VERSION", ""]
+    shadow = by_overlay["shadow"]["spec"]["predictors"]
+    assert [p.get("shadow", False) for p in shadow] == [False, True]  # Seldon allows one shadow
+    assert versions["shadow"] == ["CHAMPION_VERSION", ""]
+    (ab,) = by_overlay["ab"]["spec"]["predictors"]
+    router = ab["graph"]
+    assert router["type"] == "ROUTER" and router["implementation"] == "RANDOM_ABTEST"
+    ratio = {p["name"]: p for p in router["parameters"]}["ratioA"]
+    assert ratio["type"] == "FLOAT" and 0.0 <= float(ratio["value"]) <= 1.0
+    assert [c["name"] for c in router["children"]] == ["model-a", "model-b"]
+    assert versions["ab"] == ["CHAMPION_VERSION", ""]
+
+
+def test_request_logger_reaches_the_detector_service(docs):
+    service = _service(docs, "cd4ml-detector")
+    port = service["spec"]["ports"][0]["port"]
+    expected = f"http://cd4ml-detector.cd4ml.svc.cluster.local:{port}/"
+    for d in sdeps(docs):
+        for predictor in d.body["spec"]["predictors"]:
+            for node in _graph_nodes(predictor["graph"]):
+                if "logger" in node:
+                    assert node["logger"]["url"] == expected, d
+    deployment = next(x.body for x in by_kind(docs, ("apps/v1", "Deployment")) if x.name == "cd4ml-detector")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    container_ports = {p["name"]: p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert container_ports[service["spec"]["ports"][0]["targetPort"]] == 8080
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--http_port") + 1] == "8080"
+
+
+def test_servicemonitor_scrapes_the_model_metrics_ports(docs):
+    monitor = by_kind(docs, SERVICE_MONITOR)[0].body
+    service = _service(docs, "bike-demand-metrics")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= set(ports)
+    assert ports["model-metrics"] == 6000  # seldon-core-microservice's metrics port
+    # Seldon labels every pod it creates with seldon-deployment-id=<SeldonDeployment name>.
+    assert service["spec"]["selector"] == {"seldon-deployment-id": "bike-demand"}
+
+
+def test_hpa_targets_a_deployment_defined_here(docs):
+    deployments = {d.name for d in by_kind(docs, ("apps/v1", "Deployment"))}
+    for hpa in by_kind(docs, ("autoscaling/v2", "HorizontalPodAutoscaler")):
+        ref = hpa.body["spec"]["scaleTargetRef"]
+        assert ref["kind"] == "Deployment" and ref["name"] in deployments, hpa
+        assert hpa.body["spec"]["maxReplicas"] >= hpa.body["spec"]["minReplicas"]
+
+
+def test_service_accounts_and_configmaps_referenced_exist(docs):
+    accounts = {d.name for d in by_kind(docs, ("v1", "ServiceAccount"))}
+    configmaps = {d.name: d.body for d in by_kind(docs, ("v1", "ConfigMap"))}
+    pod_specs = [d.body["spec"]["template"]["spec"] for d in by_kind(docs, ("apps/v1", "Deployment"))]
+    pod_specs += [s["spec"] for d in sdeps(docs) for p in d.body["spec"]["predictors"] for s in p["componentSpecs"]]
+    for pod in pod_specs:
+        assert pod["serviceAccountName"] in accounts
+        for c in pod["containers"]:
+            for ref in c.get("envFrom", []):
+                assert ref["configMapRef"]["name"] in configmaps
+            for env in c.get("env", []):
+                key_ref = env.get("valueFrom", {}).get("configMapKeyRef")
+                if key_ref:
+                    assert key_ref["key"] in configmaps[key_ref["name"]]["data"], env
+
+
+def test_configmap_settings_are_ones_the_code_reads():
+    (cm,) = [d.body for d in load_docs([os.path.join(K8S_DIR, "base", "configmap.yaml")])]
+    fields = {"CD4ML_" + f.name.upper() for f in dataclasses.fields(PipelineConfig)}
+    data: Dict[str, str] = cm["data"]
+    unknown = [k for k in data if k.startswith("CD4ML_") and k not in fields | SERVING_SETTINGS]
+    assert not unknown, f"CD4ML_* keys nothing reads: {unknown}"
+    assert data["TF_USE_LEGACY_KERAS"] == "1"
+    assert data["CD4ML_REGISTRY"].startswith("gs://")
+    # The values parse the way the pipeline will parse them on the cluster.
+    config = PipelineConfig.from_env({k: v for k, v in data.items() if k in fields})
+    assert config.registry == data["CD4ML_REGISTRY"] and config.data_root.startswith("gs://")
