@@ -1,0 +1,27 @@
+# The pipeline image: what every TFX component runs in on Kubeflow Pipelines / Vertex AI (and the
+# Dataflow workers, via --sdk_container_image). It carries this repository at /pipeline, which
+# PipelineConfig.source_dir (CD4ML_SOURCE_DIR) points the module files at.
+# Build from the repository root:  docker build -f docker/pipeline.Dockerfile -t IMAGE .
+FROM python:3.10-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_USE_LEGACY_KERAS=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    CD4ML_SOURCE_DIR=/pipeline
+
+WORKDIR /pipeline
+
+# Dependencies first, so a code change does not reinstall 3 GB. The lock is complete and exact:
+# --no-deps installs exactly it, as `make setup` does.
+COPY requirements/pipeline.lock requirements/pipeline.lock
+RUN python -m pip install "pip==24.2" \
+ && python -m pip install --no-deps -r requirements/pipeline.lock
+
+COPY . /pipeline
+RUN python -m pip install --no-deps --no-build-isolation -e /pipeline \
+ && python -c "import tfx, components.features, pipelines.config, cd4ml.cli"
+
+CMD ["cd4ml", "--help"]

@@ -1,0 +1,33 @@
+# The serving image: seldon-core's Python wrapper around serving.seldon_model.BikeDemandModel.
+# REST on 9000, Prometheus metrics on 6000 (/prometheus). Its own lock: seldon-core 1.18.2 cannot
+# share the pipeline environment (requirements/serving.in).
+# Build from the repository root:  docker build -f docker/serving.Dockerfile -t IMAGE .
+FROM python:3.10-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_USE_LEGACY_KERAS=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    PYTHONPATH=/microservice \
+    CD4ML_HOME=/var/lib/cd4ml \
+    GUNICORN_WORKERS=1
+
+# Non-root, the uid the Kubernetes manifests run as (runAsUser 8888).
+RUN useradd --uid 8888 --create-home --home-dir /home/seldon seldon \
+ && mkdir -p /var/lib/cd4ml && chown 8888 /var/lib/cd4ml
+
+WORKDIR /microservice
+
+COPY requirements/serving.lock requirements/serving.lock
+RUN python -m pip install "pip==24.2" \
+ && python -m pip install --no-deps -r requirements/serving.lock
+
+COPY components/ /microservice/components/
+COPY serving/ /microservice/serving/
+RUN python -c "import seldon_core, components.features, serving.seldon_model"
+
+USER 8888
+EXPOSE 9000 6000
+CMD ["seldon-core-microservice", "serving.seldon_model.BikeDemandModel", "--service-type", "MODEL"]
