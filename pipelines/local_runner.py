@@ -173,6 +173,8 @@ def _finish(result: RunResult, started: float) -> RunResult:
         from components.validation_gate import format_report
         with open(os.path.join(result.run_dir, "validation_report.txt"), "w") as fh:
             fh.write(format_report(result.problems) + "\n")
+    from cd4ml.report import write_run_report
+    write_run_report(result)  # <run_dir>/report.html; never raises (a failure logs a warning)
     return result
 
 
