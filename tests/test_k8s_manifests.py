@@ -213,12 +213,12 @@ def _deployment(docs) -> dict:
 
 def negative_core_cases(docs) -> Dict[str, dict]:
     misspelt = _deployment(docs)
-    misspelt["spec"]["replicaz"] = misspelt["spec"].pop("replicas")
+    misspelt["spec"]["revisionHistoryLimt"] = misspelt["spec"].pop("revisionHistoryLimit")
     nested = _deployment(docs)
     container = nested["spec"]["template"]["spec"]["containers"][0]
     container["readinesProbe"] = container.pop("readinessProbe")
     wrong_type = _deployment(docs)
-    wrong_type["spec"]["replicas"] = "two"
+    wrong_type["spec"]["revisionHistoryLimit"] = "two"
     return {"neg-misspelt": misspelt, "neg-nested": nested, "neg-wrong-type": wrong_type}
 
 
@@ -281,7 +281,7 @@ def test_servicemonitor_passes_its_schema(docs, servicemonitor_schema):
 def test_kubernetes_validate_rejects_a_misspelt_field_only_when_strict(kv, docs):
     rc, out, cases = kv
     assert rc != 0  # the CLI's exit status reports the failures below
-    assert "did not validate" in out["neg-misspelt"] and "replicaz" in out["neg-misspelt"], out["neg-misspelt"]
+    assert "did not validate" in out["neg-misspelt"] and "revisionHistoryLimt" in out["neg-misspelt"], out["neg-misspelt"]
     # Without strict the same typo passes: the reason the tests insist on --strict.
     import kubernetes_validate as kv_api
     kv_api.validate(cases["neg-misspelt"], K8S_VERSION, strict=False)
@@ -445,7 +445,8 @@ def test_every_seldondeployment_is_the_same_model_with_graph_and_containers_in_s
                 assert c["envFrom"] == [{"configMapRef": {"name": "cd4ml-config"}}], d
                 env = {e["name"]: e.get("value") for e in c.get("env", [])}
                 assert "CD4ML_SERVING_VERSION" in env, d
-                assert node.get("logger", {}).get("mode") == "all", (d, node["name"])
+                # Requests only: responses carry predictions, not features, for the detector.
+                assert node.get("logger", {}).get("mode") == "request", (d, node["name"])
             for spec in predictor["componentSpecs"]:
                 # Seldon's own HPA owns replicas; a fixed replica count beside it would fight it.
                 assert spec["hpaSpec"]["maxReplicas"] >= spec["hpaSpec"].get("minReplicas", 1) >= 1
@@ -480,32 +481,47 @@ def test_traffic_adds_up_and_variants_have_their_shape(docs):
 
 def test_request_logger_reaches_the_detector_service(docs):
     service = _service(docs, "cd4ml-detector")
-    port = service["spec"]["ports"][0]["port"]
-    expected = f"http://cd4ml-detector.cd4ml.svc.cluster.local:{port}/"
+    port = {p["name"]: p for p in service["spec"]["ports"]}["http"]
+    expected = f"http://cd4ml-detector.cd4ml.svc.cluster.local:{port['port']}/api/v1.0/predictions"
+    loggers = 0
     for d in sdeps(docs):
         for predictor in d.body["spec"]["predictors"]:
             for node in _graph_nodes(predictor["graph"]):
                 if "logger" in node:
                     assert node["logger"]["url"] == expected, d
+                    loggers += 1
+    assert loggers >= len(OVERLAYS)
     deployment = next(x.body for x in by_kind(docs, ("apps/v1", "Deployment")) if x.name == "cd4ml-detector")
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    container_ports = {p["name"]: p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
-    assert container_ports[service["spec"]["ports"][0]["targetPort"]] == 8080
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--http_port") + 1] == "8080"
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container_ports[port["targetPort"]] == 9000  # seldon-core-microservice's REST port
+    # The detector is our server: the serving image, run exactly as the image's CMD runs it.
+    assert SERVING_IMAGE in container["image"]
+    with open(os.path.join(REPO_ROOT, "docker", "serving.Dockerfile")) as fh:
+        cmd_line = [ln for ln in fh if ln.startswith("CMD ")][-1]
+    assert container["command"] == json.loads(cmd_line[4:])
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/status"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/ping"
+    assert "replicas" not in deployment["spec"]  # its HPA owns the replica count
 
 
-def test_servicemonitor_scrapes_the_model_metrics_ports(docs):
-    monitor = by_kind(docs, SERVICE_MONITOR)[0].body
-    service = _service(docs, "bike-demand-metrics")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= set(ports)
-    assert ports["model-metrics"] == 6000  # seldon-core-microservice's metrics port
+def test_servicemonitor_scrapes_the_model_and_detector_metrics(docs):
+    (monitor,) = [d.body for d in by_kind(docs, SERVICE_MONITOR)]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    selected = [d.body for d in by_kind(docs, ("v1", "Service"))
+                if selector.items() <= d.body["metadata"].get("labels", {}).items()]
+    assert {s["metadata"]["name"] for s in selected} == {"bike-demand-metrics", "cd4ml-detector"}
+    endpoint_ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+    for service in selected:
+        ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+        assert ports.get("model-metrics") == 6000, service["metadata"]["name"]  # seldon-core-microservice metrics
+        assert endpoint_ports & set(ports)
+    assert all(e["path"] == "/prometheus" for e in monitor["spec"]["endpoints"])
     # Seldon labels every pod it creates with seldon-deployment-id=<SeldonDeployment name>.
-    assert service["spec"]["selector"] == {"seldon-deployment-id": "bike-demand"}
+    assert _service(docs, "bike-demand-metrics")["spec"]["selector"] == {"seldon-deployment-id": "bike-demand"}
 
 
 def test_hpa_targets_a_deployment_defined_here(docs):
