@@ -22,10 +22,10 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-from typing import Dict, List, Tuple
 
 import jsonschema
 import pytest
@@ -48,8 +48,17 @@ CORE_KINDS = {
 SELDON = ("machinelearning.seldon.io/v1", "SeldonDeployment")
 SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
 
-# CD4ML_* names the serving pods read that are not PipelineConfig fields (the server's own).
-SERVING_SETTINGS = {"CD4ML_SERVING_VERSION"}
+
+
+def serving_settings() -> set:
+    """CD4ML_* names the server reads (serving/seldon_model.py's `_env("CD4ML_...")` calls)."""
+    path = os.path.join(REPO_ROOT, "serving", "seldon_model.py")
+    if not os.path.exists(path):
+        return {"CD4ML_SERVING_VERSION"}
+    with open(path) as fh:
+        return set(re.findall(r"""_env\(\s*["'](CD4ML_\w+)["']""", fh.read()))
+
+
 SERVING_IMAGE = "cd4ml-serving"
 OVERLAYS = ["default", "canary", "shadow", "ab"]
 
@@ -68,7 +77,7 @@ class Doc:
     body: dict
 
     @property
-    def key(self) -> Tuple[str, str]:
+    def key(self) -> tuple[str, str]:
         return self.body.get("apiVersion"), self.body.get("kind")
 
     @property
@@ -79,12 +88,12 @@ class Doc:
         return f"{os.path.relpath(self.path, REPO_ROOT)}#{self.index} {self.key[1]}/{self.name}"
 
 
-def manifest_files() -> List[str]:
+def manifest_files() -> list[str]:
     files = sorted(glob.glob(os.path.join(K8S_DIR, "**", "*.yaml"), recursive=True))
     return [f for f in files if os.path.basename(f) != "kustomization.yaml"]
 
 
-def load_docs(paths=None) -> List[Doc]:
+def load_docs(paths=None) -> list[Doc]:
     docs = []
     for path in paths or manifest_files():
         with open(path) as fh:
@@ -94,13 +103,13 @@ def load_docs(paths=None) -> List[Doc]:
     return docs
 
 
-def by_kind(docs: List[Doc], key) -> List[Doc]:
+def by_kind(docs: list[Doc], key) -> list[Doc]:
     return [d for d in docs if d.key == key]
 
 
 # ---------------------------------------------------------------- validators
 
-def kubernetes_validate(cases: Dict[str, dict], tmpdir: str, strict: bool = True) -> Tuple[int, Dict[str, str]]:
+def kubernetes_validate(cases: dict[str, dict], tmpdir: str, strict: bool = True) -> tuple[int, dict[str, str]]:
     """Run the kubernetes-validate CLI once over one file per case; return (rc, output per case).
 
     One process for everything: each run spends seconds importing and loading schemas.
@@ -112,7 +121,7 @@ def kubernetes_validate(cases: Dict[str, dict], tmpdir: str, strict: bool = True
             yaml.safe_dump(body, fh)
         files[name] = path
     cmd = [KUBERNETES_VALIDATE, "-k", K8S_VERSION] + (["--strict"] if strict else []) + list(files.values())
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     lines = (proc.stdout + proc.stderr).splitlines()
     per_case = {name: "\n".join(line for line in lines if f" {path} " in line) for name, path in files.items()}
     return proc.returncode, per_case
@@ -162,7 +171,7 @@ def strictify(schema: dict) -> dict:
     return schema
 
 
-def schema_errors(schema: dict, body: dict) -> List[str]:
+def schema_errors(schema: dict, body: dict) -> list[str]:
     validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     validator = validator_cls(schema)
     return [f"{'/'.join(str(p) for p in e.absolute_path)}: {e.message}"
@@ -189,19 +198,19 @@ def servicemonitor_schema() -> dict:
 
 
 @pytest.fixture(scope="module")
-def docs() -> List[Doc]:
+def docs() -> list[Doc]:
     return load_docs()
 
 
-def render(overlay: str) -> List[dict]:
+def render(overlay: str) -> list[dict]:
     proc = subprocess.run(["kubectl", "kustomize", os.path.join(K8S_DIR, "overlays", overlay)],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return [b for b in yaml.safe_load_all(proc.stdout) if b]
 
 
 @pytest.fixture(scope="module")
-def rendered() -> Dict[str, List[dict]]:
+def rendered() -> dict[str, list[dict]]:
     if shutil.which("kubectl") is None:
         return {}
     return {overlay: render(overlay) for overlay in OVERLAYS}
@@ -211,7 +220,7 @@ def _deployment(docs) -> dict:
     return copy.deepcopy(next(d.body for d in docs if d.key == ("apps/v1", "Deployment")))
 
 
-def negative_core_cases(docs) -> Dict[str, dict]:
+def negative_core_cases(docs) -> dict[str, dict]:
     misspelt = _deployment(docs)
     misspelt["spec"]["revisionHistoryLimt"] = misspelt["spec"].pop("revisionHistoryLimit")
     nested = _deployment(docs)
@@ -367,7 +376,7 @@ def test_servicemonitor_schema_rejects_a_typo_and_a_wrong_type(docs, servicemoni
 
 # ---------------------------------------------------------------- kustomize
 
-def _kustomizations() -> List[str]:
+def _kustomizations() -> list[str]:
     return sorted(glob.glob(os.path.join(K8S_DIR, "**", "kustomization.yaml"), recursive=True))
 
 
@@ -410,11 +419,11 @@ def test_each_overlay_renders_and_validates(overlay, rendered, kv, servicemonito
 
 # ---------------------------------------------------------------- what the manifests mean
 
-def _graph_nodes(node) -> List[dict]:
+def _graph_nodes(node) -> list[dict]:
     return [node] + [n for child in node.get("children", []) for n in _graph_nodes(child)]
 
 
-def _containers(predictor) -> List[dict]:
+def _containers(predictor) -> list[dict]:
     return [c for spec in predictor.get("componentSpecs", []) for c in spec["spec"]["containers"]]
 
 
@@ -445,6 +454,8 @@ def test_every_seldondeployment_is_the_same_model_with_graph_and_containers_in_s
                 assert c["envFrom"] == [{"configMapRef": {"name": "cd4ml-config"}}], d
                 env = {e["name"]: e.get("value") for e in c.get("env", [])}
                 assert "CD4ML_SERVING_VERSION" in env, d
+                cd4ml_env = {k for k in env if k.startswith("CD4ML_")}
+                assert cd4ml_env <= serving_settings(), f"{d}: the server reads none of {cd4ml_env - serving_settings()}"
                 # Requests only: responses carry predictions, not features, for the detector.
                 assert node.get("logger", {}).get("mode") == "request", (d, node["name"])
             for spec in predictor["componentSpecs"]:
@@ -551,8 +562,8 @@ def test_service_accounts_and_configmaps_referenced_exist(docs):
 def test_configmap_settings_are_ones_the_code_reads():
     (cm,) = [d.body for d in load_docs([os.path.join(K8S_DIR, "base", "configmap.yaml")])]
     fields = {"CD4ML_" + f.name.upper() for f in dataclasses.fields(PipelineConfig)}
-    data: Dict[str, str] = cm["data"]
-    unknown = [k for k in data if k.startswith("CD4ML_") and k not in fields | SERVING_SETTINGS]
+    data: dict[str, str] = cm["data"]
+    unknown = [k for k in data if k.startswith("CD4ML_") and k not in fields | serving_settings()]
     assert not unknown, f"CD4ML_* keys nothing reads: {unknown}"
     assert data["TF_USE_LEGACY_KERAS"] == "1"
     assert data["CD4ML_REGISTRY"].startswith("gs://")
