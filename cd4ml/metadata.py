@@ -649,3 +649,38 @@ def format_tree(doc: Dict[str, object]) -> str:
 
     walk_artifact(doc["root"], "  ", "")
     return "\n".join(lines)
+
+
+def statistics_for_span(store: metadata_store.MetadataStore, span: int) -> Optional[Dict[str, object]]:
+    """The newest StatisticsGen output computed on a span's examples: {uri, run_id, examples_uri}."""
+    graph = Graph(store)
+    best = None
+    for examples in store.get_artifacts_by_type("Examples"):
+        if prop(examples, "span") != span:
+            continue
+        for execution in graph.consumers(examples.id):
+            if graph.node_of(execution) != "StatisticsGen":
+                continue
+            for stats in graph.io(execution.id, OUTPUT_EVENTS).get("statistics", []):
+                if best is None or (stats.create_time_since_epoch, stats.id) > best[0]:
+                    best = ((stats.create_time_since_epoch, stats.id),
+                            {"uri": stats.uri, "run_id": graph.run_of(execution), "examples_uri": examples.uri,
+                             "span": span})
+    return best[1] if best else None
+
+
+def lineage_edges(doc: Dict[str, object]):
+    """The provenance as a graph: (nodes, edges). Nodes are ('a', id) artifacts and ('e', id)
+    executions with a label; edges point from what was read to what was made."""
+    nodes, edges = {}, []
+    for a in doc["artifacts"].values():
+        nodes[("a", a["id"])] = f"{a['type'].rsplit('.', 1)[-1]}\n#{a['id']}"
+        if a.get("produced_by"):
+            edges.append((("e", a["produced_by"]), ("a", a["id"])))
+    for e in doc["executions"].values():
+        nodes[("e", e["id"])] = e["node"]
+        for ids in e.get("inputs", {}).values():
+            for artifact_id in ids:
+                if artifact_id in doc["artifacts"]:
+                    edges.append((("a", artifact_id), ("e", e["id"])))
+    return nodes, edges

@@ -214,6 +214,101 @@ def plot_distributions(current, reference, names: Sequence[str], current_label: 
     return _png(fig)
 
 
+def plot_lineage(doc, ax=None):
+    """Draw a provenance (metadata.provenance) left to right: data on the left, the release on the
+    right; executions as boxes, artifacts as plain labels. Returns the matplotlib figure."""
+    from cd4ml import metadata
+
+    nodes, edges = metadata.lineage_edges(doc)
+    parents: Dict[tuple, List[tuple]] = {n: [] for n in nodes}
+    for src, dst in edges:
+        parents[dst].append(src)
+    depth: Dict[tuple, int] = {}
+
+    def level(node, trail=()):
+        if node not in depth:
+            ups = [p for p in parents[node] if p not in trail]
+            depth[node] = 1 + max((level(p, trail + (node,)) for p in ups), default=-1)
+        return depth[node]
+
+    for node in nodes:
+        level(node)
+    columns: Dict[int, List[tuple]] = {}
+    for node in sorted(nodes, key=lambda n: (n[0], n[1])):
+        columns.setdefault(depth[node], []).append(node)
+    height = max(len(c) for c in columns.values())
+    if ax is None:
+        fig, axes = _figure(max(8.0, 1.5 * len(columns)), max(3.0, 0.9 * height))
+        ax = axes[0][0]
+    position = {}
+    for x, members in columns.items():
+        for i, node in enumerate(members):
+            position[node] = (x, (len(members) - 1) / 2 - i)
+    for src, dst in edges:
+        (x0, y0), (x1, y1) = position[src], position[dst]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle="->", color="#999", lw=0.8, shrinkA=12, shrinkB=12))
+    for node, (x, y) in position.items():
+        is_exec = node[0] == "e"
+        ax.text(x, y, nodes[node], ha="center", va="center", fontsize=7,
+                bbox=dict(boxstyle="round", fc="#dbe8f5" if is_exec else "#fff", ec="#4878a8" if is_exec else "#ccc"))
+    ax.set_xlim(-0.7, max(columns) + 0.7)
+    ax.set_ylim(-height / 2 - 0.5, height / 2 + 0.5)
+    ax.axis("off")
+    ax.set_title(f"lineage of model version {doc['version']}", fontsize=10)
+    return ax.figure
+
+
+def model_evaluation(store, version: Optional[str] = None) -> Optional[Dict[str, object]]:
+    """The evaluation behind a pushed version (latest by default): {'version', 'summary' (see
+    components.evaluation.summarize), 'uri', 'baseline' (the baseline model's metrics on the same
+    eval data, by slice, or None on a first model), 'baseline_uri', 'thresholds'}."""
+    from cd4ml import metadata
+    from components import evaluation
+
+    doc = metadata.provenance(store, version)
+    if doc is None or not doc["summary"]["evaluation"]:
+        return None
+    evaluator = next(e for e in doc["executions"].values() if e["node"] == "Evaluator")
+    baseline_ids = evaluator["inputs"].get("baseline_model", [])
+    return {
+        "version": doc["version"],
+        "uri": doc["summary"]["evaluation"][0],
+        "summary": evaluation.summarize(doc["summary"]["evaluation"][0]),
+        "baseline": baseline_on_same_data(evaluation.summarize(doc["summary"]["evaluation"][0]))
+        if baseline_ids else None,
+        "baseline_uri": doc["artifacts"][baseline_ids[0]]["uri"] if baseline_ids else None,
+        "thresholds": _thresholds(evaluator["properties"].get("eval_config")),
+    }
+
+
+def baseline_on_same_data(summary: Dict[str, object]) -> Optional[Dict[str, Dict[str, float]]]:
+    """The baseline model's metrics on the candidate's eval data (candidate value - diff), by slice.
+
+    This is what the blessing compared; None when there was no baseline (a first model)."""
+    diffs = summary.get("diff") or {}
+    if not diffs:
+        return None
+    result = {}
+    for name, metrics in summary["slices"].items():
+        for metric, value in metrics.items():
+            change = diffs.get(name, {}).get(metric)
+            if change is not None and metric != "example_count":
+                result.setdefault(name, {})[metric] = value - change
+    return result
+
+
+def subgroup_errors(slices: Dict[str, Dict[str, float]], column: str) -> List[Dict[str, object]]:
+    """MAE of each group of a slicing column next to the overall MAE: the fairness view.
+    'ratio' > 1 means the model serves that group worse than average."""
+    overall = slices.get("overall", {}).get("mean_absolute_error")
+    rows = []
+    for value, mae, count in _slice_values(slices, column, "mean_absolute_error"):
+        rows.append({"column": column, "group": value, "examples": count, "mae": mae,
+                     "ratio": mae / overall if overall else None})
+    return rows
+
+
 # -- gathering ------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -290,9 +385,8 @@ def gather(result, metadata_path: str) -> ReportData:
         data.evaluation = evaluation.summarize(evaluator.outputs["evaluation"][0].uri)
         config = metadata.execution_dict(graph, evaluator.execution)["properties"].get("eval_config")
         data.thresholds = _thresholds(config)
-        baseline = evaluator.inputs.get("baseline_model")
-        if baseline:
-            data.baseline_metrics = _baseline_metrics(store, graph, baseline[0].id)
+        if evaluator.inputs.get("baseline_model"):
+            data.baseline_metrics = baseline_on_same_data(data.evaluation)
 
     # The reference span: what the model serving before this run was trained on.
     reference = None
@@ -323,26 +417,6 @@ def gather(result, metadata_path: str) -> ReportData:
         if plot:
             data.plots["feature distributions"] = plot
     return data
-
-
-def _baseline_metrics(store, graph, model_id: int) -> Optional[Dict[str, Dict[str, float]]]:
-    """The sliced metrics the baseline model had when it was itself evaluated as a candidate."""
-    from cd4ml import metadata
-    from components import evaluation
-
-    for execution in graph.consumers(model_id):
-        if graph.node_of(execution) != "Evaluator":
-            continue
-        inputs = graph.io(execution.id, metadata.INPUT_EVENTS)
-        if [a.id for a in inputs.get("model", [])] != [model_id]:
-            continue
-        outputs = graph.io(execution.id, metadata.OUTPUT_EVENTS)
-        if outputs.get("evaluation"):
-            try:
-                return evaluation.summarize(outputs["evaluation"][0].uri)["slices"]
-            except Exception:  # noqa: BLE001
-                return None
-    return None
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -451,7 +525,7 @@ def render(data: ReportData) -> str:
         ev = data.evaluation
         parts.append("<h2>Evaluation by slice</h2>")
         if data.thresholds:
-            parts.append("<p>Thresholds (overall): " + "; ".join(
+            parts.append("<p>Thresholds (TFMA checks them on every slice): " + "; ".join(
                 f"{_e(t['metric'])} {_e(t['bound'])} ({_e(t['rule'])})" for t in data.thresholds) + "</p>")
         failing = {f["slice"] for f in ev.get("failures", [])}
         names = sorted(ev["slices"], key=_slice_order)
@@ -464,7 +538,8 @@ def render(data: ReportData) -> str:
                          m.get("root_mean_squared_error"), base if base is not None else "",
                          diff if diff is not None else ""])
             classes.append("fail" if name in failing else "")
-        parts.append(_table(["slice", "examples", "MAE", "RMSE", "baseline MAE", "MAE change"], rows, classes))
+        parts.append(_table(["slice", "examples", "MAE", "RMSE", "baseline MAE (same data)", "MAE change"],
+                            rows, classes))
         if ev.get("failures"):
             parts.append(_table(["slice", "metric", "value", "bound", "rule"],
                                 [[f["slice"], f["metric"], f["value"], f["bound"], f["rule"]]
