@@ -570,3 +570,35 @@ def test_configmap_settings_are_ones_the_code_reads():
     # The values parse the way the pipeline will parse them on the cluster.
     config = PipelineConfig.from_env({k: v for k, v in data.items() if k in fields})
     assert config.registry == data["CD4ML_REGISTRY"] and config.data_root.startswith("gs://")
+
+
+SELDON_CORE_DIR = os.path.join(REPO_ROOT, ".venv-serving", "lib", "python3.10", "site-packages", "seldon_core")
+
+
+@pytest.mark.skipif(not os.path.isdir(SELDON_CORE_DIR), reason=".venv-serving not built (make serving-setup)")
+def test_paths_the_manifests_use_are_routes_of_the_installed_seldon_core(docs):
+    """Probe, logger and scrape paths against seldon-core's own wrapper (the version the lock pins)."""
+    with open(os.path.join(SELDON_CORE_DIR, "wrapper.py")) as fh:
+        routes = set(re.findall(r"""@app\.route\(\s*["']([^"']+)["']""", fh.read()))
+    with open(os.path.join(SELDON_CORE_DIR, "wrapper.py")) as fh:
+        default_metrics = re.search(r'METRICS_ENDPOINT = os.environ.get\("PREDICTIVE_UNIT_METRICS_ENDPOINT", "([^"]+)"\)',
+                                    fh.read()).group(1)
+    used = set()
+    pod_containers = [c for d in by_kind(docs, ("apps/v1", "Deployment")) for c in d.body["spec"]["template"]["spec"]["containers"]]
+    pod_containers += [c for d in sdeps(docs) for p in d.body["spec"]["predictors"] for c in _containers(p)]
+    for c in pod_containers:
+        used |= {c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"]}
+    for d in sdeps(docs):
+        for p in d.body["spec"]["predictors"]:
+            for node in _graph_nodes(p["graph"]):
+                if "logger" in node:
+                    used.add("/" + node["logger"]["url"].split("/", 3)[3])
+    assert used and used <= routes, used - routes
+    # Scrape path: the wrapper serves metrics at $PREDICTIVE_UNIT_METRICS_ENDPOINT (default below);
+    # Seldon's operator sets /prometheus in the pods it manages, our own Deployment must set it.
+    (monitor,) = [d.body for d in by_kind(docs, SERVICE_MONITOR)]
+    (path,) = {e["path"] for e in monitor["spec"]["endpoints"]}
+    for d in by_kind(docs, ("apps/v1", "Deployment")):
+        for c in d.body["spec"]["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            assert env.get("PREDICTIVE_UNIT_METRICS_ENDPOINT", default_metrics) == path, d
