@@ -10,6 +10,7 @@ The exported SavedModel carries two signatures over the same transform graph:
 Both return `predictions`: expected bikers per hour, in counts, one per row.
 """
 
+import logging
 from typing import Dict, List
 
 import tensorflow as tf
@@ -101,7 +102,7 @@ def run_fn(fn_args: FnArgs):
     model = build_model(tf_transform_output, hidden_units)
     history = model.fit(train, validation_data=evaluation, epochs=epochs, verbose=0)
     last = {k: round(float(v[-1]), 5) for k, v in history.history.items()}
-    print(f"cd4ml trainer: {epochs} epochs, final {last}", flush=True)
+    logging.info("cd4ml trainer: %d epochs, final %s", epochs, last)
 
     model.save(fn_args.serving_model_dir, save_format="tf",
                signatures=_serving_fns(model, tf_transform_output))

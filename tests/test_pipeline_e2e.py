@@ -1,0 +1,141 @@
+"""The real pipeline end to end (LocalDagRunner, Beam, MLMD in SQLite) on a sample of both spans:
+what it pushes, the lineage MLMD records, caching on a rerun, determinism, and bad data drops."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+from cd4ml import metadata
+from components import features
+from pipelines import local_runner
+from pipelines.config import PipelineConfig
+from tests.conftest import sample_rows, write_rows
+
+pytestmark = pytest.mark.slow
+
+
+def _versions(registry):
+    return sorted(os.listdir(registry)) if os.path.isdir(registry) else []
+
+
+def test_both_spans_trained_blessed_and_pushed_as_complete_versions(trained_home):
+    span1, span2 = trained_home.span1, trained_home.span2
+    assert span1.new_push and span2.new_push
+    assert span1.pushed_version != span2.pushed_version
+    assert span1.blessed and span2.blessed
+    for result, span in ((span1, 1), (span2, 2)):
+        assert result.span == span
+        version_dir = result.pushed_path
+        for name in ("saved_model.pb", "schema.pbtxt", "evaluation.json", "holdout.jsonl", "MANIFEST.json"):
+            assert os.path.exists(os.path.join(version_dir, name)), name
+        manifest = json.load(open(os.path.join(version_dir, "MANIFEST.json")))
+        assert manifest["span"] == span
+        assert manifest["features"] == features.FEATURE_NAMES
+        holdout = [json.loads(line) for line in open(os.path.join(version_dir, "holdout.jsonl"))]
+        assert len(holdout) >= 20
+        assert set(holdout[0]["features"]) == set(features.FEATURE_NAMES)
+        overall = result.metrics["overall"]
+        assert 0 < overall["mean_absolute_error"] < trained_home.config.mae_bound
+        assert overall["example_count"] > 100
+        for slice_feature in features.SLICES:
+            assert any(name.startswith(slice_feature + "=") for name in result.metrics), slice_feature
+        assert os.path.exists(os.path.join(result.run_dir, "summary.json"))
+    # Span 2 was evaluated against the span-1 model (the baseline), so the change was measured.
+    assert trained_home.span2.metrics
+
+
+def test_lineage_pushed_model_back_to_the_span_files(trained_home):
+    store = metadata.open_store(trained_home.config.metadata_path)
+    steps = {s.node: s for s in metadata.run_steps(store, trained_home.span2.run_id)}
+    pushed = steps["Pusher"].outputs["pushed_model"][0]
+    assert metadata.prop(pushed, "pushed_version") == trained_home.span2.pushed_version
+    model = steps["Pusher"].inputs["model"][0]
+    assert model.id == steps["Trainer"].outputs["model"][0].id
+    transformed = steps["Trainer"].inputs["examples"][0]
+    assert transformed.id == steps["Transform"].outputs["transformed_examples"][0].id
+    examples = steps["Transform"].inputs["examples"][0]
+    assert examples.id == steps["CsvExampleGen"].outputs["examples"][0].id
+    assert metadata.prop(examples, "span") == 2
+    gen = steps["CsvExampleGen"].execution
+    assert metadata.prop(gen, "input_base") == trained_home.config.data_root
+    # The baseline the Evaluator compared against is the span-1 model.
+    baseline = steps["Evaluator"].inputs.get("baseline_model", [])
+    span1_steps = {s.node: s for s in metadata.run_steps(store, trained_home.span1.run_id)}
+    assert [b.id for b in baseline] == [span1_steps["Trainer"].outputs["model"][0].id]
+
+
+def test_rerun_on_unchanged_data_and_code_is_cached_and_pushes_nothing(trained_home):
+    before = _versions(trained_home.config.registry)
+    rerun = local_runner.run(dataclasses.replace(trained_home.config, span=2), progress=lambda _: None)
+    assert rerun.exit_code == local_runner.OK
+    assert rerun.ran == [], rerun.steps
+    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(rerun.cached)
+    assert not rerun.new_push
+    assert rerun.pushed_version == trained_home.span2.pushed_version
+    assert _versions(trained_home.config.registry) == before
+    assert "every component came from the cache" in local_runner.format_summary(rerun)
+
+
+def test_same_data_code_and_seed_give_the_same_metrics(tmp_path, sample_data_root, trained_home):
+    config = PipelineConfig(**{**trained_home.config.as_dict(), "home": str(tmp_path), "span": 1,
+                               "pipeline_root": "", "registry": "", "metadata_path": ""})
+    again = local_runner.run(config, progress=lambda _: None)
+    assert again.exit_code == local_runner.OK, local_runner.format_summary(again)
+    assert again.metrics == trained_home.span1.metrics
+
+
+def _bad_span(tmp_path, mutate, columns=None) -> str:
+    rows = sample_rows(1, every=6)
+    rows = mutate([dict(r) for r in rows])
+    root = tmp_path / "bad-data"
+    write_rows(str(root / "span-3" / "bikeshare.csv"), rows, columns)
+    return str(root)
+
+
+def _set(name, value, every=7):
+    def mutate(rows):
+        for i, r in enumerate(rows):
+            if i % every == 0:
+                r[name] = value
+        return rows
+    return mutate
+
+
+BAD_CASES = {
+    "string in a numeric column": (_set("temp", "warm"), None, "temp"),
+    "unseen category": (_set("weathersit", "tornado"), None, "weathersit"),
+    "out-of-range value": (_set("hum", "7.5"), None, "hum"),
+    "missing required column": (lambda rows: rows, [c for c in features.RAW_COLUMNS if c != "windspeed"],
+                                "windspeed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_span_stops_before_training_and_keeps_the_served_model(case, tmp_path, trained_home):
+    mutate, columns, feature = BAD_CASES[case]
+    before = _versions(trained_home.config.registry)
+    config = dataclasses.replace(trained_home.config, data_root=_bad_span(tmp_path, mutate, columns), span=None)
+    result = local_runner.run(config, progress=lambda _: None)
+    assert result.exit_code == local_runner.VALIDATION_FAILED, local_runner.format_summary(result)
+    assert any(p["feature"] == feature or feature in p["description"] for p in result.problems), result.problems
+    ran = {s["node"] for s in result.steps if s["state"] in ("ran", "cached")}
+    assert not ran & {"Transform", "Trainer", "Evaluator", "Pusher"}
+    assert _versions(trained_home.config.registry) == before
+    report = open(os.path.join(result.run_dir, "validation_report.txt")).read()
+    assert feature in report
+    assert "nothing was trained or pushed" in local_runner.format_summary(result)
+
+
+def test_empty_span_file_is_refused_naming_the_file(tmp_path, trained_home):
+    root = tmp_path / "empty"
+    (root / "span-1").mkdir(parents=True)
+    (root / "span-1" / "bikeshare.csv").write_text("")
+    config = dataclasses.replace(trained_home.config, data_root=str(root), span=None)
+    result = local_runner.run(config, progress=lambda _: None)
+    assert result.exit_code == local_runner.VALIDATION_FAILED
+    assert "bikeshare.csv" in result.error and "empty" in result.error
+    assert result.steps == []
