@@ -13,6 +13,7 @@ import datetime
 import json
 import logging
 import os
+import sys
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -123,6 +124,9 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
     ir = compiler.Compiler().compile(pipeline)
     runtime_parameter_utils.substitute_runtime_parameter(ir, {"pipeline-run-id": run_id})
 
+    # TFX's Beam executors parse sys.argv + beam args as absl flags: the host's own flags (pytest's
+    # or our CLI's `-v`) must not reach them.
+    saved_argv, sys.argv = sys.argv, sys.argv[:1]
     try:
         with _progress(len(ir.nodes), progress):
             LocalDagRunner().run_with_ir(ir)
@@ -135,6 +139,8 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
         result.exit_code = ERROR
         result.error = f"{type(exc).__name__}: {exc}"
         logging.getLogger(__name__).debug("pipeline failed", exc_info=True)
+    finally:
+        sys.argv = saved_argv
     _read_back(config, result)
     return _finish(result, started)
 
