@@ -19,7 +19,7 @@ serving-setup:  ## build .venv-serving (seldon-core server) from requirements/se
 demo: setup  ## run the end-to-end demo on the embedded defaults
 	$(CD4ML) demo
 
-test: setup  ## run the whole test suite (unit, end-to-end pipeline, serving, triggers)
+test: setup serving-setup  ## run the whole test suite (unit, end-to-end pipeline, serving, triggers)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## the tests that need no pipeline run
@@ -30,6 +30,7 @@ lint: setup  ## ruff over the tree
 
 lock:  ## re-resolve requirements/*.in into exact lock files (needs uv)
 	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/pipeline.in -o requirements/pipeline.lock
+	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/serving.in -o requirements/serving.lock
 
 benchmark: setup  ## run the benchmarks, writing JSON under benchmarks/results/
 	$(PY) benchmarks/pipeline.py

@@ -21,6 +21,7 @@ from tfx.types import standard_artifacts
 from tfx.types.system_artifacts import Metrics
 
 from components import evaluation, features
+from components.detectors import Detectors
 
 MANIFEST = "MANIFEST.json"
 HOLDOUT = "holdout.jsonl"
@@ -83,7 +84,7 @@ def write_version(destination: str, schema_uri: str, eval_uri: str, examples: ty
     manifest = {
         "version": os.path.basename(destination.rstrip("/")),
         "pipeline": pipeline_name,
-        "span": examples.span,
+        "span": examples.get_int_custom_property("span"),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metrics": summary["slices"].get("overall", {}),
         "features": features.FEATURE_NAMES,
@@ -112,6 +113,7 @@ def ReleaseBundle(
     evaluation_result: InputArtifact[standard_artifacts.ModelEvaluation],
     examples: InputArtifact[standard_artifacts.Examples],
     release: OutputArtifact[ModelRelease],
+    detectors: InputArtifact[Detectors] = None,
     pipeline_name: Parameter[str] = "cd4ml",
 ):
     pushed = pushed_model.get_int_custom_property("pushed") == 1
@@ -119,8 +121,8 @@ def ReleaseBundle(
     if not pushed:
         return
     destination = pushed_model.get_string_custom_property("pushed_destination")
-    manifest = write_version(destination, schema.uri, evaluation_result.uri, examples, "",
-                             pipeline_name)
+    manifest = write_version(destination, schema.uri, evaluation_result.uri, examples,
+                             detectors.uri if detectors else "", pipeline_name)
     release.set_string_custom_property("version", manifest["version"])
     release.set_string_custom_property("destination", destination)
     release.set_int_custom_property("span", int(manifest["span"] or 0))

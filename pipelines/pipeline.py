@@ -3,6 +3,8 @@
 span files -> CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema from
 ImportSchemaGen; SchemaGen proposes updates) -> DataValidationGate -> Transform -> Trainer ->
 Evaluator (vs. the latest blessed model other than the candidate) -> Pusher -> ReleaseBundle.
+DetectorTrainer fits drift/outlier detectors on the train split after the gate; ReleaseBundle
+ships them inside the pushed version.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tfx.proto import example_gen_pb2, range_config_pb2
 
 from components import features, schema as curated_schema
 from components.baseline import BaselineModelStrategy
+from components.detectors import DetectorTrainer
 from components.release import ReleaseBundle
 from components.validation_gate import DataValidationGate
 from pipelines.config import PipelineConfig
@@ -119,6 +122,7 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     gate = DataValidationGate(anomalies=validator.outputs["anomalies"],
                               schema=schema_import.outputs["schema"])
     schema = gate.outputs["validated_schema"]
+    detectors = DetectorTrainer(examples=gen.outputs["examples"], schema=schema, seed=config.seed)
     transform = tfx.components.Transform(examples=gen.outputs["examples"], schema=schema,
                                          **user_code(config, "transform"))
     trainer = tfx.components.Trainer(
@@ -162,10 +166,11 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
         schema=schema,
         evaluation_result=evaluator.outputs["evaluation"],
         examples=gen.outputs["examples"],
+        detectors=detectors.outputs["detectors"],
         pipeline_name=config.pipeline_name,
     )
-    return [gen, statistics, schema_import, schema_proposal, validator, gate, transform, trainer,
-            baseline, evaluator, pusher, release]
+    return [gen, statistics, schema_import, schema_proposal, validator, gate, detectors, transform,
+            trainer, baseline, evaluator, pusher, release]
 
 
 def create_pipeline(config: PipelineConfig,

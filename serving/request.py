@@ -1,0 +1,104 @@
+"""Turn a Seldon request body into validated rows, or a 4xx that names the field and the rule.
+
+The rules come from components.features (one source of truth): names, types, categories, ranges.
+Everything is checked before any row is scored, so a batch is answered whole or rejected whole.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+from components import features
+
+DEFAULT_MAX_ROWS = 1000
+
+
+class RequestError(Exception):
+    """A request the server refuses; `status` is the HTTP code, the message names field and rule."""
+
+    def __init__(self, message: str, status: int = 400, rule: str = "invalid"):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.rule = rule
+
+
+def parse(payload, max_rows: int = DEFAULT_MAX_ROWS) -> List[Dict[str, object]]:
+    """Rows as {feature: value} from `data.names` + `data.ndarray`, or `jsonData` records."""
+    if not isinstance(payload, dict):
+        raise RequestError(f"request body must be a JSON object, got {type(payload).__name__}",
+                           rule="malformed")
+    if "jsonData" in payload:
+        records = payload["jsonData"]
+        if isinstance(records, dict):
+            records = records.get("instances", [records]) if "instances" in records else [records]
+        if not isinstance(records, list):
+            raise RequestError("field 'jsonData': expected a record or a list of records", rule="malformed")
+        rows = records
+        _check_size(len(rows), max_rows, "jsonData")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise RequestError(f"field 'jsonData' row {i}: expected an object of feature: value",
+                                   rule="malformed")
+            _check_names(list(row), f"jsonData row {i}")
+    elif "data" in payload:
+        data = payload["data"]
+        if not isinstance(data, dict):
+            raise RequestError("field 'data': expected an object with 'names' and 'ndarray'", rule="malformed")
+        if "ndarray" not in data:
+            other = [k for k in ("tensor", "tftensor", "binData", "strData") if k in data]
+            hint = f" ({other[0]} is not supported: named mixed-type features need ndarray)" if other else ""
+            raise RequestError(f"field 'data.ndarray': missing{hint}", rule="malformed")
+        names = data.get("names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise RequestError("field 'data.names': expected the list of feature names", rule="malformed")
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise RequestError(f"field 'data.names': duplicated feature {dup[0]!r}", rule="duplicate")
+        _check_names(names, "data.names")
+        ndarray = data["ndarray"]
+        if not isinstance(ndarray, list):
+            raise RequestError("field 'data.ndarray': expected a list of rows", rule="malformed")
+        _check_size(len(ndarray), max_rows, "data.ndarray")
+        rows = []
+        for i, values in enumerate(ndarray):
+            if not isinstance(values, list) or len(values) != len(names):
+                raise RequestError(f"field 'data.ndarray' row {i}: expected a list of {len(names)} values "
+                                   f"(one per name in data.names)", rule="shape")
+            rows.append(dict(zip(names, values)))
+    else:
+        raise RequestError("request needs 'data' ({'names': [...], 'ndarray': [[...]]}) or 'jsonData'",
+                           rule="malformed")
+    for i, row in enumerate(rows):
+        for f in features.FEATURES:
+            problem = f.check(row[f.name])
+            if problem:
+                raise RequestError(f"row {i}: {problem}", rule=_rule(problem))
+    return rows
+
+
+def _check_size(n: int, max_rows: int, field: str):
+    if n == 0:
+        raise RequestError(f"field '{field}': empty batch, send at least one row", rule="empty")
+    if n > max_rows:
+        raise RequestError(f"field '{field}': {n} rows is more than the limit of {max_rows} per request",
+                           status=413, rule="too_large")
+
+
+def _check_names(names: List[str], field: str):
+    missing = [n for n in features.FEATURE_NAMES if n not in names]
+    extra = [n for n in names if n not in features.FEATURE_NAMES]
+    if missing:
+        raise RequestError(f"field '{field}': missing feature {missing[0]!r}"
+                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), rule="missing")
+    if extra:
+        raise RequestError(f"field '{field}': unknown feature {extra[0]!r} (the model takes "
+                           f"{', '.join(features.FEATURE_NAMES)})", rule="unknown_feature")
+
+
+def _rule(problem: str) -> str:
+    for needle, rule in (("NaN", "not_finite"), ("unknown category", "unknown_category"),
+                         ("outside the range", "out_of_range"), ("expected", "type")):
+        if needle in problem:
+            return rule
+    return "invalid"

@@ -1,0 +1,181 @@
+"""Seldon Core v1 model class around the serving core, run by `seldon-core-microservice`:
+
+    seldon-core-microservice serving.seldon_model.BikeDemandModel --http-port 9000
+
+Configured by constructor parameters (SeldonDeployment `parameters`) or CD4ML_* environment
+variables: CD4ML_REGISTRY (required), CD4ML_SERVING_VERSION (pin), CD4ML_SERVING_LOG_DIR,
+CD4ML_DRIFT_WINDOW, CD4ML_POLL_SECONDS, CD4ML_MAX_ROWS, CD4ML_MAX_REQUEST_BYTES.
+
+Why `predict_raw`: Seldon's default path turns `ndarray` into one numpy array, which casts a row of
+mixed ints, floats and strings to strings; validation would then be blind to types. With the raw
+request the core sees the JSON values as sent. Bad input answers a Seldon status body with a 4xx
+code (the wrapper sets the HTTP status from `status.code`); returning instead of raising keeps the
+rejection counter in the response's metrics, which Seldon then publishes. Malformed JSON and
+oversized bodies never reach `predict_raw` (Flask fails first), so a blueprint hook answers them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Dict, List, Optional
+
+from serving.request import RequestError
+
+log = logging.getLogger("cd4ml.serving")
+
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+_PREDICT_PATHS = ("/predict", "/api/v1.0/predictions", "/api/v0.1/predictions")
+
+
+def _env(name: str, value, cast=str):
+    if value not in (None, ""):
+        return cast(value)
+    raw = os.environ.get(name)
+    return cast(raw) if raw not in (None, "") else None
+
+
+class BikeDemandModel:
+    """Seldon's Python model contract: load, predict_raw, send_feedback_raw, metrics, tags,
+    health_status. Heavy work (TensorFlow, the SavedModel) happens in `load()`, which Seldon calls
+    in each gunicorn worker after the fork (stack notes: loading in __init__ hangs TF per worker)."""
+
+    def __init__(self, registry: Optional[str] = None, version: Optional[str] = None,
+                 log_dir: Optional[str] = None, drift_window=None, poll_seconds=None, max_rows=None,
+                 max_request_bytes=None):
+        self.registry = _env("CD4ML_REGISTRY", registry)
+        if not self.registry:
+            raise ValueError("BikeDemandModel needs a registry: parameter 'registry' or CD4ML_REGISTRY")
+        self.version = _env("CD4ML_SERVING_VERSION", version)
+        self.log_dir = _env("CD4ML_SERVING_LOG_DIR", log_dir)
+        self.drift_window = _env("CD4ML_DRIFT_WINDOW", drift_window, int)
+        self.poll_seconds = _env("CD4ML_POLL_SECONDS", poll_seconds, float)
+        self.max_rows = _env("CD4ML_MAX_ROWS", max_rows, int)
+        self.max_request_bytes = (_env("CD4ML_MAX_REQUEST_BYTES", max_request_bytes, int)
+                                  or DEFAULT_MAX_REQUEST_BYTES)
+        self.core = None
+        self.model_error_handler = self._guard_blueprint()
+
+    def load(self):
+        from serving.core import ServingCore
+
+        kwargs = {k: v for k, v in (("drift_window", self.drift_window), ("poll_seconds", self.poll_seconds),
+                                    ("max_rows", self.max_rows)) if v is not None}
+        self.core = ServingCore(self.registry, version=self.version, log_dir=self.log_dir, **kwargs).load()
+        log.info("cd4ml serving: ready, version %s from %s", self.core.version, self.registry)
+
+    # ----- Seldon hooks ----------------------------------------------------------------------
+    def predict_raw(self, request: Dict) -> Dict:
+        try:
+            result = self.core.predict(request)
+        except RequestError as err:  # already counted by the core
+            body = self._status(err)
+            body["meta"]["metrics"] = self.core.metrics()
+            return body
+        tags = {"model_version": result.version, "request_id": result.request_id}
+        if result.outlier_scores is not None:
+            tags["outlier_score"] = result.outlier_scores
+            tags["is_outlier"] = result.is_outlier
+        metrics = self._metrics()
+        # Seldon TIMERs take milliseconds and publish a histogram in seconds.
+        metrics.append({"type": "TIMER", "key": "cd4ml_request_duration_seconds", "value": result.latency_ms,
+                        "tags": {"version": result.version}})
+        return {"data": {"names": ["predictions"], "ndarray": result.predictions},
+                "meta": {"tags": tags, "metrics": metrics, "requestPath": {"cd4ml-bikes": result.version}}}
+
+    def send_feedback_raw(self, feedback):
+        from google.protobuf import json_format
+        from seldon_core.utils import json_to_seldon_message
+
+        body = json_format.MessageToDict(feedback)
+        response = body.get("response", {})
+        tags = response.get("meta", {}).get("tags", {})
+        truth = _ndarray(body.get("truth"))
+        try:
+            if truth is None:
+                raise RequestError("field 'truth': expected {'data': {'ndarray': [...]}} with one value "
+                                   "per predicted row", rule="truth")
+            joined = self.core.feedback(truth, request_id=tags.get("request_id"),
+                                        predictions=_ndarray(response), version=tags.get("model_version"))
+        except RequestError as err:
+            from seldon_core.flask_utils import SeldonMicroserviceException
+
+            self.core.reject(err)
+            raise SeldonMicroserviceException(err.message, status_code=err.status,
+                                              reason="MICROSERVICE_BAD_DATA")
+        return json_to_seldon_message({"data": {"names": ["live_mae"], "ndarray": [joined["live_mae"]]},
+                                       "meta": {"tags": dict(joined),
+                                                "metrics": self._metrics()}})
+
+    def health_status(self):
+        health = self.core.health() if self.core else {"status": "loading"}
+        if health.get("status") != "ok":
+            raise RuntimeError("cd4ml serving: no model loaded")
+        return health
+
+    def metrics(self) -> List[Dict]:
+        return self._metrics()
+
+    def tags(self) -> Dict:
+        return {"model_version": self.core.version} if self.core else {}
+
+    def init_metadata(self) -> Dict:
+        from components import features
+
+        inputs = [{"name": f.name, "datatype": {"int": "INT64", "float": "FP32", "string": "BYTES"}[f.dtype],
+                   "shape": [1]} for f in features.FEATURES]
+        return {"name": "cd4ml-bikes", "versions": [self.core.version] if self.core else [],
+                "platform": "tensorflow", "inputs": inputs,
+                "outputs": [{"name": "predictions", "datatype": "FP32", "shape": [1]}]}
+
+    # ----- rejections ------------------------------------------------------------------------
+    def _metrics(self) -> List[Dict]:
+        return self.core.metrics() if self.core else []
+
+    def _guard_blueprint(self):
+        """Answers bodies that are too large or not JSON before Seldon's parser turns them into a
+        generic error; they are counted as rejections and reported with the next metrics."""
+        from flask import Blueprint, jsonify, request
+
+        guard = Blueprint("cd4ml_guard", __name__)
+
+        @guard.before_app_request
+        def _check_body():
+            if request.method != "POST" or request.path not in _PREDICT_PATHS:
+                return None
+            err = None
+            size = request.content_length
+            if size is not None and size > self.max_request_bytes:
+                err = RequestError(f"request body: {size} bytes is more than the limit of "
+                                   f"{self.max_request_bytes}", status=413, rule="too_large")
+            elif not request.form.get("json") and not request.args.get("json"):
+                raw = request.get_data(cache=True)
+                try:
+                    json.loads(raw)
+                except ValueError as exc:
+                    err = RequestError(f"request body: malformed JSON ({exc})", rule="malformed")
+            if err is None:
+                return None
+            if self.core:
+                self.core.reject(err)
+            response = jsonify(self._status(err))
+            response.status_code = err.status
+            return response
+
+        return guard
+
+    def _status(self, err: RequestError) -> Dict:
+        return {"status": {"code": err.status, "info": err.message, "reason": "MICROSERVICE_BAD_DATA",
+                           "status": "FAILURE"},
+                "meta": {"tags": {"model_version": self.core.version if self.core else None, "rule": err.rule}}}
+
+
+def _ndarray(message) -> Optional[List]:
+    if not isinstance(message, dict):
+        return None
+    data = message.get("data") or message.get("jsonData")
+    if isinstance(data, dict) and isinstance(data.get("ndarray"), list):
+        values = data["ndarray"]
+        return [v[0] if isinstance(v, list) and len(v) == 1 else v for v in values]
+    return None

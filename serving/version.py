@@ -1,0 +1,119 @@
+"""One loaded model version: SavedModel (`serving_raw`), its schema and its detectors.
+
+Loading is all-or-nothing and checked before the version is used: the manifest must list files
+that exist, its features must be the ones this code validates, the SavedModel must answer, and it
+must reproduce the predictions recorded in holdout.jsonl at push time. A corrupt or half-copied
+version therefore fails here, where the caller can keep the previous one serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from components import detector_core, features
+from serving.registry import MANIFEST
+
+RAW_SIGNATURE = "serving_raw"  # components.model.RAW_SIGNATURE (that module needs TFX)
+PREDICTIONS = "predictions"
+HOLDOUT = "holdout.jsonl"
+# Holdout rows replayed at load; the relative tolerance covers float32 reductions on another CPU.
+CHECK_ROWS = 8
+CHECK_RTOL = 1e-3
+_NP_DTYPES = {"int": np.int64, "float": np.float32, "string": object}
+
+log = logging.getLogger("cd4ml.serving")
+
+
+class VersionError(Exception):
+    """A version that must not be served, with the reason."""
+
+
+class LoadedVersion:
+    def __init__(self, registry: str, version: str):
+        self.version = version
+        self.path = os.path.join(registry, version)
+        self.manifest = self._manifest()
+        try:
+            self._model = tf.saved_model.load(self.path)
+            self._predict = self._model.signatures[RAW_SIGNATURE]
+        except (KeyError, OSError, ValueError, tf.errors.OpError) as err:
+            raise VersionError(f"SavedModel does not load: {str(err).splitlines()[0][:300]}") from err
+        self.schema_text = _read(os.path.join(self.path, "schema.pbtxt"))
+        self.detectors: Optional[detector_core.Detectors] = self._detectors()
+        self.holdout = self._holdout()
+        self._self_check()
+
+    def _manifest(self) -> Dict:
+        path = os.path.join(self.path, MANIFEST)
+        if not tf.io.gfile.exists(path):
+            raise VersionError(f"incomplete: no {MANIFEST}")
+        try:
+            manifest = json.loads(_read(path))
+        except ValueError as err:
+            raise VersionError(f"{MANIFEST} is not JSON: {err}") from err
+        missing = [f for f in manifest.get("files", []) if not tf.io.gfile.exists(os.path.join(self.path, f))]
+        if missing:
+            raise VersionError(f"files listed in {MANIFEST} are missing: {', '.join(missing)}")
+        if manifest.get("features") != features.FEATURE_NAMES:
+            raise VersionError(f"trained on features {manifest.get('features')}, this server validates "
+                               f"{features.FEATURE_NAMES}")
+        return manifest
+
+    def _detectors(self) -> Optional[detector_core.Detectors]:
+        source = os.path.join(self.path, "detectors")
+        if not tf.io.gfile.isdir(source):
+            log.warning("cd4ml serving: version %s ships no detectors: no outlier scores, no drift", self.version)
+            return None
+        local = source
+        if "://" in source:  # alibi-detect loads from local paths only
+            local = tempfile.mkdtemp(prefix=f"cd4ml-detectors-{self.version}-")
+            _copy_tree(source, local)
+        try:
+            return detector_core.load(local)
+        except Exception as err:  # noqa: BLE001 - any failure means the version is unusable
+            raise VersionError(f"detectors do not load: {err}") from err
+        finally:
+            if local != source:
+                shutil.rmtree(local, ignore_errors=True)
+
+    def _holdout(self) -> List[Dict]:
+        path = os.path.join(self.path, HOLDOUT)
+        if not tf.io.gfile.exists(path):
+            return []
+        return [json.loads(line) for line in _read(path).splitlines() if line.strip()]
+
+    def _self_check(self):
+        rows = self.holdout[:CHECK_ROWS]
+        if not rows:
+            return
+        got = self.predict([r["features"] for r in rows])
+        want = np.asarray([r["expected"] for r in rows], np.float32)
+        if not np.allclose(got, want, rtol=CHECK_RTOL, atol=1e-3):
+            raise VersionError(f"predictions on {HOLDOUT} differ from those recorded at push: "
+                               f"got {got.tolist()}, expected {want.tolist()}")
+
+    def predict(self, rows: List[Dict[str, object]]) -> np.ndarray:
+        inputs = {f.name: tf.constant(np.asarray([r[f.name] for r in rows], dtype=_NP_DTYPES[f.dtype]))
+                  for f in features.FEATURES}
+        return self._predict(**inputs)[PREDICTIONS].numpy()
+
+
+def _read(path: str) -> str:
+    with tf.io.gfile.GFile(path) as fh:
+        return fh.read()
+
+
+def _copy_tree(src: str, dst: str):
+    for root, _, names in tf.io.gfile.walk(src):
+        target = os.path.join(dst, os.path.relpath(root, src))
+        os.makedirs(target, exist_ok=True)
+        for name in names:
+            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
