@@ -116,7 +116,8 @@ def compile_pipeline(config: PipelineConfig, output_path: str, commit: Optional[
     _attach_runtime_parameters(pipeline, config)
     runner = kfv2.KubeflowV2DagRunner(
         config=kfv2.KubeflowV2DagRunnerConfig(display_name=config.pipeline_name,
-                                              default_image=config.image),
+                                              default_image=config.image,
+                                              use_pipeline_spec_2_1=True),
         output_dir=os.path.dirname(os.path.abspath(output_path)),
         output_filename=os.path.basename(output_path))
     defaults = {name: c.exec_properties[key].default for name, c, key in (
@@ -160,12 +161,18 @@ def parameter_values(job: Dict, span: Optional[int] = None, mae_bound: Optional[
         values[RANGE_CONFIG] = range_config_json(span)
     if mae_bound is not None or mae_regression_tolerance is not None:
         eval_config = json.loads(default_parameter(job, EVAL_CONFIG))
-        for spec in eval_config.get("metricsSpecs", []):
+
+        def get(d, snake, camel):  # TFX writes proto field names (snake), json_format camelCase
+            return d.get(snake, d.get(camel))
+
+        for spec in get(eval_config, "metrics_specs", "metricsSpecs") or []:
             for metric in spec.get("metrics", []):
-                threshold = metric.get("threshold", {})
-                if mae_bound is not None and "valueThreshold" in threshold:
-                    threshold["valueThreshold"]["upperBound"] = float(mae_bound)
-                if mae_regression_tolerance is not None and "changeThreshold" in threshold:
-                    threshold["changeThreshold"]["absolute"] = float(mae_regression_tolerance)
+                threshold = metric.get("threshold") or {}
+                value = get(threshold, "value_threshold", "valueThreshold")
+                change = get(threshold, "change_threshold", "changeThreshold")
+                if mae_bound is not None and value is not None:
+                    value["upper_bound" if "upper_bound" in value else "upperBound"] = float(mae_bound)
+                if mae_regression_tolerance is not None and change is not None:
+                    change["absolute"] = float(mae_regression_tolerance)
         values[EVAL_CONFIG] = json.dumps(eval_config, sort_keys=True)
     return values

@@ -13,10 +13,12 @@ Auth follows each platform's usual way:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
+import sys
 import tempfile
 from typing import Callable, Dict, Optional
 
@@ -63,6 +65,12 @@ def submit_kfp(job: Dict, host: str, experiment: str, name: str, parameters: Dic
     import kfp
     import yaml
 
+    with contextlib.redirect_stdout(sys.stderr):  # the kfp client prints links on stdout
+        return _submit_kfp(kfp, yaml, job, host, experiment, name, parameters, token, wait, timeout,
+                           progress)
+
+
+def _submit_kfp(kfp, yaml, job, host, experiment, name, parameters, token, wait, timeout, progress):
     client = kfp.Client(host=host, existing_token=token)
     exp = client.create_experiment(name=experiment)
     pipeline_name = job.get("displayName") or job["pipelineSpec"]["pipelineInfo"]["name"]

@@ -1,0 +1,58 @@
+"""Watch a bucket for data drops: each new object becomes the next span and retrains the model.
+
+    cd4ml watch --bucket gs://BUCKET --prefix incoming/ [--once] [--submit build/pipeline.json]
+
+Uses the real google-cloud-storage client (STORAGE_EMULATOR_HOST for the local emulator). Locally
+the object is copied to <data root>/span-N/ and the pipeline runs; with --submit the object is
+copied in the bucket to the gs:// data root and a Kubeflow / Vertex run is submitted instead.
+Every object (bucket/name#generation) is processed exactly once, recorded in ML Metadata; after a
+restart the watcher skips what finished and resumes what was interrupted. A drop that fails
+validation is quarantined (bucket quarantine/ and <home>/quarantine/, with its report) and the
+serving model stays. Object names that could escape the data root are refused.
+"""
+
+import sys
+
+from cd4ml.commands.common import add_config_flags, config_from, quiet_libraries
+
+HELP = "watch a bucket for new data and retrain on each drop (exactly once per object)"
+
+
+def add_bucket_flags(parser):
+    parser.add_argument("--bucket", required=True, help="gs://BUCKET (or BUCKET)")
+    parser.add_argument("--prefix", dest="drop_prefix", help="object prefix of drops (env CD4ML_DROP_PREFIX, default incoming/)")
+
+
+def register(parser):
+    add_config_flags(parser)
+    add_bucket_flags(parser)
+    parser.add_argument("--once", action="store_true", help="process what is there now, then exit")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default %(default)s)")
+    parser.add_argument("--submit", metavar="JOB", help="compiled job: submit a KFP/Vertex run per drop")
+    parser.add_argument("--list", action="store_true", help="list the drops recorded in MLMD and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show TFX/Beam/TF logs")
+
+
+def main(args) -> int:
+    quiet_libraries(args.verbose)
+    from cd4ml import triggers
+
+    config = config_from(args, drop_prefix=args.drop_prefix)
+    prefix = config.drop_prefix
+    handler = triggers.make_handler(config, args.bucket, prefix, submit_job=args.submit)
+    if args.list:
+        for rec in handler.ledger.records():
+            print(f"{rec['key']}  {rec['state']:8s} {rec.get('outcome', ''):12s} span {rec.get('span', '-')}"
+                  f"  {rec.get('version', '') or rec.get('run_id', '')}")
+        return 0
+    print(f"watching gs://{handler.bucket}/{prefix} -> {'submit ' + args.submit if args.submit else config.data_root}"
+          f" (MLMD {config.metadata_path})", flush=True)
+    try:
+        results = handler.watch(interval=args.interval, once=args.once)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 0
+    if args.once:
+        print(f"{len(results)} drop(s) processed" if results else "nothing new")
+    bad = [r for r in results if r.outcome in (triggers.FAILED,)]
+    return 1 if bad else 0

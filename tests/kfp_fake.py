@@ -1,0 +1,150 @@
+"""A local stand-in for the Kubeflow Pipelines v2 REST API (the calls kfp.Client makes).
+
+Bound to 127.0.0.1 only. It records every request and answers like the KFP API server does
+(v2beta1 JSON): experiments, pipeline upload / versions, runs. Runs finish in `final_state`.
+"""
+
+from __future__ import annotations
+
+import cgi
+import io
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, List
+from urllib.parse import parse_qs, urlparse
+
+API = "/apis/v2beta1"
+
+
+class FakeKfp:
+    def __init__(self, final_state: str = "SUCCEEDED"):
+        self.final_state = final_state
+        self.requests: List[Dict] = []
+        self.experiments: Dict[str, Dict] = {}
+        self.pipelines: Dict[str, Dict] = {}
+        self.versions: Dict[str, List[Dict]] = {}
+        self.uploads: List[Dict] = []      # {"kind", "name", "pipeline_id", "content"}
+        self.runs: Dict[str, Dict] = {}
+        self.run_polls: Dict[str, int] = {}
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+
+    # --- API ---------------------------------------------------------------------------------
+
+    def _new_version(self, pipeline_id: str, name: str, content: str) -> Dict:
+        version = {"pipeline_id": pipeline_id, "pipeline_version_id": uuid.uuid4().hex,
+                   "display_name": name, "created_at": "2026-01-01T00:00:00Z"}
+        self.versions.setdefault(pipeline_id, []).insert(0, version)
+        return version
+
+    def handle(self, method: str, path: str, query: Dict[str, List[str]], body: bytes, headers) -> (int, Dict):
+        q = {k: v[0] for k, v in query.items()}
+        if path == f"{API}/healthz" and method == "GET":
+            return 200, {"multi_user": False}
+        if path == f"{API}/experiments" and method == "GET":
+            name = _filter_value(q.get("filter"))
+            found = [e for e in self.experiments.values() if name is None or e["display_name"] == name]
+            return 200, ({"experiments": found, "total_size": len(found)} if found else {})
+        if path == f"{API}/experiments" and method == "POST":
+            data = json.loads(body)
+            exp = {"experiment_id": uuid.uuid4().hex, "display_name": data["display_name"]}
+            self.experiments[exp["experiment_id"]] = exp
+            return 200, exp
+        if path == f"{API}/pipelines" and method == "GET":
+            name = _filter_value(q.get("filter"))
+            found = [p for p in self.pipelines.values() if name is None or p["display_name"] == name]
+            return 200, ({"pipelines": found, "total_size": len(found)} if found else {})
+        if path == f"{API}/pipelines/upload" and method == "POST":
+            content = _multipart_file(body, headers)
+            pipeline = {"pipeline_id": uuid.uuid4().hex, "display_name": q["name"],
+                        "description": q.get("description", "")}
+            self.pipelines[pipeline["pipeline_id"]] = pipeline
+            self.uploads.append({"kind": "pipeline", "name": q["name"],
+                                 "pipeline_id": pipeline["pipeline_id"], "content": content})
+            self._new_version(pipeline["pipeline_id"], q["name"], content)
+            return 200, pipeline
+        if path == f"{API}/pipelines/upload_version" and method == "POST":
+            content = _multipart_file(body, headers)
+            if q.get("pipelineid") not in self.pipelines:
+                return 404, {"error": "no such pipeline"}
+            self.uploads.append({"kind": "version", "name": q["name"], "pipeline_id": q["pipelineid"],
+                                 "content": content})
+            return 200, self._new_version(q["pipelineid"], q["name"], content)
+        if path.startswith(f"{API}/pipelines/") and path.endswith("/versions") and method == "GET":
+            pipeline_id = path.split("/")[-2]
+            versions = self.versions.get(pipeline_id, [])
+            size = int(q.get("page_size", len(versions) or 1))
+            return 200, {"pipeline_versions": versions[:size], "total_size": len(versions)}
+        if path == f"{API}/runs" and method == "POST":
+            data = json.loads(body)
+            run = dict(data, run_id=uuid.uuid4().hex, state="PENDING")
+            self.runs[run["run_id"]] = run
+            return 200, run
+        if path.startswith(f"{API}/runs/") and method == "GET":
+            run_id = path.rsplit("/", 1)[-1]
+            if run_id not in self.runs:
+                return 404, {"error": "no such run"}
+            self.run_polls[run_id] = self.run_polls.get(run_id, 0) + 1
+            run = self.runs[run_id]
+            run["state"] = "RUNNING" if self.run_polls[run_id] < 2 else self.final_state
+            return 200, run
+        return 404, {"error": f"fake KFP: {method} {path} not implemented"}
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self, method):
+                url = urlparse(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                fake.requests.append({"method": method, "path": url.path, "query": url.query,
+                                      "authorization": self.headers.get("Authorization")})
+                status, payload = fake.handle(method, url.path, parse_qs(url.query), body, self.headers)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._serve("GET")
+
+            def do_POST(self):
+                self._serve("POST")
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+
+def _filter_value(raw):
+    if not raw:
+        return None
+    for predicate in json.loads(raw).get("predicates", []):
+        if predicate.get("key") in ("display_name", "name"):
+            return predicate.get("string_value") or predicate.get("stringValue")
+    return None
+
+
+def _multipart_file(body: bytes, headers) -> str:
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": headers["Content-Type"],
+               "CONTENT_LENGTH": str(len(body))}
+    form = cgi.FieldStorage(fp=io.BytesIO(body), environ=environ, keep_blank_values=True)
+    return form["uploadfile"].file.read().decode()

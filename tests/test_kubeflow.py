@@ -1,0 +1,189 @@
+"""`cd4ml compile` and `cd4ml submit`: the compiled KFP v2 job checked with kfp's own loader, and
+the submit path against a local stand-in of the KFP v2 REST API (tests/kfp_fake.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipelines.config import REPO_ROOT
+from tests.kfp_fake import FakeKfp
+
+IMAGE = "europe-docker.pkg.dev/acme/cd4ml/pipeline:test"
+CLUSTER_ENV = {
+    "CD4ML_PIPELINE_ROOT": "gs://acme-cd4ml/pipeline-root",
+    "CD4ML_DATA_ROOT": "gs://acme-cd4ml/data",
+    "CD4ML_REGISTRY": "gs://acme-cd4ml/registry",
+    "CD4ML_IMAGE": IMAGE,
+    "CD4ML_MAE_BOUND": "77.5",
+    "CD4ML_BEAM_ARGS": "--runner=DataflowRunner --project=acme --region=europe-west1",
+}
+# Every component of create_pipeline, and what must have run before it (transitively).
+COMPONENTS = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "SchemaProposal", "ExampleValidator",
+              "DataValidationGate", "Transform", "Trainer", "Evaluator", "Pusher", "ReleaseBundle"]
+MUST_FOLLOW = {
+    "StatisticsGen": ["CsvExampleGen"],
+    "ExampleValidator": ["StatisticsGen", "ImportSchemaGen"],
+    "DataValidationGate": ["ExampleValidator"],
+    "Transform": ["DataValidationGate", "CsvExampleGen"],
+    "Trainer": ["Transform", "DataValidationGate"],
+    "Evaluator": ["Trainer", "CsvExampleGen"],
+    "Pusher": ["Evaluator", "Trainer"],
+    "ReleaseBundle": ["Pusher", "Evaluator"],
+}
+
+
+def cli(*args, env=None, home):
+    environ = dict(os.environ, CD4ML_HOME=str(home), **(env or {}))
+    environ.pop("CD4ML_KFP_HOST", None)
+    return subprocess.run([sys.executable, "-m", "cd4ml.cli", *args], cwd=REPO_ROOT, env=environ,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    home = tmp_path_factory.mktemp("kfp-home")
+    out = home / "build" / "pipeline.json"
+    proc = cli("compile", "--span", "2", "-o", str(out), env=CLUSTER_ENV, home=home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "compiled" in proc.stdout
+    return str(out)
+
+
+def test_compile_refuses_a_local_pipeline_root(tmp_path):
+    env = dict(CLUSTER_ENV, CD4ML_PIPELINE_ROOT=str(tmp_path / "root"))
+    proc = cli("compile", "-o", str(tmp_path / "p.json"), env=env, home=tmp_path)
+    assert proc.returncode == 2
+    assert "pipeline_root" in proc.stderr and "gs://" in proc.stderr
+    assert not (tmp_path / "p.json").exists()
+
+
+def _ancestors(tasks, name, seen=None):
+    seen = set() if seen is None else seen
+    for dep in tasks[name].get("dependentTasks", []):
+        if dep not in seen:
+            seen.add(dep)
+            _ancestors(tasks, dep, seen)
+    return seen
+
+
+def test_compiled_spec_loads_with_kfp_and_has_every_component_in_order(compiled, tmp_path):
+    from google.protobuf import json_format
+    from kfp import components
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    with open(compiled) as fh:
+        job = json.load(fh)
+    assert set(job) >= {"displayName", "labels", "pipelineSpec", "runtimeConfig"}
+    # kfp's proto parses it strictly (an unknown field would fail) ...
+    json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    # ... and kfp's own component loader accepts the IR.
+    ir = tmp_path / "pipeline.yaml"
+    ir.write_text(yaml.safe_dump(job["pipelineSpec"]))
+    loaded = components.load_component_from_file(str(ir))
+    spec = loaded.pipeline_spec
+    tasks = json_format.MessageToDict(spec.root.dag)["tasks"]
+    assert set(COMPONENTS) <= set(tasks), sorted(tasks)
+    resolvers = [t for t in tasks if t.startswith("baseline_model_resolver")]
+    assert resolvers, "the baseline model resolver is compiled"
+    for task, before in MUST_FOLLOW.items():
+        assert set(before) <= _ancestors(tasks, task), (task, tasks[task].get("dependentTasks"))
+    assert any(r in _ancestors(tasks, "Evaluator") for r in resolvers)
+
+
+def _constant(param):
+    """A task's constant input: `constant` in pipeline spec 2.1, `constantValue` in 2.0."""
+    value = param["runtimeValue"]
+    if "constant" in value:
+        return value["constant"]
+    return next(iter(value["constantValue"].values()))
+
+
+def test_compiled_spec_carries_image_roots_beam_args_and_parameters(compiled):
+    with open(compiled) as fh:
+        job = json.load(fh)
+    spec = job["pipelineSpec"]
+    executors = spec["deploymentSpec"]["executors"]
+    containers = [e["container"] for e in executors.values() if "container" in e]
+    assert len(containers) >= len(COMPONENTS)
+    assert {c["image"] for c in containers} == {IMAGE}
+    gen_args = executors["CsvExampleGen_executor"]["container"]["args"]
+    assert "--runner=DataflowRunner" in gen_args and "--project=acme" in gen_args
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == CLUSTER_ENV["CD4ML_PIPELINE_ROOT"]
+    # Runtime parameters: declared by the pipeline, bound to the components, defaults from config.
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"range_config", "eval_config"}
+    tasks = spec["root"]["dag"]["tasks"]
+    gen_inputs = tasks["CsvExampleGen"]["inputs"]["parameters"]
+    assert gen_inputs["range_config"] == {"componentInputParameter": "range_config"}
+    assert _constant(gen_inputs["input_base"]) == CLUSTER_ENV["CD4ML_DATA_ROOT"]
+    assert tasks["Evaluator"]["inputs"]["parameters"]["eval_config"] == {"componentInputParameter": "eval_config"}
+    defaults = job["runtimeConfig"]["parameterValues"]
+    assert json.loads(defaults["range_config"])["staticRange"] == {"startSpanNumber": 2, "endSpanNumber": 2}
+    assert "77.5" in defaults["eval_config"]
+    push = _constant(tasks["Pusher"]["inputs"]["parameters"]["push_destination"])
+    assert CLUSTER_ENV["CD4ML_REGISTRY"] in json.dumps(push)
+    # User code is imported from the image, not uploaded as a module file.
+    trainer = json.dumps(tasks["Trainer"]["inputs"]["parameters"])
+    assert "components.model.run_fn" in trainer
+    assert job["labels"]["cd4ml-git-commit"]
+
+
+def test_submit_uploads_the_spec_and_starts_a_named_run(compiled, tmp_path, monkeypatch):
+    from cd4ml import cli as cd4ml_cli
+
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    monkeypatch.setenv("CD4ML_HOME", str(tmp_path))
+    with open(compiled) as fh:
+        job = json.load(fh)
+    commit = job["labels"]["cd4ml-git-commit"]
+    with FakeKfp() as fake:
+        code = cd4ml_cli.main(["submit", compiled, "--host", fake.host, "--experiment", "nightly",
+                               "--token-file", str(token), "--span", "3", "--mae-bound", "60",
+                               "--reason", "drop", "--wait"])
+        assert code == 0
+        assert [e["display_name"] for e in fake.experiments.values()] == ["nightly"]
+        assert len(fake.uploads) == 1 and fake.uploads[0]["kind"] == "pipeline"
+        assert yaml.safe_load(fake.uploads[0]["content"]) == job["pipelineSpec"]
+        (run,) = fake.runs.values()
+        assert run["display_name"].startswith(f"cd4ml-bikeshare-{commit}-drop-")
+        assert run["experiment_id"] == next(iter(fake.experiments))
+        ref = run["pipeline_version_reference"]
+        assert ref["pipeline_version_id"] in [v["pipeline_version_id"] for v in fake.versions[ref["pipeline_id"]]]
+        params = run["runtime_config"]["parameters"]
+        assert json.loads(params["range_config"])["staticRange"]["startSpanNumber"] == 3
+        assert json.loads(params["eval_config"]) != json.loads(job["runtimeConfig"]["parameterValues"]["eval_config"])
+        assert "60.0" in params["eval_config"]
+        assert run["runtime_config"]["pipeline_root"] == CLUSTER_ENV["CD4ML_PIPELINE_ROOT"]
+        assert {r["authorization"] for r in fake.requests} == {"Bearer s3cret"}
+        assert fake.run_polls[run["run_id"]] >= 2, "--wait polled until a final state"
+
+        # A second submit uploads a new version of the same pipeline.
+        assert cd4ml_cli.main(["submit", compiled, "--host", fake.host, "--experiment", "nightly"]) == 0
+        assert [u["kind"] for u in fake.uploads] == ["pipeline", "version"]
+        assert len(fake.pipelines) == 1 and len(fake.runs) == 2
+
+
+def test_submit_wait_reports_a_failed_run(compiled, tmp_path, monkeypatch, capsys):
+    from cd4ml import cli as cd4ml_cli
+
+    monkeypatch.setenv("CD4ML_HOME", str(tmp_path))
+    with FakeKfp(final_state="FAILED") as fake:
+        assert cd4ml_cli.main(["submit", compiled, "--host", fake.host, "--wait"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_submit_without_a_target_says_what_to_set(compiled, tmp_path, monkeypatch, capsys):
+    from cd4ml import cli as cd4ml_cli
+
+    monkeypatch.setenv("CD4ML_HOME", str(tmp_path))
+    for var in ("CD4ML_KFP_HOST", "CD4ML_GCP_PROJECT"):
+        monkeypatch.delenv(var, raising=False)
+    assert cd4ml_cli.main(["submit", compiled]) == 2
+    err = capsys.readouterr().err
+    assert "CD4ML_KFP_HOST" in err and "CD4ML_GCP_PROJECT" in err
