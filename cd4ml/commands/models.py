@@ -1,0 +1,39 @@
+"""List the model versions in the registry: metrics, blessing, lineage (span, run) and which one
+the server answers with (* marks it; a SERVING.json pin wins over the newest complete version).
+--history adds the promote/rollback decisions recorded in ML Metadata.
+"""
+
+import json
+
+from cd4ml.commands.common import add_config_flags, config_from
+
+HELP = "list pushed model versions with metrics, blessing, lineage and the one being served"
+
+
+def register(parser):
+    add_config_flags(parser)
+    parser.add_argument("--registry", help="model registry (env CD4ML_REGISTRY, default <home>/registry)")
+    parser.add_argument("--history", action="store_true", help="also show promote/rollback decisions")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def main(args) -> int:
+    import dataclasses
+
+    from cd4ml import promotion
+
+    config = config_from(args, registry=args.registry)
+    versions = promotion.list_versions(config.registry, config.metadata_path)
+    decisions = promotion.history(config.metadata_path, config.registry) if args.history else []
+    if args.json:
+        print(json.dumps({"registry": config.registry, "versions": [dataclasses.asdict(v) for v in versions],
+                          "history": decisions}, indent=2, default=str))
+        return 0
+    print(f"registry {config.registry}")
+    print(promotion.format_versions(versions))
+    if args.history:
+        print("decisions:" if decisions else "no promote/rollback decisions recorded")
+        for d in decisions:
+            print(f"  {d.get('at')}  {d.get('action'):8s} {d.get('previous') or '-'} -> {d.get('version') or '-'}"
+                  f"  by {d.get('user')}: {d.get('reason')}")
+    return 0

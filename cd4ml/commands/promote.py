@@ -1,0 +1,43 @@
+"""Pin a model version: the server answers with it from its next registry poll (seconds).
+
+    cd4ml promote VERSION [--reason "..."]     pin VERSION (must be complete and blessed)
+    cd4ml promote --latest                     remove the pin: serve the newest version again
+
+Writes <registry>/SERVING.json and records the decision in ML Metadata (cd4ml.Promotion).
+"""
+
+import sys
+
+from cd4ml.commands.common import add_config_flags, config_from
+
+HELP = "pin a model version for serving (or --latest to unpin)"
+
+
+def register(parser):
+    add_config_flags(parser)
+    parser.add_argument("version", nargs="?", help="version to serve")
+    parser.add_argument("--latest", action="store_true", help="unpin: serve the newest complete version")
+    parser.add_argument("--reason", default="", help="why (recorded with the decision)")
+    parser.add_argument("--force", action="store_true", help="pin even a version that was not blessed")
+    parser.add_argument("--registry", help="model registry (env CD4ML_REGISTRY)")
+
+
+def main(args) -> int:
+    from cd4ml import promotion
+
+    config = config_from(args, registry=args.registry)
+    if bool(args.version) == bool(args.latest):
+        print("cd4ml promote: give a VERSION or --latest", file=sys.stderr)
+        return 2
+    try:
+        if args.latest:
+            d = promotion.unpin(config.registry, args.reason, config.metadata_path)
+        else:
+            d = promotion.promote(config.registry, args.version, args.reason, config.metadata_path,
+                                  force=args.force)
+    except promotion.PromotionError as exc:
+        print(f"cd4ml promote: {exc}", file=sys.stderr)
+        return 2
+    print(f"{d.action}: {d.previous or '-'} -> {d.version or '-'} ({d.reason}); recorded in MLMD "
+          f"(execution {d.execution_id})")
+    return 0

@@ -1,0 +1,29 @@
+"""Serve the previous good version: the newest complete, blessed version older than the one being
+served is pinned in <registry>/SERVING.json (the server switches within its poll interval), and
+the decision is recorded in ML Metadata. `cd4ml promote --latest` rolls forward again.
+"""
+
+import sys
+
+from cd4ml.commands.common import add_config_flags, config_from
+
+HELP = "roll back to the previous good model version"
+
+
+def register(parser):
+    add_config_flags(parser)
+    parser.add_argument("--reason", default="", help="why (recorded with the decision)")
+    parser.add_argument("--registry", help="model registry (env CD4ML_REGISTRY)")
+
+
+def main(args) -> int:
+    from cd4ml import promotion
+
+    config = config_from(args, registry=args.registry)
+    try:
+        d = promotion.rollback(config.registry, args.reason, config.metadata_path)
+    except promotion.PromotionError as exc:
+        print(f"cd4ml rollback: {exc}", file=sys.stderr)
+        return 2
+    print(f"rollback: {d.previous} -> {d.version} ({d.reason}); recorded in MLMD (execution {d.execution_id})")
+    return 0

@@ -1,0 +1,308 @@
+"""The model registry seen by operators: list versions, pin one (promote), roll back, unpin.
+
+Registry layout (components/release.py, serving/registry.py): `<registry>/<version>/`, complete
+once MANIFEST.json exists. The server serves the version named in `<registry>/SERVING.json`, else
+the newest complete one, and re-reads the registry every few seconds: writing the pin file is
+how `promote` and `rollback` take effect without a restart.
+
+Every decision is also recorded in ML Metadata: an execution of type `cd4ml.Promotion`
+(action, version, previous, reason, user) attributed to a `cd4ml.Registry` context named by the
+registry path, with the version's PushedModel artifact as its input when MLMD knows it. So
+"who served what, when and why" is answered from the same store as the lineage.
+
+No TensorFlow here for local registries (plain files); gs:// registries go through tf.io.gfile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import getpass
+import json
+import os
+from typing import Dict, List, Optional
+
+MANIFEST = "MANIFEST.json"
+PIN_FILE = "SERVING.json"
+EVALUATION = "evaluation.json"
+PROMOTION_TYPE = "cd4ml.Promotion"
+REGISTRY_CONTEXT = "cd4ml.Registry"
+
+
+class PromotionError(ValueError):
+    pass
+
+
+# --- file access: plain files locally, tf.io.gfile for gs:// ---------------------------------
+
+def _remote(path: str) -> bool:
+    return "://" in path
+
+
+def _exists(path: str) -> bool:
+    if _remote(path):
+        import tensorflow as tf
+        return tf.io.gfile.exists(path)
+    return os.path.exists(path)
+
+
+def _listdir(path: str) -> List[str]:
+    if _remote(path):
+        import tensorflow as tf
+        return [n.rstrip("/") for n in tf.io.gfile.listdir(path)] if tf.io.gfile.isdir(path) else []
+    return os.listdir(path) if os.path.isdir(path) else []
+
+
+def _read(path: str) -> str:
+    if _remote(path):
+        import tensorflow as tf
+        with tf.io.gfile.GFile(path) as fh:
+            return fh.read()
+    with open(path) as fh:
+        return fh.read()
+
+
+def _write_atomic(path: str, text: str):
+    tmp = path + ".tmp"
+    if _remote(path):
+        import tensorflow as tf
+        with tf.io.gfile.GFile(tmp, "w") as fh:
+            fh.write(text)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+        return
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _remove(path: str):
+    if _remote(path):
+        import tensorflow as tf
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _order(name: str):
+    return (0, int(name), name) if name.isdigit() else (1, 0, name)
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Version:
+    version: str
+    complete: bool
+    created: str = ""
+    span: Optional[int] = None
+    metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
+    blessed: Optional[bool] = None
+    run_id: str = ""
+    serving: bool = False
+    why: str = ""
+
+    @property
+    def good(self) -> bool:
+        return self.complete and self.blessed is not False
+
+
+def _json(path: str) -> Dict:
+    try:
+        return json.loads(_read(path))
+    except (OSError, ValueError):
+        return {}
+
+
+def read_pin(registry: str) -> Optional[Dict]:
+    path = os.path.join(registry, PIN_FILE)
+    if not _exists(path):
+        return None
+    pin = _json(path)
+    return pin if pin.get("version") else None
+
+
+def list_versions(registry: str, metadata_path: Optional[str] = None) -> List[Version]:
+    """Every version directory, oldest first, with what the server would do with it."""
+    names = sorted((n for n in _listdir(registry) if not n.startswith(".") and n != PIN_FILE
+                    and not n.endswith(".tmp")), key=_order)
+    runs = _runs_by_version(metadata_path) if metadata_path else {}
+    out = []
+    for name in names:
+        base = os.path.join(registry, name)
+        manifest = _json(os.path.join(base, MANIFEST))
+        evaluation = _json(os.path.join(base, EVALUATION))
+        complete = bool(manifest)
+        out.append(Version(
+            version=name, complete=complete, created=manifest.get("created", ""),
+            span=manifest.get("span") or runs.get(name, {}).get("span"),
+            metrics=manifest.get("metrics") or evaluation.get("slices", {}).get("overall", {}),
+            blessed=evaluation.get("blessed") if evaluation else (True if complete else None),
+            run_id=runs.get(name, {}).get("run_id", "")))
+    serving, why = serving_target(registry, out)
+    for v in out:
+        if v.version == serving:
+            v.serving, v.why = True, why
+    return out
+
+
+def serving_target(registry: str, versions: Optional[List[Version]] = None):
+    """(version, why): the same rule as serving/registry.target."""
+    pin = read_pin(registry)
+    if pin:
+        return str(pin["version"]), f"pinned by {PIN_FILE}" + (f" ({pin.get('reason')})" if pin.get("reason") else "")
+    versions = versions if versions is not None else list_versions(registry)
+    complete = [v.version for v in versions if v.complete]
+    return (complete[-1], "newest complete version") if complete else (None, "no complete version")
+
+
+def _runs_by_version(metadata_path: str) -> Dict[str, Dict]:
+    if not os.path.exists(metadata_path):
+        return {}
+    try:
+        from cd4ml import metadata
+
+        store = metadata.open_store(metadata_path)
+        return {m["version"]: {"run_id": m.get("run_id", ""), "pushed_model_id": m.get("pushed_model_id")}
+                for m in metadata.pushed_models(store)}
+    except Exception:  # noqa: BLE001 - lineage is a bonus in a listing, never a failure
+        return {}
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Decision:
+    action: str          # promote | rollback | unpin
+    version: Optional[str]
+    previous: Optional[str]
+    reason: str
+    at: str
+    execution_id: Optional[int] = None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def promote(registry: str, version: str, reason: str = "", metadata_path: Optional[str] = None,
+            action: str = "promote", force: bool = False) -> Decision:
+    """Pin `version`: the server switches to it at its next registry poll."""
+    versions = {v.version: v for v in list_versions(registry)}
+    if version not in versions:
+        raise PromotionError(f"version {version} is not in {registry} (have {', '.join(versions) or 'none'})")
+    target = versions[version]
+    if not target.complete:
+        raise PromotionError(f"version {version} is incomplete (no {MANIFEST}); the server would refuse it")
+    if target.blessed is False and not force:
+        raise PromotionError(f"version {version} was not blessed by the Evaluator; use --force to pin it anyway")
+    previous, _ = serving_target(registry, list(versions.values()))
+    decision = Decision(action, version, previous, reason or action, _now())
+    _write_atomic(os.path.join(registry, PIN_FILE), json.dumps(
+        {"version": version, "reason": decision.reason, "at": decision.at, "action": action,
+         "previous": previous}, indent=2, sort_keys=True))
+    if metadata_path:
+        decision.execution_id = record(metadata_path, registry, decision)
+    return decision
+
+
+def rollback(registry: str, reason: str = "", metadata_path: Optional[str] = None) -> Decision:
+    """Pin the newest good (complete, blessed) version older than the one being served."""
+    versions = list_versions(registry)
+    current, _ = serving_target(registry, versions)
+    if current is None:
+        raise PromotionError(f"nothing is being served from {registry}; nothing to roll back")
+    names = [v.version for v in versions]
+    older = [v for v in versions if v.good and current in names
+             and _order(v.version) < _order(current)]
+    if not older:
+        raise PromotionError(f"no good version older than {current} in {registry}")
+    return promote(registry, older[-1].version, reason or f"rollback from {current}", metadata_path,
+                   action="rollback")
+
+
+def unpin(registry: str, reason: str = "", metadata_path: Optional[str] = None) -> Decision:
+    """Remove the pin: the server goes back to the newest complete version (roll forward)."""
+    previous, _ = serving_target(registry)
+    _remove(os.path.join(registry, PIN_FILE))
+    version, _ = serving_target(registry)
+    decision = Decision("unpin", version, previous, reason or "serve the newest version", _now())
+    if metadata_path:
+        decision.execution_id = record(metadata_path, registry, decision)
+    return decision
+
+
+def record(metadata_path: str, registry: str, decision: Decision) -> int:
+    """The decision as a `cd4ml.Promotion` execution in MLMD, linked to the version's PushedModel."""
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    from cd4ml import metadata
+
+    store = metadata.open_store(metadata_path)
+    ex_type = pb.ExecutionType(name=PROMOTION_TYPE)
+    for name in ("action", "version", "previous", "reason", "user", "at", "registry"):
+        ex_type.properties[name] = pb.STRING
+    type_id = store.put_execution_type(ex_type, can_add_fields=True)
+    ctx_type_id = store.put_context_type(pb.ContextType(name=REGISTRY_CONTEXT))
+    ctx = store.get_context_by_type_and_name(REGISTRY_CONTEXT, registry)
+    if ctx is None:
+        ctx = pb.Context(type_id=ctx_type_id, name=registry)
+        [ctx.id] = store.put_contexts([ctx])
+    ex = pb.Execution(type_id=type_id, last_known_state=pb.Execution.COMPLETE)
+    values = {"action": decision.action, "version": decision.version or "", "previous": decision.previous or "",
+              "reason": decision.reason, "user": _user(), "at": decision.at, "registry": registry}
+    for k, v in values.items():
+        ex.properties[k].string_value = v
+    pushed = _runs_by_version(metadata_path).get(decision.version or "", {}).get("pushed_model_id")
+    events = []
+    if pushed:
+        [artifact] = store.get_artifacts_by_id([pushed])
+        event = pb.Event(type=pb.Event.INPUT)
+        event.path.steps.add().key = "pushed_model"
+        events.append((artifact, event))
+    ex_id, _, _ = store.put_execution(ex, events, [ctx])
+    return ex_id
+
+
+def history(metadata_path: str, registry: Optional[str] = None) -> List[Dict[str, str]]:
+    """Every promotion/rollback/unpin decision recorded in MLMD, oldest first."""
+    if not os.path.exists(metadata_path):
+        return []
+    from cd4ml import metadata
+
+    store = metadata.open_store(metadata_path)
+    try:
+        executions = store.get_executions_by_type(PROMOTION_TYPE)
+    except Exception:  # noqa: BLE001 - type not registered yet
+        return []
+    out = []
+    for ex in sorted(executions, key=lambda e: e.id):
+        row = {k: v.string_value for k, v in ex.properties.items()}
+        if registry is None or row.get("registry") == registry:
+            out.append(dict(row, id=ex.id))
+    return out
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001
+        return os.environ.get("USER", "unknown")
+
+
+def format_versions(versions: List[Version]) -> str:
+    if not versions:
+        return "no versions in the registry"
+    lines = [f"{'':2}{'version':<12} {'span':>4} {'MAE':>8} {'RMSE':>8} {'blessed':>7}  {'created':<25} run"]
+    for v in versions:
+        mae = v.metrics.get("mean_absolute_error")
+        rmse = v.metrics.get("root_mean_squared_error")
+        mark = "*" if v.serving else " "
+        state = ("yes" if v.blessed else "NO" if v.blessed is False else "?") if v.complete else "incomplete"
+        lines.append(f"{mark} {v.version:<12} {v.span if v.span else '-':>4} "
+                     f"{(f'{mae:.2f}' if mae is not None else '-'):>8} {(f'{rmse:.2f}' if rmse is not None else '-'):>8} "
+                     f"{state:>7}  {v.created:<25} {v.run_id}")
+    serving = [v for v in versions if v.serving]
+    if serving:
+        lines.append(f"* served: {serving[0].version} ({serving[0].why})")
+    return "\n".join(lines)
