@@ -55,6 +55,8 @@ class BikeDemandModel:
         self.max_request_bytes = (_env("CD4ML_MAX_REQUEST_BYTES", max_request_bytes, int)
                                   or DEFAULT_MAX_REQUEST_BYTES)
         self.core = None
+        # Version swaps and refusals are operational events: keep them above Seldon's log level.
+        log.setLevel(logging.INFO)
         self.model_error_handler = self._guard_blueprint()
 
     def load(self):

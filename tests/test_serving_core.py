@@ -1,0 +1,246 @@
+"""The serving core, in-process (pipeline environment): validation, scoring, detectors, drift,
+logs, feedback, model-as-data reloads and refusal of broken versions.
+
+Request validation needs no model; everything else serves the span-1 version that the real
+pipeline pushed in `trained_home` (copied, so tests can add and break versions freely).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from components import features
+from serving import registry as reg
+from serving.request import RequestError, parse
+from tests.conftest import read_span
+
+GOOD = {"season": 1, "mnth": "Jan", "hr": 8, "holiday": 0, "weekday": 1, "workingday": 1,
+        "weathersit": "clear", "temp": 0.2, "atemp": 0.21, "hum": 0.5, "windspeed": 0.1}
+
+
+def ndarray(rows, names=None):
+    names = names or features.FEATURE_NAMES
+    return {"data": {"names": names, "ndarray": [[r[n] for n in names] for r in rows]}}
+
+
+# Each bad input, and a word its message must contain (the field, or the rule).
+BAD_REQUESTS = [
+    ("missing feature", {"jsonData": [{k: v for k, v in GOOD.items() if k != "hum"}]}, 400, "'hum'"),
+    ("extra feature", {"jsonData": [dict(GOOD, casual=3)]}, 400, "'casual'"),
+    ("wrong type", {"jsonData": [dict(GOOD, temp="warm")]}, 400, "'temp'"),
+    ("string for int", ndarray([dict(GOOD, hr="8")]), 400, "'hr'"),
+    ("float for int", {"jsonData": [dict(GOOD, hr=8.5)]}, 400, "'hr'"),
+    ("bool", {"jsonData": [dict(GOOD, holiday=True)]}, 400, "'holiday'"),
+    ("null", {"jsonData": [dict(GOOD, windspeed=None)]}, 400, "'windspeed'"),
+    ("NaN", {"jsonData": [dict(GOOD, temp=float("nan"))]}, 400, "NaN"),
+    ("infinity", {"jsonData": [dict(GOOD, atemp=float("inf"))]}, 400, "'atemp'"),
+    ("unknown category", {"jsonData": [dict(GOOD, weathersit="sunny")]}, 400, "'weathersit'"),
+    ("unknown int category", {"jsonData": [dict(GOOD, hr=24)]}, 400, "'hr'"),
+    ("out of range", {"jsonData": [dict(GOOD, hum=1.5)]}, 400, "'hum'"),
+    ("empty batch", ndarray([]), 400, "empty"),
+    ("empty jsonData", {"jsonData": []}, 400, "empty"),
+    ("ragged row", {"data": {"names": features.FEATURE_NAMES, "ndarray": [[1, "Jan"]]}}, 400, "row 0"),
+    ("duplicate name", {"data": {"names": features.FEATURE_NAMES + ["hr"], "ndarray": [[0] * 12]}}, 400, "'hr'"),
+    ("no data", {"meta": {}}, 400, "'data'"),
+    ("tensor payload", {"data": {"names": ["a"], "tensor": {"shape": [1], "values": [1]}}}, 400, "ndarray"),
+    ("not an object", [1, 2, 3], 400, "JSON object"),
+    ("too many rows", {"jsonData": [GOOD] * 1001}, 413, "limit"),
+]
+
+
+@pytest.mark.parametrize("name,payload,status,needle", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_are_refused_naming_field_and_rule(name, payload, status, needle):
+    with pytest.raises(RequestError) as info:
+        parse(payload)
+    assert info.value.status == status
+    assert needle in info.value.message, info.value.message
+
+
+def test_good_requests_in_both_layouts():
+    names = list(reversed(features.FEATURE_NAMES))  # column order is free, names decide
+    assert parse(ndarray([GOOD, GOOD], names)) == [GOOD, GOOD]
+    assert parse({"jsonData": GOOD}) == [GOOD]
+    assert parse({"jsonData": [GOOD]}) == [GOOD]
+
+
+# ----- with the pipeline's pushed version -----------------------------------------------------
+
+def copy_version(src_registry: str, version: str, dst_registry: str, new_name: str = None) -> str:
+    """Copy a version like a pusher would: everything first, MANIFEST.json last."""
+    new_name = new_name or version
+    src, dst = os.path.join(src_registry, version), os.path.join(dst_registry, new_name)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(reg.MANIFEST))
+    with open(os.path.join(src, reg.MANIFEST)) as fh:
+        manifest = json.load(fh)
+    manifest["version"] = new_name
+    with open(os.path.join(dst, reg.MANIFEST), "w") as fh:
+        json.dump(manifest, fh)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def span1_version(trained_home):
+    path = trained_home.span1.pushed_path
+    assert path and os.path.isdir(os.path.join(path, "detectors")), "span-1 version ships no detectors"
+    return os.path.dirname(path), os.path.basename(path.rstrip("/"))
+
+
+@pytest.fixture()
+def registry(tmp_path, span1_version):
+    src, version = span1_version
+    root = tmp_path / "registry"
+    root.mkdir()
+    copy_version(src, version, str(root), "1000")
+    return str(root)
+
+
+def make_core(registry, tmp_path, **kwargs):
+    from serving.core import ServingCore
+
+    kwargs.setdefault("poll_seconds", 0)
+    return ServingCore(registry, log_dir=str(tmp_path / "logs"), **kwargs).load()
+
+
+def holdout(registry, version="1000"):
+    with open(os.path.join(registry, version, "holdout.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+@pytest.mark.slow
+def test_scores_like_the_saved_model_and_logs_every_request(registry, tmp_path):
+    core = make_core(registry, tmp_path)
+    sample = holdout(registry)
+    result = core.predict({"jsonData": [r["features"] for r in sample]})
+    assert result.version == "1000"
+    np.testing.assert_allclose(result.predictions, [r["expected"] for r in sample], rtol=1e-3, atol=1e-3)
+    assert len(result.outlier_scores) == len(sample) and len(result.is_outlier) == len(sample)
+    core.close()
+    logged = [json.loads(line) for line in open(tmp_path / "logs" / "predictions.jsonl")]
+    assert logged[-1]["request_id"] == result.request_id and logged[-1]["version"] == "1000"
+    assert logged[-1]["rows"][0] == sample[0]["features"]
+
+
+@pytest.mark.slow
+def test_outlier_scores_flag_extreme_rows(registry, tmp_path):
+    core = make_core(registry, tmp_path)
+    odd = dict(GOOD, mnth="Dec", season=1, hr=3, weathersit="heavy rain/snow", temp=1.0, atemp=1.0,
+               hum=0.0, windspeed=1.0)
+    normal = [r["features"] for r in holdout(registry)]
+    result = core.predict({"jsonData": normal + [odd]})
+    assert result.is_outlier[-1] is True
+    assert result.outlier_scores[-1] > np.median(result.outlier_scores[:-1])
+    assert sum(result.is_outlier[:-1]) <= 0.1 * len(normal)
+
+
+def _span_rows(span, days, n, seed):
+    rows = [{f.name: (r[f.name] if f.dtype == "string" else int(r[f.name]) if f.dtype == "int"
+                      else float(r[f.name])) for f in features.FEATURES}
+            for r in read_span(span) if days(int(r["day"]))]
+    return random.Random(seed).sample(rows, n)
+
+
+@pytest.mark.slow
+def test_drift_window_fires_on_span2_and_stays_quiet_on_held_out_span1(registry, tmp_path):
+    """The span-1 model's shipped detectors: held-out span-1 days (the sample trained on even days)
+    keep quiet, span-2 rows raise drift, through the request window and the drift log."""
+    core = make_core(registry, tmp_path, drift_window=200)
+    for row in _span_rows(1, lambda d: d % 2 == 1, 200, seed=3):
+        core.predict({"jsonData": [row]})
+    core.wait_for_drift_tests()
+    quiet = core.last_drift
+    assert quiet is not None and quiet["is_drift"] is False, quiet
+    rows = _span_rows(2, lambda d: True, 200, seed=4)
+    for i in range(0, 200, 20):
+        core.predict({"jsonData": rows[i:i + 20]})
+    core.wait_for_drift_tests()
+    assert core.last_drift["is_drift"] is True and "mnth" in core.last_drift["drifted"]
+    core.close()
+    log = [json.loads(line) for line in open(tmp_path / "logs" / "drift.jsonl")]
+    assert [entry["is_drift"] for entry in log] == [False, True]
+    assert set(log[1]["p_vals"]) == set(features.FEATURE_NAMES)
+    gauges = {(m["key"], m["tags"].get("feature")) for m in core.metrics() if m["type"] == "GAUGE"}
+    assert ("cd4ml_drift_p_value", "mnth") in gauges and ("cd4ml_drift", None) in gauges
+
+
+@pytest.mark.slow
+def test_feedback_joins_by_request_id_for_live_mae(registry, tmp_path):
+    core = make_core(registry, tmp_path)
+    result = core.predict({"jsonData": [GOOD, GOOD]})
+    truth = [p + 3.0 for p in result.predictions]
+    joined = core.feedback(truth, request_id=result.request_id)
+    assert joined["matched"] and joined["version"] == "1000"
+    assert joined["live_mae"] == pytest.approx(3.0)
+    with pytest.raises(RequestError, match="truth"):
+        core.feedback([1.0], request_id=result.request_id)
+    with pytest.raises(RequestError, match="request_id"):
+        core.feedback([1.0], request_id="unknown")
+
+
+@pytest.mark.slow
+def test_new_version_is_picked_up_and_pin_wins(registry, tmp_path, span1_version):
+    core = make_core(registry, tmp_path)
+    assert core.version == "1000"
+    copy_version(registry, "1000", registry, "2000")
+    assert core.refresh() and core.version == "2000"
+    with open(os.path.join(registry, reg.PIN_FILE), "w") as fh:
+        json.dump({"version": "1000", "by": "cd4ml rollback"}, fh)
+    assert core.refresh() and core.version == "1000"
+    assert core.predict({"jsonData": [GOOD]}).version == "1000"
+
+
+@pytest.mark.slow
+def test_half_written_and_corrupt_versions_are_refused_while_the_old_one_serves(registry, tmp_path, caplog):
+    core = make_core(registry, tmp_path)
+    half = copy_version(registry, "1000", registry, "3000")
+    os.remove(os.path.join(half, reg.MANIFEST))  # copy still in progress
+    assert not core.refresh() and core.version == "1000"
+    corrupt = copy_version(registry, "1000", registry, "4000")
+    variables = [os.path.join(corrupt, "variables", n) for n in os.listdir(os.path.join(corrupt, "variables"))
+                 if n.startswith("variables.data")]
+    for path in variables:
+        with open(path, "r+b") as fh:
+            fh.truncate(16)
+    with caplog.at_level("ERROR", logger="cd4ml.serving"):
+        assert not core.refresh()
+    assert core.version == "1000"
+    assert "REFUSED version 4000" in caplog.text and "still serving 1000" in caplog.text
+    assert "4000" in core.health()["refused"]
+    assert core.predict({"jsonData": [GOOD]}).version == "1000"
+
+
+@pytest.mark.slow
+def test_reload_under_concurrent_requests_loses_none(registry, tmp_path):
+    core = make_core(registry, tmp_path)
+    answers, errors, stop = [], [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                answers.append(core.predict({"jsonData": [GOOD]}).version)
+            except Exception as err:  # noqa: BLE001 - any failure is what this test looks for
+                errors.append(err)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        copy_version(registry, "1000", registry, "5000")
+        assert core.refresh()
+        before = len(answers)
+        for _ in range(10_000):  # let the clients run on the new version for a while
+            if len(answers) >= before + 20:
+                break
+            stop.wait(0.01)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert set(answers) == {"1000", "5000"} and answers[-1] == "5000"
