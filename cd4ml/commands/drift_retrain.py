@@ -1,0 +1,55 @@
+"""Retrain when the server reports drift: debounced, with a cooldown and a minimum of new labelled
+rows (prediction log joined with feedback), locally or on Kubeflow (--submit JOB).
+
+Reads the server's drift, prediction and feedback logs (default <home>/serving-logs). Each
+request is recorded in ML Metadata (cd4ml.RetrainRequest); --list shows them.
+"""
+
+import time
+
+from cd4ml.commands.common import add_config_flags, config_from, quiet_libraries
+
+HELP = "retrain when the server's drift detector fires (debounced, cooldown, min labelled rows)"
+
+
+def register(parser):
+    add_config_flags(parser)
+    parser.add_argument("--log-dir", help="the server's log directory (default <home>/serving-logs)")
+    parser.add_argument("--cooldown", type=float, help="seconds between retrain requests (env CD4ML_RETRAIN_COOLDOWN_S)")
+    parser.add_argument("--min-rows", type=int, help="new labelled rows needed (env CD4ML_RETRAIN_MIN_ROWS)")
+    parser.add_argument("--debounce", type=float, default=30.0, help="seconds a drift burst settles (default %(default)s)")
+    parser.add_argument("--submit", metavar="JOB", help="compiled job: submit a KFP/Vertex run instead of running locally")
+    parser.add_argument("--once", action="store_true", help="check once and exit")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
+    parser.add_argument("--dry-run", action="store_true", help="say what would happen, do nothing")
+    parser.add_argument("--list", action="store_true", help="list recorded retrain requests")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def main(args) -> int:
+    quiet_libraries(args.verbose)
+    from cd4ml.drift_retrain import DriftRetrainer
+
+    config = config_from(args)
+    retrainer = DriftRetrainer(config, log_dir=args.log_dir, cooldown_s=args.cooldown, min_rows=args.min_rows,
+                               debounce_s=args.debounce, submit_job=args.submit)
+    if args.list:
+        for r in retrainer.requests():
+            print(f"{r.get('requested_at')}  {r.get('outcome', ''):14s} rows {r.get('labelled_rows')}  "
+                  f"drifted {r.get('drifted')}  {r.get('version') or r.get('run_id', '')}")
+        return 0
+    print(f"watching drift in {retrainer.log_dir} (cooldown {retrainer.cooldown_s:.0f} s, "
+          f"min rows {retrainer.min_rows}, debounce {retrainer.debounce_s:.0f} s)", flush=True)
+    last = None
+    try:
+        while True:
+            outcome = retrainer.check(dry_run=args.dry_run)
+            line = f"{outcome.decision.action}: {outcome.decision.why}"
+            if line != last:
+                print(line, flush=True)
+                last = line
+            if args.once:
+                return 1 if outcome.outcome.startswith("error") else 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
