@@ -123,12 +123,15 @@ def submit_vertex(job_path: str, job: Dict, project: str, region: str, name: str
         raise RuntimeError("Vertex AI submit needs google-cloud-aiplatform in the environment") from exc
     aiplatform.init(project=project, location=region)
     pipeline_job = aiplatform.PipelineJob(
-        display_name=name, template_path=job_path, job_id=name,
+        display_name=name, template_path=job_path, job_id=name.replace("_", "-"),
         pipeline_root=job.get("runtimeConfig", {}).get("gcsOutputDirectory"),
         parameter_values=parameters, labels=job.get("labels", {}), enable_caching=None)
     pipeline_job.submit()
-    result = Submission("vertex", pipeline_job.resource_name, name, url=pipeline_job._dashboard_uri(),
-                        parameters=parameters)
+    try:
+        url = pipeline_job._dashboard_uri()  # private in aiplatform; only a convenience link
+    except Exception:  # noqa: BLE001
+        url = ""
+    result = Submission("vertex", pipeline_job.resource_name, name, url=url, parameters=parameters)
     progress(f"submitted Vertex AI pipeline job {name} in {project}/{region}")
     if wait:
         pipeline_job.wait()
