@@ -115,6 +115,8 @@ def test_provenance_walks_from_pushed_model_to_span_files(trained_home, store, s
     assert summary["trainer"]["custom_config"]["seed"] == trained_home.config.seed
     assert summary["pusher"]["destination"] == result.pushed_path
     assert summary["metrics"]["mean_absolute_error"] > 0
+    if any(e["node"] == "DetectorTrainer" for e in doc["executions"].values()):
+        assert summary["detectors"] and all(os.path.exists(uri) for uri in summary["detectors"])
     if span == 2:  # compared with span 1's model, which is a leaf, not an ancestor
         first = metadata.provenance(store, trained_home.span1.pushed_version)["summary"]["model"]
         assert summary["baseline_model"] == [first]

@@ -39,7 +39,6 @@ def test_notebook_runs_top_to_bottom(trained_home, path, monkeypatch):
     # The kernel inherits this process's environment: the home comes from CD4ML_HOME as a user's would.
     monkeypatch.setenv("CD4ML_HOME", trained_home.config.home)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     book = nbformat.read(path, as_version=4)
     client = NotebookClient(book, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": NOTEBOOK_DIR}})
