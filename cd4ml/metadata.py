@@ -484,6 +484,9 @@ def provenance(store: metadata_store.MetadataStore, version: Optional[str] = Non
     doc = {"version": entry["version"], "destination": entry["destination"], "root": root.id,
            "artifacts": artifacts, "executions": executions}
     doc["summary"] = _summarize(doc, entry)
+    gen = next((e for e in executions.values() if e["node"] == "CsvExampleGen"), None)
+    objects = bucket_objects(store, doc["summary"]["span"], gen["run_id"] if gen else "")
+    doc["summary"]["bucket_objects"] = objects
     return doc
 
 
@@ -537,6 +540,30 @@ def span_files(example_gen: Dict[str, object]) -> List[Dict[str, object]]:
             for f in files:
                 f["changed_since_run"] = True
     return files
+
+
+DROP_TYPE = "cd4ml.Drop"  # recorded by cd4ml.triggers for each bucket object it turned into a span
+
+
+def bucket_objects(store: metadata_store.MetadataStore, span, run_id: str = "") -> List[Dict[str, object]]:
+    """The bucket objects (with generation) a trigger placed as `span`, from its cd4ml.Drop records.
+
+    Drops whose recorded run is `run_id` come first; a span re-run later by hand still names the
+    object it came from."""
+    if span is None:
+        return []
+    try:
+        drops = store.get_executions_by_type(DROP_TYPE)
+    except Exception:  # noqa: BLE001 - no trigger has ever run against this store
+        return []
+    found = []
+    for drop in drops:
+        if prop(drop, "span") != span:
+            continue
+        found.append({"name": f"gs://{prop(drop, 'bucket', '')}/{prop(drop, 'object', '')}",
+                      "generation": prop(drop, "generation"), "drop_run_id": prop(drop, "run_id", ""),
+                      "outcome": prop(drop, "outcome", ""), "source": "bucket drop"})
+    return sorted(found, key=lambda d: (d["drop_run_id"] != run_id, str(d["generation"])))
 
 
 def _summarize(doc, entry) -> Dict[str, object]:
@@ -641,6 +668,9 @@ def format_tree(doc: Dict[str, object]) -> str:
                 note = " (changed since the run)" if f.get("changed_since_run") else ""
                 gen = f" generation {f['generation']}" if f.get("generation") else ""
                 lines.append(f"{prefix}       <- file {f['name']}{gen}{note}")
+            for o in doc.get("summary", {}).get("bucket_objects", []):
+                lines.append(f"{prefix}       <- bucket object {o['name']} generation {o['generation']} "
+                             f"(dropped; trigger outcome {o['outcome'] or 'unknown'})")
         inputs = execution.get("inputs", {})
         for in_key in sorted(inputs, key=lambda k: (TREE_ORDER.index(k) if k in TREE_ORDER else len(TREE_ORDER), k)):
             ids = inputs[in_key]

@@ -168,3 +168,17 @@ def test_runs_command(trained_home, capsys):
     assert "ImportSchemaGen" in runs[1]["cached"] and runs[1]["pushed_version"]
     code, out, _ = run_cli(capsys, "runs", "--home", trained_home.config.home, "--steps")
     assert "Trainer" in out and "cached" in out and trained_home.span2.pushed_version in out
+
+
+def test_bucket_objects_come_from_the_trigger_ledger(tmp_path):
+    from cd4ml import triggers
+
+    ledger = triggers.MlmdLedger(str(tmp_path / "m.sqlite"), "lake", "incoming/")
+    claim = ledger.claim("lake", "incoming/2011-h2.csv", 1717171717)
+    ledger.update(claim, done=True, span=3, run_id="r-3", outcome="trained")
+    other = ledger.claim("lake", "incoming/other.csv", 5)
+    ledger.update(other, done=True, span=4, run_id="r-4", outcome="trained")
+    objects = metadata.bucket_objects(ledger.store, 3, "r-3")
+    assert objects == [{"name": "gs://lake/incoming/2011-h2.csv", "generation": 1717171717,
+                        "drop_run_id": "r-3", "outcome": "trained", "source": "bucket drop"}]
+    assert metadata.bucket_objects(metadata.open_store(str(tmp_path / "empty.sqlite")), 3) == []

@@ -82,7 +82,7 @@ def main(args) -> int:
 
 def format_summary(s) -> str:
     files = ", ".join(f["name"] + (f" (generation {f['generation']})" if f.get("generation") else "")
-                      for f in s["span_files"]) or "(not recorded)"
+                      for f in s["span_files"] + s.get("bucket_objects", [])) or "(not recorded)"
     trainer = s["trainer"] or {}
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(s["metrics"].items())) or "(see evaluation)"
     rows = [
