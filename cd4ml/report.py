@@ -336,6 +336,7 @@ class ReportData:
     reference: str = ""
     plots: Dict[str, str] = dataclasses.field(default_factory=dict)
     notes: List[str] = dataclasses.field(default_factory=list)
+    provenance: Optional[Dict[str, object]] = None  # metadata.provenance(...)["summary"] of the pushed version
 
 
 def _thresholds(eval_config) -> List[Dict[str, object]]:
@@ -403,6 +404,10 @@ def gather(result, metadata_path: str) -> ReportData:
 
     # The reference span: what the model serving before this run was trained on.
     reference = None
+    if result.pushed_version:
+        doc = metadata.provenance(store, result.pushed_version)
+        data.provenance = doc["summary"] if doc else None
+
     # A cached rerun re-reports the version it pushed before: that is not a reference either.
     for pushed in reversed(metadata.pushed_models(store)):
         if pushed["run_id"] == result.run_id or pushed["version"] == result.pushed_version:
@@ -501,6 +506,12 @@ def render(data: ReportData) -> str:
         parts.append("<li><b>Model:</b> nothing pushed; the serving model is unchanged</li>")
     if r.get("error") and not r.get("problems"):
         parts.append(f"<li><b>Error:</b> {_e(r['error'])}</li>")
+    p = data.provenance
+    if p:
+        sources = [f["name"] for f in p.get("span_files", [])] + [
+            f"{o['name']} (generation {o['generation']})" for o in p.get("bucket_objects", [])]
+        parts.append(f"<li><b>Trained on:</b> span {_e(p.get('span'))}: {_e(', '.join(sources) or 'not recorded')}</li>")
+        parts.append(f"<li><b>Detectors:</b> {_e(', '.join(p.get('detectors') or []) or 'none recorded')}</li>")
     parts.append("</ul>")
 
     if data.steps:

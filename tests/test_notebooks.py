@@ -26,7 +26,7 @@ def test_notebooks_are_stored_without_outputs(path):
     for cell in book.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, \
-                f"{os.path.basename(path)} has outputs: strip them before committing"
+                f"{os.path.basename(path)} has outputs: run scripts/strip_notebooks.py before committing"
     sources = "\n".join(c.source for c in book.cells)
     assert 'os.environ.get("CD4ML_HOME", "~/.cd4ml")' in sources
 
