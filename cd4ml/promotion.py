@@ -299,8 +299,9 @@ def format_versions(versions: List[Version]) -> str:
         rmse = v.metrics.get("root_mean_squared_error")
         mark = "*" if v.serving else " "
         state = ("yes" if v.blessed else "NO" if v.blessed is False else "?") if v.complete else "incomplete"
-        lines.append(f"{mark} {v.version:<12} {v.span if v.span else '-':>4} "
-                     f"{(f'{mae:.2f}' if mae is not None else '-'):>8} {(f'{rmse:.2f}' if rmse is not None else '-'):>8} "
+        mae_text = f"{mae:.2f}" if mae is not None else "-"
+        rmse_text = f"{rmse:.2f}" if rmse is not None else "-"
+        lines.append(f"{mark} {v.version:<12} {v.span if v.span else '-':>4} {mae_text:>8} {rmse_text:>8} "
                      f"{state:>7}  {v.created:<25} {v.run_id}")
     serving = [v for v in versions if v.serving]
     if serving:

@@ -28,7 +28,7 @@ import re
 import shutil
 import tempfile
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from pipelines import spans
 from pipelines.config import PipelineConfig

@@ -162,17 +162,24 @@ def parameter_values(job: Dict, span: Optional[int] = None, mae_bound: Optional[
     if mae_bound is not None or mae_regression_tolerance is not None:
         eval_config = json.loads(default_parameter(job, EVAL_CONFIG))
 
-        def get(d, snake, camel):  # TFX writes proto field names (snake), json_format camelCase
-            return d.get(snake, d.get(camel))
-
-        for spec in get(eval_config, "metrics_specs", "metricsSpecs") or []:
-            for metric in spec.get("metrics", []):
-                threshold = metric.get("threshold") or {}
-                value = get(threshold, "value_threshold", "valueThreshold")
-                change = get(threshold, "change_threshold", "changeThreshold")
-                if mae_bound is not None and value is not None:
+        def patch(node):
+            # Thresholds may sit on the metric or in per_slice_thresholds; TFX writes proto field
+            # names (snake_case), json_format camelCase: accept both.
+            if isinstance(node, list):
+                for item in node:
+                    patch(item)
+            if not isinstance(node, dict):
+                return
+            for key, value in node.items():
+                if key in ("value_threshold", "valueThreshold") and mae_bound is not None:
                     value["upper_bound" if "upper_bound" in value else "upperBound"] = float(mae_bound)
-                if mae_regression_tolerance is not None and change is not None:
-                    change["absolute"] = float(mae_regression_tolerance)
+                elif key in ("change_threshold", "changeThreshold") and mae_regression_tolerance is not None:
+                    value["absolute"] = float(mae_regression_tolerance)
+                else:
+                    patch(value)
+
+        for spec in eval_config.get("metrics_specs", eval_config.get("metricsSpecs", [])):
+            patch([m for m in spec.get("metrics", [])
+                   if m.get("class_name", m.get("className")) == "MeanAbsoluteError"])
         values[EVAL_CONFIG] = json.dumps(eval_config, sort_keys=True)
     return values

@@ -5,7 +5,6 @@ Function through functions-framework's own test client. The slow test runs the r
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import os
@@ -55,7 +54,7 @@ def bucket(emulator, request):
     import zlib
 
     name = f"{BUCKET}-{zlib.crc32(request.node.name.encode()):08x}"
-    b = triggers.ensure_bucket(name, client)
+    triggers.ensure_bucket(name, client)
     yield name
     for blob in client.list_blobs(name):
         blob.delete()

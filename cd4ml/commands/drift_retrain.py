@@ -15,10 +15,13 @@ HELP = "retrain when the server's drift detector fires (debounced, cooldown, min
 def register(parser):
     add_config_flags(parser)
     parser.add_argument("--log-dir", help="the server's log directory (default <home>/serving-logs)")
-    parser.add_argument("--cooldown", type=float, help="seconds between retrain requests (env CD4ML_RETRAIN_COOLDOWN_S)")
+    parser.add_argument("--cooldown", type=float,
+                        help="seconds between retrain requests (env CD4ML_RETRAIN_COOLDOWN_S)")
     parser.add_argument("--min-rows", type=int, help="new labelled rows needed (env CD4ML_RETRAIN_MIN_ROWS)")
-    parser.add_argument("--debounce", type=float, default=30.0, help="seconds a drift burst settles (default %(default)s)")
-    parser.add_argument("--submit", metavar="JOB", help="compiled job: submit a KFP/Vertex run instead of running locally")
+    parser.add_argument("--debounce", type=float, default=30.0,
+                        help="seconds a drift burst settles (default %(default)s)")
+    parser.add_argument("--submit", metavar="JOB",
+                        help="compiled job: submit a KFP/Vertex run instead of running locally")
     parser.add_argument("--once", action="store_true", help="check once and exit")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
     parser.add_argument("--dry-run", action="store_true", help="say what would happen, do nothing")

@@ -20,7 +20,8 @@ HELP = "watch a bucket for new data and retrain on each drop (exactly once per o
 
 def add_bucket_flags(parser):
     parser.add_argument("--bucket", required=True, help="gs://BUCKET (or BUCKET)")
-    parser.add_argument("--prefix", dest="drop_prefix", help="object prefix of drops (env CD4ML_DROP_PREFIX, default incoming/)")
+    parser.add_argument("--prefix", dest="drop_prefix",
+                        help="object prefix of drops (env CD4ML_DROP_PREFIX, default incoming/)")
 
 
 def register(parser):
