@@ -181,7 +181,7 @@ def plot_error_by(slices, column: str, bound: Optional[float] = None, baseline=N
     if overall is not None:
         ax.axhline(overall, color="#555", linestyle=":", label=f"overall {overall:.1f}")
     if bound is not None:
-        ax.axhline(bound, color="#c03030", linestyle="--", label=f"bound {bound:g}")
+        ax.axhline(bound, color="#c03030", linestyle="--", label=f"bound {bound:g} (overall)")
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(labels, rotation=0 if len(rows) < 8 else 90, fontsize=8)
     ax.set_xlabel(column)
@@ -339,25 +339,40 @@ class ReportData:
     provenance: Optional[Dict[str, object]] = None  # metadata.provenance(...)["summary"] of the pushed version
 
 
+def _slice_label(specs) -> str:
+    names = []
+    for spec in specs or [{}]:
+        keys = spec.get("feature_keys") or []
+        values = spec.get("feature_values") or {}
+        names.append(",".join(list(keys) + [f"{k}={v}" for k, v in values.items()]) or "overall")
+    return " and ".join(names)
+
+
 def _thresholds(eval_config) -> List[Dict[str, object]]:
-    """The thresholds the Evaluator applied, from its recorded eval_config."""
+    """The thresholds the Evaluator applied, from its recorded eval_config, with the slices they
+    judge: a MetricConfig.threshold applies to every slice, per_slice_thresholds to theirs."""
     found = []
     if not isinstance(eval_config, dict):
         return found
+
+    def add(metric, threshold, where):
+        value = threshold.get("value_threshold") or {}
+        change = threshold.get("change_threshold") or {}
+        for key, op in (("upper_bound", "<="), ("lower_bound", ">=")):
+            if key in value:
+                found.append({"metric": metric, "rule": "absolute bound", "bound": f"{op} {value[key]:g}",
+                              "value": value[key], "slices": where})
+        if "absolute" in change:
+            found.append({"metric": metric, "rule": "regression vs baseline",
+                          "bound": f"<= baseline + {change['absolute']:g}", "value": None, "slices": where})
+
     for spec in eval_config.get("metrics_specs", []):
         for metric in spec.get("metrics", []):
-            threshold = metric.get("threshold") or {}
-            value = threshold.get("value_threshold") or {}
-            change = threshold.get("change_threshold") or {}
-            if "upper_bound" in value:
-                found.append({"metric": metric["class_name"], "rule": "absolute bound",
-                              "bound": f"<= {value['upper_bound']:g}", "value": value["upper_bound"]})
-            if "lower_bound" in value:
-                found.append({"metric": metric["class_name"], "rule": "absolute bound",
-                              "bound": f">= {value['lower_bound']:g}", "value": value["lower_bound"]})
-            if "absolute" in change:
-                found.append({"metric": metric["class_name"], "rule": "regression vs baseline",
-                              "bound": f"<= baseline + {change['absolute']:g}", "value": None})
+            if metric.get("threshold"):
+                add(metric["class_name"], metric["threshold"], "every slice")
+            for per_slice in metric.get("per_slice_thresholds", []):
+                add(metric["class_name"], per_slice.get("threshold") or {},
+                    _slice_label(per_slice.get("slicing_specs")))
     return found
 
 
@@ -423,7 +438,7 @@ def gather(result, metadata_path: str) -> ReportData:
         break
 
     bound = next((t["value"] for t in data.thresholds if t["rule"] == "absolute bound"
-                  and t["metric"] == "MeanAbsoluteError"), None)
+                  and t["metric"] == "MeanAbsoluteError"), None)  # drawn as a line on the slice plots
     if data.evaluation:
         for column in ("hr", "season"):  # the other slices are in the table
             plot = plot_error_by(data.evaluation["slices"], column, bound, data.baseline_metrics)
@@ -549,8 +564,13 @@ def render(data: ReportData) -> str:
         ev = data.evaluation
         parts.append("<h2>Evaluation by slice</h2>")
         if data.thresholds:
-            parts.append("<p>Thresholds (TFMA checks them on every slice): " + "; ".join(
-                f"{_e(t['metric'])} {_e(t['bound'])} ({_e(t['rule'])})" for t in data.thresholds) + "</p>")
+            parts.append("<p>Thresholds: " + "; ".join(
+                f"{_e(t['metric'])} {_e(t['bound'])} ({_e(t['rule'])}, on {_e(t['slices'])})"
+                for t in data.thresholds) + ". Other slices are reported, not gating.</p>"
+                if all(t["slices"] != "every slice" for t in data.thresholds) else
+                "<p>Thresholds: " + "; ".join(
+                f"{_e(t['metric'])} {_e(t['bound'])} ({_e(t['rule'])}, on {_e(t['slices'])})"
+                for t in data.thresholds) + "</p>")
         failing = {f["slice"] for f in ev.get("failures", [])}
         names = sorted(ev["slices"], key=_slice_order)
         rows, classes = [], []

@@ -37,19 +37,40 @@ def test_not_blessed_report_names_the_failing_threshold():
     data = report.ReportData(result=report.json.loads(result.to_json()),
                              evaluation={"slices": slices, "diff": {}, "blessed": False, "failures": [failure]},
                              thresholds=[{"metric": "MeanAbsoluteError", "rule": "absolute bound",
-                                          "bound": "<= 90", "value": 90.0}])
+                                          "bound": "<= 90", "value": 90.0, "slices": "overall"}])
     data.plots["error by hr"] = report.plot_error_by(slices, "hr", 90.0)
     data.plots["error by season"] = report.plot_error_by(slices, "season", 90.0)
     text = report.render(data)
     assert "not blessed" in text and "breaks absolute bound" in text
     assert "nothing pushed; the serving model is unchanged" in text
-    assert "MeanAbsoluteError &lt;= 90" in text
+    assert "MeanAbsoluteError &lt;= 90 (absolute bound, on overall)" in text
+    assert "Other slices are reported, not gating" in text
     assert 'class="fail"><td>overall</td>' in text
     assert len(images(text)) == 2
     assert_self_contained(text)
     # hours are ordered as numbers, not as text
     order = [m for m in re.findall(r"<td>(hr=\d+)</td>", text)]
     assert order == [f"hr={h}" for h in range(24)]
+
+
+def test_thresholds_are_read_from_the_recorded_eval_config():
+    import json
+
+    from google.protobuf import json_format
+
+    from pipelines.config import PipelineConfig
+    from pipelines.pipeline import eval_config
+
+    recorded = json.loads(json_format.MessageToJson(eval_config(PipelineConfig(home="/tmp/h", mae_bound=77.0)),
+                                                    preserving_proto_field_name=True))
+    found = report._thresholds(recorded)
+    assert {(t["rule"], t["bound"]) for t in found} == {
+        ("absolute bound", "<= 77"), ("regression vs baseline", "<= baseline + 5")}
+    # A MetricConfig.threshold (rather than per-slice thresholds) gates every slice.
+    every = {"metrics_specs": [{"metrics": [{"class_name": "MeanAbsoluteError",
+                                             "threshold": {"value_threshold": {"upper_bound": 9}}}]}]}
+    assert report._thresholds(every) == [{"metric": "MeanAbsoluteError", "rule": "absolute bound",
+                                          "bound": "<= 9", "value": 9, "slices": "every slice"}]
 
 
 def test_validation_failure_report_lists_each_anomaly(tmp_path):
@@ -89,7 +110,7 @@ def test_every_run_writes_its_report(trained_home):
                         "error by season", "feature distributions"):
             assert section in text, section
         assert re.search(r"<td>season=\d</td>", text) and "<td>hr=23</td>" in text
-        assert f"MeanAbsoluteError &lt;= {trained_home.config.mae_bound:g}" in text
+        assert f"MeanAbsoluteError &lt;= {trained_home.config.mae_bound:g} (absolute bound, on overall)" in text
         assert len(images(text)) >= 3
         span_file = os.path.join(trained_home.config.data_root, f"span-{result.span}", "bikeshare.csv")
         assert f"<b>Trained on:</b> span {result.span}: {span_file}" in text
