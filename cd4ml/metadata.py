@@ -487,7 +487,25 @@ def provenance(store: metadata_store.MetadataStore, version: Optional[str] = Non
     gen = next((e for e in executions.values() if e["node"] == "CsvExampleGen"), None)
     objects = bucket_objects(store, doc["summary"]["span"], gen["run_id"] if gen else "")
     doc["summary"]["bucket_objects"] = objects
+    doc["summary"]["decisions"] = decisions_for(store, entry["version"])
     return doc
+
+
+PROMOTION_TYPE = "cd4ml.Promotion"  # recorded by cd4ml.promotion for promote/rollback/unpin
+
+
+def decisions_for(store: metadata_store.MetadataStore, version: str) -> List[Dict[str, str]]:
+    """Operator decisions (promote, rollback, unpin) that named this version, oldest first."""
+    try:
+        executions = store.get_executions_by_type(PROMOTION_TYPE)
+    except Exception:  # noqa: BLE001 - nobody has promoted anything in this store
+        return []
+    found = []
+    for ex in sorted(executions, key=lambda e: e.id):
+        row = {k: str(prop(ex, k, "")) for k in ("action", "version", "previous", "reason", "user", "at")}
+        if version in (row["version"], row["previous"]):
+            found.append(row)
+    return found
 
 
 def _by(doc, node=None, artifact_type=None, key=None) -> List[Dict]:

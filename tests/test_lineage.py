@@ -182,3 +182,16 @@ def test_bucket_objects_come_from_the_trigger_ledger(tmp_path):
     assert objects == [{"name": "gs://lake/incoming/2011-h2.csv", "generation": 1717171717,
                         "drop_run_id": "r-3", "outcome": "trained", "source": "bucket drop"}]
     assert metadata.bucket_objects(metadata.open_store(str(tmp_path / "empty.sqlite")), 3) == []
+
+
+def test_operator_decisions_on_a_version(tmp_path):
+    from cd4ml import promotion
+
+    path = str(tmp_path / "m.sqlite")
+    promotion.record(path, "/reg", promotion.Decision("promote", "200", "100", "hotfix", "2026-01-01T00:00:00"))
+    promotion.record(path, "/reg", promotion.Decision("rollback", "100", "200", "bad canary", "2026-01-02T00:00:00"))
+    store = metadata.open_store(path)
+    assert [(d["action"], d["reason"]) for d in metadata.decisions_for(store, "200")] == [
+        ("promote", "hotfix"), ("rollback", "bad canary")]
+    assert metadata.decisions_for(store, "999") == []
+    assert metadata.decisions_for(metadata.open_store(str(tmp_path / "empty.sqlite")), "1") == []

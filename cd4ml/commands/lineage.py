@@ -98,5 +98,8 @@ def format_summary(s) -> str:
         ("detectors", ", ".join(s["detectors"]) or "none recorded"),
         ("pusher", f"version {s['version']} -> {s['destination']} (run {(s['pusher'] or {}).get('run_id')})"),
     ]
+    for d in s.get("decisions", []):
+        what = f"{d['action']} {d['version'] or '(unpin)'}" + (f" (was {d['previous']})" if d["previous"] else "")
+        rows.append(("decision", f"{d['at']} {d['user']}: {what}" + (f": {d['reason']}" if d["reason"] else "")))
     width = max(len(k) for k, _ in rows)
     return "summary\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
