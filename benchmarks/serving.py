@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     print(f"benchmark: version {version} (detectors: {model.detectors is not None})", flush=True)
     for n, rs in rows.items():
         # The raw-feature signature our server calls, and the tf.Example one (stack-notes floor).
-        result["in_process"][f"{n}_rows"] = {"serving_raw": measure(lambda: model.predict(rs), args.requests, 1)}
+        result["in_process"][f"{n}_rows"] = {"serving_raw": measure(lambda rs=rs: model.predict(rs), args.requests, 1)}
         print(f"  in-process {n} rows: {result['in_process'][f'{n}_rows']}", flush=True)
 
     with tempfile.TemporaryDirectory() as logs:

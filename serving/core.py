@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from components import detector_core, features
+from components import detector_core
 from serving import registry as reg
 from serving.logs import JsonlLog, now
 from serving.request import DEFAULT_MAX_ROWS, RequestError, parse

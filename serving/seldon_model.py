@@ -105,7 +105,7 @@ class BikeDemandModel:
 
             self.core.reject(err)
             raise SeldonMicroserviceException(err.message, status_code=err.status,
-                                              reason="MICROSERVICE_BAD_DATA")
+                                              reason="MICROSERVICE_BAD_DATA") from err
         return json_to_seldon_message({"data": {"names": ["live_mae"], "ndarray": [joined["live_mae"]]},
                                        "meta": {"tags": dict(joined),
                                                 "metrics": self._metrics()}})

@@ -70,6 +70,31 @@ def test_good_requests_in_both_layouts():
     assert parse({"jsonData": [GOOD]}) == [GOOD]
 
 
+def test_prediction_log_rotates_and_keeps_every_line(tmp_path):
+    from serving.logs import JsonlLog
+
+    log = JsonlLog(str(tmp_path), "predictions", max_bytes=200, backups=100)
+    for i in range(50):
+        log.write({"i": i, "rows": [GOOD]})
+    log.close()
+    files = log.rotated() + [log.path]
+    assert len(files) > 5
+    lines = [json.loads(line) for path in files for line in open(path)]
+    assert [entry["i"] for entry in lines] == list(range(50))
+
+
+def test_registry_picks_the_newest_complete_version_unless_pinned(tmp_path):
+    for name, complete in (("900", True), ("1000", True), ("1100", False)):
+        os.makedirs(tmp_path / name)
+        if complete:
+            (tmp_path / name / reg.MANIFEST).write_text("{}")
+    assert reg.versions(str(tmp_path)) == ["900", "1000", "1100"]  # numeric, not text, order
+    assert reg.target(str(tmp_path)) == ("1000", "newest complete version")
+    (tmp_path / reg.PIN_FILE).write_text(json.dumps({"version": "900"}))
+    assert reg.target(str(tmp_path))[0] == "900"
+    assert reg.target(str(tmp_path), pinned="1100")[0] == "1100"
+
+
 # ----- with the pipeline's pushed version -----------------------------------------------------
 
 def copy_version(src_registry: str, version: str, dst_registry: str, new_name: str = None) -> str:

@@ -154,3 +154,25 @@ def test_corrupt_version_is_refused_over_http_while_the_old_one_serves(registry,
         assert "REFUSED version 9000" in srv.log() and "still serving 1000" in srv.log()
         answer = post(srv, {"jsonData": [GOOD]})
         assert answer.status_code == 200 and answer.json()["meta"]["tags"]["model_version"] == "1000"
+
+
+def test_seldon_client_from_the_serving_env(server):
+    """seldon-core's own SeldonClient (the README's example) talks to the server."""
+    import subprocess
+
+    from serving.launch import serving_venv
+
+    script = (
+        "import json, sys\n"
+        "from seldon_core.seldon_client import SeldonClient\n"
+        "client = SeldonClient(gateway='seldon', transport='rest', microservice_endpoint=sys.argv[1])\n"
+        "result = client.microservice(method='predict', json_data=json.loads(sys.argv[2]))\n"
+        "print(json.dumps({'success': result.success, 'msg': result.msg, 'response': result.response}))\n")
+    out = subprocess.run([os.path.join(serving_venv(), "bin", "python"), "-c", script,
+                          f"127.0.0.1:{server.port}", json.dumps([GOOD])],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["success"], answer["msg"]
+    assert answer["response"]["meta"]["tags"]["model_version"] == "1000"
+    assert len(answer["response"]["data"]["ndarray"]) == 1
