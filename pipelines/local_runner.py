@@ -152,7 +152,9 @@ def _read_back(config: PipelineConfig, result: RunResult):
 
     store = metadata.open_store(config.metadata_path)
     steps = metadata.run_steps(store, result.run_id)
-    result.steps = [{"node": s.node, "state": s.state, "seconds": round(s.seconds, 2)} for s in steps]
+    # A Resolver only looks artifacts up (it always "runs"); report it apart from real work.
+    result.steps = [{"node": s.node, "state": "resolved" if s.execution.type.endswith(".Resolver") else s.state,
+                     "seconds": round(s.seconds, 2)} for s in steps]
     by_node = {s.node: s for s in steps}
     evaluator = by_node.get("Evaluator")
     if evaluator and evaluator.state in ("ran", "cached") and evaluator.outputs.get("evaluation"):
