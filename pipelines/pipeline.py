@@ -127,8 +127,10 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
                               schema=schema_import.outputs["schema"])
     schema = gate.outputs["validated_schema"]
     detectors = DetectorTrainer(examples=gen.outputs["examples"], schema=schema, seed=config.seed)
+    # StatisticsGen already profiled the raw span; Transform's own pre/post statistics would
+    # double that work on every run for numbers nobody reads.
     transform = tfx.components.Transform(examples=gen.outputs["examples"], schema=schema,
-                                         **user_code(config, "transform"))
+                                         disable_statistics=True, **user_code(config, "transform"))
     trainer = tfx.components.Trainer(
         **user_code(config, "trainer"),
         examples=transform.outputs["transformed_examples"],
