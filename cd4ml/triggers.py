@@ -348,7 +348,9 @@ class DropHandler:
         run = (self.run_pipeline or local_runner.run)(
             dataclasses.replace(self.config, span=span), progress=self.progress)
         if run.exit_code == local_runner.VALIDATION_FAILED:
-            report = "\n".join(p.get("description", str(p)) for p in run.problems) or run.error
+            from components.validation_gate import format_report  # TFX is loaded by now
+
+            report = format_report(run.problems) if run.problems else run.error
             where = self._quarantine(claim, name, generation, os.path.join(target, fname), report,
                                      run_dir=run.run_dir)
             shutil.rmtree(target, ignore_errors=True)  # the bad span must not become "latest"
@@ -400,7 +402,7 @@ class DropHandler:
                 shutil.copyfile(local_file, os.path.join(local_dir, os.path.basename(name)))
             with open(os.path.join(local_dir, "report.txt"), "w") as fh:
                 fh.write(f"{claim.key}\n{report}\n" + (f"run report: {run_dir}\n" if run_dir else ""))
-        self.progress(f"  quarantined {claim.key}: {report.splitlines()[0] if report else ''}")
+        self.progress(f"  quarantined {claim.key}: " + " | ".join(report.splitlines()[:3]))
         return where
 
     # --- polling -------------------------------------------------------------------------------
