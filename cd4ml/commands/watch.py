@@ -40,6 +40,10 @@ def main(args) -> int:
 
     config = config_from(args, drop_prefix=args.drop_prefix)
     prefix = config.drop_prefix
+    if args.submit and not config.data_root.startswith("gs://"):
+        print(f"cd4ml watch: --submit places drops in the cluster's data root, which must be gs:// "
+              f"(CD4ML_DATA_ROOT is {config.data_root})", file=sys.stderr)
+        return 2
     handler = triggers.make_handler(config, args.bucket, prefix, submit_job=args.submit)
     if args.list:
         for rec in handler.ledger.records():
