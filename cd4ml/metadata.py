@@ -54,7 +54,9 @@ def _key(event: metadata_store_pb2.Event) -> str:
 
 
 def run_steps(store: metadata_store.MetadataStore, run_id: str) -> List[Step]:
-    """The executions of one pipeline run, in the order they started, with their artifacts."""
+    """The executions of one pipeline run, in the order they started, with their artifacts.
+
+    State: ran, cached, failed, running, ... and "resolved" for Resolver nodes (lookups)."""
     context = store.get_context_by_type_and_name("pipeline_run", run_id)
     if context is None:
         return []
@@ -73,8 +75,10 @@ def run_steps(store: metadata_store.MetadataStore, run_id: str) -> List[Step]:
             target = inputs if ev.type in (ev.INPUT, ev.DECLARED_INPUT) else outputs
             target.setdefault(_key(ev), []).append(artifacts[ev.artifact_id])
         seconds = max(0.0, (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000)
-        steps.append(Step(node, STATE_NAMES.get(execution.last_known_state, "unknown"), seconds,
-                          execution, outputs, inputs))
+        state = STATE_NAMES.get(execution.last_known_state, "unknown")
+        if state == "ran" and execution.type.endswith(".Resolver"):
+            state = "resolved"  # a Resolver only looks artifacts up: it always "runs", it is not work
+        steps.append(Step(node, state, seconds, execution, outputs, inputs))
     return steps
 
 

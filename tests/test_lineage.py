@@ -50,6 +50,8 @@ def test_runs_have_component_states_and_timing(trained_home, store):
     assert first.span == 1 and second.span == 2
     assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(first.ran)
     assert not first.cached and not first.failed
+    assert "baseline_model_resolver" not in first.ran  # a lookup, reported as "resolved"
+    assert {s.state for s in first.steps if s.node == "baseline_model_resolver"} == {"resolved"}
     trainer = next(s for s in first.steps if s.node == "Trainer")
     assert trainer.seconds > 0.5
     # Span 2 is new data: it trains again; the unchanged curated schema comes from the cache.
