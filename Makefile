@@ -16,7 +16,7 @@ setup:  ## build .venv (pipeline environment) from requirements/pipeline.lock; f
 serving-setup:  ## build .venv-serving (seldon-core server) from requirements/serving.lock
 	@scripts/setup_env.sh serving
 
-demo: setup  ## run the end-to-end demo on the embedded defaults
+demo: setup serving-setup  ## the whole loop: train, serve, drift, drop, retrain, hot-load, roll back/forward
 	$(CD4ML) demo
 
 test: setup serving-setup  ## run the whole test suite (unit, end-to-end pipeline, serving, triggers)

@@ -1,20 +1,58 @@
-"""The demo on the embedded defaults: train on span 1 (January-June), then on span 2 (July-December).
+"""The demo on one machine: the whole continuous-delivery loop, timed.
 
-Prints each run's summary; a rerun of the demo is served from the cache and says so.
+Starts a local bucket (gcp-storage-emulator) and a fresh project home, trains on span 1
+(January-June), serves it with Seldon Core, sends span-2 (July-December) traffic with feedback until
+the drift detector fires, drops span 2 into the bucket, lets the watcher retrain, validate, bless and
+push, sees the server hot-load the new version, rolls back and forward, and prints a timeline.
+Everything it starts is stopped at the end.
+
+--pipeline-only runs the earlier demo: span 1 then span 2 through `cd4ml run`, with both summaries.
 """
+
+import sys
 
 from cd4ml.commands.common import add_config_flags, config_from, quiet_libraries
 
-HELP = "run the end-to-end demo on the embedded defaults"
+HELP = "run the end-to-end demo: train, serve, drift, drop, retrain, hot-load, roll back/forward"
 
 
 def register(parser):
     add_config_flags(parser)
+    parser.add_argument("--pipeline-only", action="store_true", help="only train span 1 then span 2")
+    parser.add_argument("--keep", action="store_true", help="keep the demo's temporary home")
+    parser.add_argument("--json", metavar="FILE", help="also write the timeline as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="show TFX/Beam/TF logs")
 
 
 def main(args) -> int:
     quiet_libraries(args.verbose)
+    if args.pipeline_only:
+        return pipeline_only(args)
+    from serving.launch import ServingEnvMissing, microservice_binary
+
+    try:
+        microservice_binary()
+    except ServingEnvMissing as err:
+        print(f"cd4ml demo: {err}; running the pipeline-only demo instead", file=sys.stderr)
+        return pipeline_only(args)
+    from cd4ml import loop
+
+    home = getattr(args, "home", None)
+    try:
+        result = loop.run_loop(home=home, keep=args.keep)
+    except RuntimeError as exc:
+        print(f"cd4ml demo: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print(result["timeline_text"])
+    print(f"drop to the new version answering: {result['drop_to_answer_s']:.1f} s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(loop.summary_json(result))
+    return 0
+
+
+def pipeline_only(args) -> int:
     from pipelines import local_runner
 
     worst = 0
