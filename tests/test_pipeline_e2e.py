@@ -146,3 +146,22 @@ def test_empty_span_file_is_refused_naming_the_file(tmp_path, trained_home):
     assert result.exit_code == local_runner.VALIDATION_FAILED
     assert "bikeshare.csv" in result.error and "empty" in result.error
     assert result.steps == []
+
+
+def test_cli_run_exits_2_on_bad_data_and_prints_the_rule(tmp_path, trained_home, capsys):
+    from cd4ml import cli
+
+    root = _bad_span(tmp_path, _set("weathersit", "tornado"))
+    code = cli.main(["run", "--home", trained_home.config.home, "--data-root", root])
+    out = capsys.readouterr().out
+    assert code == local_runner.VALIDATION_FAILED
+    assert "validation failed" in out and "weathersit" in out
+    assert "nothing was trained or pushed" in out
+
+
+def test_schema_proposal_from_the_latest_run(trained_home, capsys):
+    from cd4ml import cli
+
+    assert cli.main(["schema", "--propose", "--home", trained_home.config.home]) == 0
+    out = capsys.readouterr().out
+    assert "proposed change(s) from run" in out
