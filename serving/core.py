@@ -57,6 +57,7 @@ class _Counters:
     """Metric increments not yet handed to the metrics backend (Seldon takes deltas per response)."""
     counts: Dict[Tuple[str, Tuple], float] = field(default_factory=dict)
     gauges: Dict[Tuple[str, Tuple], float] = field(default_factory=dict)
+    timers: List[Tuple[str, float, Tuple]] = field(default_factory=list)
 
     def add(self, key: str, value: float = 1.0, **tags):
         k = (key, tuple(sorted(tags.items())))
@@ -65,10 +66,14 @@ class _Counters:
     def set(self, key: str, value: float, **tags):
         self.gauges[(key, tuple(sorted(tags.items())))] = value
 
+    def observe(self, key: str, milliseconds: float, **tags):
+        self.timers.append((key, milliseconds, tuple(sorted(tags.items()))))
+
     def drain(self) -> List[Dict]:
-        out = [{"type": "COUNTER", "key": k, "value": v, "tags": dict(t)} for (k, t), v in self.counts.items()]
+        out = [{"type": "TIMER", "key": k, "value": v, "tags": dict(t)} for k, v, t in self.timers]
+        out += [{"type": "COUNTER", "key": k, "value": v, "tags": dict(t)} for (k, t), v in self.counts.items()]
         out += [{"type": "GAUGE", "key": k, "value": v, "tags": dict(t)} for (k, t), v in self.gauges.items()]
-        self.counts, self.gauges = {}, {}
+        self.counts, self.gauges, self.timers = {}, {}, []
         return out
 
 
@@ -207,6 +212,8 @@ class ServingCore:
             m = self._metrics
             m.add("cd4ml_requests_total", version=model.version)
             m.add("cd4ml_rows_total", len(rows), version=model.version)
+            # Seldon TIMERs take milliseconds and publish a histogram in seconds.
+            m.observe("cd4ml_request_duration_seconds", latency_ms, version=model.version)
             if flags:
                 m.add("cd4ml_outliers_total", sum(flags), version=model.version)
             self._remember(request_id, model.version, values)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Dict, List, Optional
 
 from serving.request import RequestError
@@ -26,6 +27,9 @@ from serving.request import RequestError
 log = logging.getLogger("cd4ml.serving")
 
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+# Custom metrics ride on responses; they are attached at most this often (health probes and
+# metrics() drain them too), because each hand-over to Seldon's metrics store costs an IPC round trip.
+DEFAULT_METRICS_FLUSH_SECONDS = 1.0
 _PREDICT_PATHS = ("/predict", "/api/v1.0/predictions", "/api/v0.1/predictions")
 
 
@@ -54,6 +58,10 @@ class BikeDemandModel:
         self.max_rows = _env("CD4ML_MAX_ROWS", max_rows, int)
         self.max_request_bytes = (_env("CD4ML_MAX_REQUEST_BYTES", max_request_bytes, int)
                                   or DEFAULT_MAX_REQUEST_BYTES)
+        self.metrics_flush_seconds = _env("CD4ML_METRICS_FLUSH_SECONDS", None, float)
+        if self.metrics_flush_seconds is None:
+            self.metrics_flush_seconds = DEFAULT_METRICS_FLUSH_SECONDS
+        self._flushed = 0.0
         self.core = None
         # Version swaps and refusals are operational events: keep them above Seldon's log level.
         log.setLevel(logging.INFO)
@@ -65,6 +73,7 @@ class BikeDemandModel:
         kwargs = {k: v for k, v in (("drift_window", self.drift_window), ("poll_seconds", self.poll_seconds),
                                     ("max_rows", self.max_rows)) if v is not None}
         self.core = ServingCore(self.registry, version=self.version, log_dir=self.log_dir, **kwargs).load()
+        _publish_only_when_given()
         log.info("cd4ml serving: ready, version %s from %s", self.core.version, self.registry)
 
     # ----- Seldon hooks ----------------------------------------------------------------------
@@ -73,18 +82,19 @@ class BikeDemandModel:
             result = self.core.predict(request)
         except RequestError as err:  # already counted by the core
             body = self._status(err)
-            body["meta"]["metrics"] = self.core.metrics()
+            metrics = self._due_metrics()
+            if metrics:
+                body["meta"]["metrics"] = metrics
             return body
         tags = {"model_version": result.version, "request_id": result.request_id}
         if result.outlier_scores is not None:
             tags["outlier_score"] = result.outlier_scores
             tags["is_outlier"] = result.is_outlier
-        metrics = self._metrics()
-        # Seldon TIMERs take milliseconds and publish a histogram in seconds.
-        metrics.append({"type": "TIMER", "key": "cd4ml_request_duration_seconds", "value": result.latency_ms,
-                        "tags": {"version": result.version}})
-        return {"data": {"names": ["predictions"], "ndarray": result.predictions},
-                "meta": {"tags": tags, "metrics": metrics, "requestPath": {"cd4ml-bikes": result.version}}}
+        meta = {"tags": tags, "requestPath": {"cd4ml-bikes": result.version}}
+        metrics = self._due_metrics()
+        if metrics:
+            meta["metrics"] = metrics
+        return {"data": {"names": ["predictions"], "ndarray": result.predictions}, "meta": meta}
 
     def send_feedback_raw(self, feedback):
         from google.protobuf import json_format
@@ -133,7 +143,14 @@ class BikeDemandModel:
 
     # ----- rejections ------------------------------------------------------------------------
     def _metrics(self) -> List[Dict]:
+        self._flushed = time.monotonic()
         return self.core.metrics() if self.core else []
+
+    def _due_metrics(self) -> List[Dict]:
+        """Pending metrics, at most once per flush interval (see `_publish_only_when_given`)."""
+        if time.monotonic() - self._flushed < self.metrics_flush_seconds:
+            return []
+        return self._metrics()
 
     def _guard_blueprint(self):
         """Answers bodies that are too large or not JSON before Seldon's parser turns them into a
@@ -181,3 +198,28 @@ def _ndarray(message) -> Optional[List]:
         values = data["ndarray"]
         return [v[0] if isinstance(v, list) and len(v) == 1 else v for v in values]
     return None
+
+
+def _publish_only_when_given():
+    """Make Seldon skip its metrics store when a raw response carries no metrics.
+
+    seldon-core 1.18.2 calls `SeldonMetrics.update` after every `predict_raw`, even with nothing
+    to record, and each call pickles the worker's whole metrics dict to the multiprocessing
+    manager and back (0.3 ms and more as histograms grow): measured, it dominated our overhead
+    over a trivial model. Metrics are batched per flush interval instead, so most responses carry
+    none and skip the round trip. Patched at its module-level name, which `predict` looks up per
+    call; the original is kept and used whenever there are metrics.
+    """
+    from seldon_core import seldon_methods
+
+    original = seldon_methods.handle_raw_custom_metrics
+    if getattr(original, "_cd4ml", False):
+        return
+
+    def handle_raw_custom_metrics(msg, seldon_metrics, is_proto, method):
+        if isinstance(msg, dict) and not msg.get("meta", {}).get("metrics"):
+            return None
+        return original(msg, seldon_metrics, is_proto, method)
+
+    handle_raw_custom_metrics._cd4ml = True
+    seldon_methods.handle_raw_custom_metrics = handle_raw_custom_metrics

@@ -92,7 +92,7 @@ def test_rejections_outliers_and_feedback_reach_prometheus(server):
         "truth": {"data": {"ndarray": [answer["data"]["ndarray"][0] + 5.0]}}})
     assert feedback.status_code == 200, feedback.text
     assert feedback.json()["meta"]["tags"]["matched"] is True
-    post(server, {"jsonData": [GOOD]})  # carries the feedback worker's pending metrics, if any
+    requests.get(f"{server.url}/health/status", timeout=10)  # health checks flush pending metrics
     text = requests.get(server.metrics_url, timeout=10).text
     for key in ("cd4ml_requests_total", "cd4ml_rejected_requests_total", "cd4ml_live_mae",
                 "cd4ml_request_duration_seconds_bucket"):
@@ -164,10 +164,12 @@ def test_seldon_client_from_the_serving_env(server):
 
     script = (
         "import json, sys\n"
+        "from google.protobuf import json_format\n"
         "from seldon_core.seldon_client import SeldonClient\n"
         "client = SeldonClient(gateway='seldon', transport='rest', microservice_endpoint=sys.argv[1])\n"
         "result = client.microservice(method='predict', json_data=json.loads(sys.argv[2]))\n"
-        "print(json.dumps({'success': result.success, 'msg': result.msg, 'response': result.response}))\n")
+        "print(json.dumps({'success': result.success, 'msg': result.msg,"
+        " 'response': json_format.MessageToDict(result.response)}))\n")
     out = subprocess.run([os.path.join(serving_venv(), "bin", "python"), "-c", script,
                           f"127.0.0.1:{server.port}", json.dumps([GOOD])],
                          capture_output=True, text=True, timeout=300)
