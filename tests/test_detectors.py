@@ -89,3 +89,16 @@ def test_drift_fires_on_span2_and_stays_quiet_on_held_out_span1(tmp_path, fitted
     assert moved["is_drift"], moved
     assert "mnth" in moved["drifted"] and "temp" in moved["drifted"]
     assert set(moved["p_vals"]) == set(features.FEATURE_NAMES)
+
+
+def test_component_checks_the_schema_domains_against_the_feature_module(tmp_path):
+    from components import schema as curated
+    from components.detectors import check_schema_domains
+
+    with open(curated.SCHEMA_PATH) as fh:
+        text = fh.read()
+    (tmp_path / "schema.pbtxt").write_text(text)
+    check_schema_domains(str(tmp_path))  # the curated schema agrees with features.py
+    (tmp_path / "schema.pbtxt").write_text(text.replace('value: "heavy rain/snow"\n', "", 1))
+    with pytest.raises(ValueError, match="weathersit"):
+        check_schema_domains(str(tmp_path))
