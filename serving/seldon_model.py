@@ -116,9 +116,10 @@ class BikeDemandModel:
             self.core.reject(err)
             raise SeldonMicroserviceException(err.message, status_code=err.status,
                                               reason="MICROSERVICE_BAD_DATA") from err
+        # No metrics on this proto answer: proto3 JSON drops zero values, and Seldon then fails
+        # on a metric without "value". They reach Prometheus with the next prediction or probe.
         return json_to_seldon_message({"data": {"names": ["live_mae"], "ndarray": [joined["live_mae"]]},
-                                       "meta": {"tags": dict(joined),
-                                                "metrics": self._metrics()}})
+                                       "meta": {"tags": dict(joined)}})
 
     def health_status(self):
         health = self.core.health() if self.core else {"status": "loading"}

@@ -101,6 +101,9 @@ def test_rejections_outliers_and_feedback_reach_prometheus(server):
 
 
 def test_http_hot_reload_under_concurrent_requests_loses_none(registry, tmp_path):
+    source, registry = registry, str(tmp_path / "registry")
+    os.makedirs(registry)
+    copy_version(source, "1000", registry, "1000")
     with running(registry, str(tmp_path / "logs"), poll_seconds=0.3) as srv:
         results, stop = [], threading.Event()
 
