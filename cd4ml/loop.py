@@ -147,8 +147,19 @@ class Server:
     def feedback(self, answer: Dict, truth: List[float]):
         import requests
 
-        requests.post(f"{self.url}/api/v1.0/feedback", timeout=30,
-                      json={"response": answer, "truth": {"data": {"ndarray": truth}}}).raise_for_status()
+        # Only request id and version go back (the test suite's shape). Known serving bug, reported:
+        # when the feedback response carries a pending metric whose value is 0 (e.g. an outlier
+        # counter), seldon-core's proto round trip drops the field and answers 500 "'value'" AFTER
+        # the feedback was joined and logged. Counted, not fatal: the rows are in feedback.jsonl.
+        tags = {k: answer["meta"]["tags"][k] for k in ("request_id", "model_version")}
+        response = {"meta": {"tags": tags}, "data": answer["data"]}
+        reply = requests.post(f"{self.url}/api/v1.0/feedback", timeout=30,
+                              json={"response": response, "truth": {"data": {"ndarray": truth}}})
+        if reply.status_code == 500 and "'value'" in reply.text:
+            self.feedback_metric_errors = getattr(self, "feedback_metric_errors", 0) + 1
+            return
+        if reply.status_code != 200:
+            raise RuntimeError(f"feedback refused ({reply.status_code}): {reply.text[:300]}")
 
     def version(self, row: Dict) -> str:
         return self.predict([row])["meta"]["tags"]["model_version"]
@@ -263,7 +274,10 @@ def run_loop(home: Optional[str] = None, progress: Callable[[str], None] = print
                     answer = server.predict([_features(r) for r in chunk])
                     server.feedback(answer, [float(r[features.LABEL_KEY]) for r in chunk])
                 drift = _wait_for_drift(log_dir)
-                s.detail = (f"{len(rows)} rows; drift {'YES' if drift and drift['is_drift'] else 'no'}"
+                errors = getattr(server, "feedback_metric_errors", 0)
+                bug = f" ({errors} feedback answers hit the metrics bug)" if errors else ""
+                s.detail = (f"{len(rows)} rows{bug}"
+                            + f"; drift {'YES' if drift and drift['is_drift'] else 'no'}"
                             + (f" on {', '.join(drift['drifted'][:5])}" if drift and drift.get("drifted") else ""))
                 out["drift"] = drift
             with timeline.step("drift trigger decision") as s:
