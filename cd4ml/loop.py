@@ -147,10 +147,9 @@ class Server:
     def feedback(self, answer: Dict, truth: List[float]):
         import requests
 
-        # Only request id and version go back (the test suite's shape). Known serving bug, reported:
-        # when the feedback response carries a pending metric whose value is 0 (e.g. an outlier
-        # counter), seldon-core's proto round trip drops the field and answers 500 "'value'" AFTER
-        # the feedback was joined and logged. Counted, not fatal: the rows are in feedback.jsonl.
+        # Only request id and version go back (the test suite's shape). Servers before abb95cc
+        # answered 500 "'value'" when the feedback response carried a zero-valued metric (proto3
+        # drops zeros) AFTER the feedback was joined and logged: counted, not fatal.
         tags = {k: answer["meta"]["tags"][k] for k in ("request_id", "model_version")}
         response = {"meta": {"tags": tags}, "data": answer["data"]}
         reply = requests.post(f"{self.url}/api/v1.0/feedback", timeout=30,
