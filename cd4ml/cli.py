@@ -13,7 +13,8 @@ import sys
 from typing import List, Optional
 
 # Order here is the order in `cd4ml --help`.
-COMMANDS = ["run", "demo", "runs", "lineage", "compile", "submit", "watch", "drop", "serve", "models", "promote", "rollback", "compare", "drift-retrain", "schema", "config"]
+COMMANDS = ["run", "demo", "runs", "lineage", "compile", "submit", "watch", "drop", "serve", "models",
+            "promote", "rollback", "compare", "drift-retrain", "schema", "config"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import urllib.parse
 from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
@@ -32,8 +33,23 @@ def sqlite_config(path: str) -> metadata_store_pb2.ConnectionConfig:
     return config
 
 
-def open_store(path: str) -> metadata_store.MetadataStore:
-    return metadata_store.MetadataStore(sqlite_config(path))
+def connection_config(spec: str) -> metadata_store_pb2.ConnectionConfig:
+    """The MLMD connection for CD4ML_METADATA_PATH: a SQLite file (the embedded default) or
+    `mysql://user:password@host:port/database` (a shared store, as on a Kubeflow cluster)."""
+    if not spec.startswith("mysql://"):
+        return sqlite_config(spec)
+    url = urllib.parse.urlparse(spec)
+    config = metadata_store_pb2.ConnectionConfig()
+    config.mysql.host = url.hostname or "localhost"
+    config.mysql.port = url.port or 3306
+    config.mysql.database = url.path.lstrip("/")
+    config.mysql.user = urllib.parse.unquote(url.username or "")
+    config.mysql.password = urllib.parse.unquote(url.password or "")
+    return config
+
+
+def open_store(spec: str) -> metadata_store.MetadataStore:
+    return metadata_store.MetadataStore(connection_config(spec))
 
 
 @dataclasses.dataclass
@@ -273,7 +289,8 @@ class Run:
     def to_dict(self) -> Dict[str, object]:
         return {"run_id": self.run_id, "started": self.started, "seconds": self.seconds,
                 "status": self.status, "ran": self.ran, "cached": self.cached, "failed": self.failed,
-                "span": self.span, "blessed": self.blessed, "pushed_version": self.pushed_version, "new_push": self.new_push,
+                "span": self.span, "blessed": self.blessed, "pushed_version": self.pushed_version,
+                "new_push": self.new_push,
                 "steps": [{"node": s.node, "state": s.state, "seconds": round(s.seconds, 3),
                            "execution_id": s.execution.id} for s in self.steps]}
 
@@ -396,7 +413,7 @@ def models_from_span(store: metadata_store.MetadataStore, span: int) -> List[Dic
             if graph.node_of(execution) not in ("Transform", "Trainer") and \
                     graph.execution_type(execution).rsplit(".", 1)[-1] not in ("Transform", "Trainer"):
                 continue
-            for key, outputs in graph.io(execution.id, OUTPUT_EVENTS).items():
+            for outputs in graph.io(execution.id, OUTPUT_EVENTS).values():
                 for artifact in outputs:
                     if graph.artifact_type(artifact) == "Model":
                         models[artifact.id] = (artifact, execution)

@@ -525,7 +525,8 @@ def render(data: ReportData) -> str:
     if p:
         sources = [f["name"] for f in p.get("span_files", [])] + [
             f"{o['name']} (generation {o['generation']})" for o in p.get("bucket_objects", [])]
-        parts.append(f"<li><b>Trained on:</b> span {_e(p.get('span'))}: {_e(', '.join(sources) or 'not recorded')}</li>")
+        trained_on = ", ".join(sources) or "not recorded"
+        parts.append(f"<li><b>Trained on:</b> span {_e(p.get('span'))}: {_e(trained_on)}</li>")
         parts.append(f"<li><b>Detectors:</b> {_e(', '.join(p.get('detectors') or []) or 'none recorded')}</li>")
     parts.append("</ul>")
 

@@ -27,7 +27,7 @@ class PipelineConfig:
     data_root: str = os.path.join(REPO_ROOT, "data", "bikeshare")
     pipeline_root: str = ""        # default: <home>/pipeline_root
     registry: str = ""             # default: <home>/registry (pushed model versions)
-    metadata_path: str = ""        # default: <home>/metadata.sqlite
+    metadata_path: str = ""        # SQLite file (default <home>/metadata.sqlite) or mysql://user:pw@host:port/db
     span: Optional[int] = None     # None: the latest span-N directory under data_root
     # Model and training.
     seed: int = 42
@@ -63,6 +63,8 @@ class PipelineConfig:
             self.registry = os.path.join(self.home, "registry")
         if not self.metadata_path:
             self.metadata_path = os.path.join(self.home, "metadata.sqlite")
+        if not self.metadata_path.startswith("mysql://"):
+            self.metadata_path = os.path.abspath(os.path.expanduser(self.metadata_path))
         if not self.data_root.startswith("gs://"):
             self.data_root = os.path.abspath(os.path.expanduser(self.data_root))
 

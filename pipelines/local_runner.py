@@ -114,13 +114,14 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
     from tfx.orchestration import data_types_utils  # noqa: F401  (loads the IR helpers)
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
     from tfx.orchestration.portable import runtime_parameter_utils
-    from tfx.orchestration import metadata as tfx_metadata
 
     from components.validation_gate import DataValidationError
     from pipelines.pipeline import create_pipeline
 
     os.makedirs(config.home, exist_ok=True)
-    pipeline = create_pipeline(config, tfx_metadata.sqlite_metadata_connection_config(config.metadata_path))
+    from cd4ml import metadata
+
+    pipeline = create_pipeline(config, metadata.connection_config(config.metadata_path))
     ir = compiler.Compiler().compile(pipeline)
     runtime_parameter_utils.substitute_runtime_parameter(ir, {"pipeline-run-id": run_id})
 

@@ -77,3 +77,22 @@ def test_curated_schema_is_generated_from_the_feature_module():
     assert built["hr"].int_domain.is_categorical
     assert list(built["bikers"].not_in_environment) == ["SERVING"]
     assert all(f.presence.min_fraction == 1.0 for f in built.values())
+
+
+def test_metadata_connection_is_sqlite_by_default_or_a_mysql_url(tmp_path):
+    from cd4ml import metadata
+    from pipelines.config import PipelineConfig
+
+    config = PipelineConfig.from_env(environ={"CD4ML_HOME": str(tmp_path)})
+    sqlite = metadata.connection_config(config.metadata_path)
+    assert sqlite.sqlite.filename_uri == str(tmp_path / "metadata.sqlite")
+    mysql = metadata.connection_config("mysql://ml:s%40cret@db.internal:3307/mlmd")
+    assert (mysql.mysql.host, mysql.mysql.port, mysql.mysql.database) == ("db.internal", 3307, "mlmd")
+    assert (mysql.mysql.user, mysql.mysql.password) == ("ml", "s@cret")
+
+
+def test_config_rejects_a_badly_typed_variable_naming_it():
+    from pipelines.config import PipelineConfig
+
+    with pytest.raises(ValueError, match="CD4ML_EPOCHS='ten'"):
+        PipelineConfig.from_env(environ={"CD4ML_EPOCHS": "ten"})

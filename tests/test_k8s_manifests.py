@@ -290,7 +290,8 @@ def test_servicemonitor_passes_its_schema(docs, servicemonitor_schema):
 def test_kubernetes_validate_rejects_a_misspelt_field_only_when_strict(kv, docs):
     rc, out, cases = kv
     assert rc != 0  # the CLI's exit status reports the failures below
-    assert "did not validate" in out["neg-misspelt"] and "revisionHistoryLimt" in out["neg-misspelt"], out["neg-misspelt"]
+    misspelt = out["neg-misspelt"]
+    assert "did not validate" in misspelt and "revisionHistoryLimt" in misspelt, misspelt
     # Without strict the same typo passes: the reason the tests insist on --strict.
     import kubernetes_validate as kv_api
     kv_api.validate(cases["neg-misspelt"], K8S_VERSION, strict=False)
@@ -455,7 +456,8 @@ def test_every_seldondeployment_is_the_same_model_with_graph_and_containers_in_s
                 env = {e["name"]: e.get("value") for e in c.get("env", [])}
                 assert "CD4ML_SERVING_VERSION" in env, d
                 cd4ml_env = {k for k in env if k.startswith("CD4ML_")}
-                assert cd4ml_env <= serving_settings(), f"{d}: the server reads none of {cd4ml_env - serving_settings()}"
+                unread = cd4ml_env - serving_settings()
+                assert not unread, f"{d}: the server reads none of {unread}"
                 # Requests only: responses carry predictions, not features, for the detector.
                 assert node.get("logger", {}).get("mode") == "request", (d, node["name"])
             for spec in predictor["componentSpecs"]:
@@ -581,10 +583,12 @@ def test_paths_the_manifests_use_are_routes_of_the_installed_seldon_core(docs):
     with open(os.path.join(SELDON_CORE_DIR, "wrapper.py")) as fh:
         routes = set(re.findall(r"""@app\.route\(\s*["']([^"']+)["']""", fh.read()))
     with open(os.path.join(SELDON_CORE_DIR, "wrapper.py")) as fh:
-        default_metrics = re.search(r'METRICS_ENDPOINT = os.environ.get\("PREDICTIVE_UNIT_METRICS_ENDPOINT", "([^"]+)"\)',
-                                    fh.read()).group(1)
+        default_metrics = re.search(
+            r'METRICS_ENDPOINT = os.environ.get\("PREDICTIVE_UNIT_METRICS_ENDPOINT", "([^"]+)"\)',
+            fh.read()).group(1)
     used = set()
-    pod_containers = [c for d in by_kind(docs, ("apps/v1", "Deployment")) for c in d.body["spec"]["template"]["spec"]["containers"]]
+    pod_containers = [c for d in by_kind(docs, ("apps/v1", "Deployment"))
+                      for c in d.body["spec"]["template"]["spec"]["containers"]]
     pod_containers += [c for d in sdeps(docs) for p in d.body["spec"]["predictors"] for c in _containers(p)]
     for c in pod_containers:
         used |= {c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"]}
