@@ -22,8 +22,9 @@ import json
 import os
 from typing import Dict, List, Optional
 
-MANIFEST = "MANIFEST.json"
-PIN_FILE = "SERVING.json"
+from serving.registry import MANIFEST, PIN_FILE, order as _order, read_text as _read, remote as _remote
+from serving.registry import target as serving_target, versions as _versions
+
 EVALUATION = "evaluation.json"
 PROMOTION_TYPE = "cd4ml.Promotion"
 REGISTRY_CONTEXT = "cd4ml.Registry"
@@ -33,34 +34,7 @@ class PromotionError(ValueError):
     pass
 
 
-# --- file access: plain files locally, tf.io.gfile for gs:// ---------------------------------
-
-def _remote(path: str) -> bool:
-    return "://" in path
-
-
-def _exists(path: str) -> bool:
-    if _remote(path):
-        import tensorflow as tf
-        return tf.io.gfile.exists(path)
-    return os.path.exists(path)
-
-
-def _listdir(path: str) -> List[str]:
-    if _remote(path):
-        import tensorflow as tf
-        return [n.rstrip("/") for n in tf.io.gfile.listdir(path)] if tf.io.gfile.isdir(path) else []
-    return os.listdir(path) if os.path.isdir(path) else []
-
-
-def _read(path: str) -> str:
-    if _remote(path):
-        import tensorflow as tf
-        with tf.io.gfile.GFile(path) as fh:
-            return fh.read()
-    with open(path) as fh:
-        return fh.read()
-
+# --- file access: reads and the serving rule come from serving.registry (one statement of it) --
 
 def _write_atomic(path: str, text: str):
     tmp = path + ".tmp"
@@ -82,10 +56,6 @@ def _remove(path: str):
             tf.io.gfile.remove(path)
     elif os.path.exists(path):
         os.remove(path)
-
-
-def _order(name: str):
-    return (0, int(name), name) if name.isdigit() else (1, 0, name)
 
 
 # --- versions ---------------------------------------------------------------------------------
@@ -114,18 +84,9 @@ def _json(path: str) -> Dict:
         return {}
 
 
-def read_pin(registry: str) -> Optional[Dict]:
-    path = os.path.join(registry, PIN_FILE)
-    if not _exists(path):
-        return None
-    pin = _json(path)
-    return pin if pin.get("version") else None
-
-
 def list_versions(registry: str, metadata_path: Optional[str] = None) -> List[Version]:
     """Every version directory, oldest first, with what the server would do with it."""
-    names = sorted((n for n in _listdir(registry) if not n.startswith(".") and n != PIN_FILE
-                    and not n.endswith(".tmp")), key=_order)
+    names = _versions(registry)
     runs = _runs_by_version(metadata_path) if metadata_path else {}
     out = []
     for name in names:
@@ -139,21 +100,11 @@ def list_versions(registry: str, metadata_path: Optional[str] = None) -> List[Ve
             metrics=manifest.get("metrics") or evaluation.get("slices", {}).get("overall", {}),
             blessed=evaluation.get("blessed") if evaluation else (True if complete else None),
             run_id=runs.get(name, {}).get("run_id", "")))
-    serving, why = serving_target(registry, out)
+    serving, why = serving_target(registry)
     for v in out:
         if v.version == serving:
             v.serving, v.why = True, why
     return out
-
-
-def serving_target(registry: str, versions: Optional[List[Version]] = None):
-    """(version, why): the same rule as serving/registry.target."""
-    pin = read_pin(registry)
-    if pin:
-        return str(pin["version"]), f"pinned by {PIN_FILE}" + (f" ({pin.get('reason')})" if pin.get("reason") else "")
-    versions = versions if versions is not None else list_versions(registry)
-    complete = [v.version for v in versions if v.complete]
-    return (complete[-1], "newest complete version") if complete else (None, "no complete version")
 
 
 def _runs_by_version(metadata_path: str) -> Dict[str, Dict]:
@@ -196,7 +147,7 @@ def promote(registry: str, version: str, reason: str = "", metadata_path: Option
         raise PromotionError(f"version {version} is incomplete (no {MANIFEST}); the server would refuse it")
     if target.blessed is False and not force:
         raise PromotionError(f"version {version} was not blessed by the Evaluator; use --force to pin it anyway")
-    previous, _ = serving_target(registry, list(versions.values()))
+    previous, _ = serving_target(registry)
     decision = Decision(action, version, previous, reason or action, _now())
     _write_atomic(os.path.join(registry, PIN_FILE), json.dumps(
         {"version": version, "reason": decision.reason, "at": decision.at, "action": action,
@@ -209,7 +160,7 @@ def promote(registry: str, version: str, reason: str = "", metadata_path: Option
 def rollback(registry: str, reason: str = "", metadata_path: Optional[str] = None) -> Decision:
     """Pin the newest good (complete, blessed) version older than the one being served."""
     versions = list_versions(registry)
-    current, _ = serving_target(registry, versions)
+    current, _ = serving_target(registry)
     if current is None:
         raise PromotionError(f"nothing is being served from {registry}; nothing to roll back")
     names = [v.version for v in versions]

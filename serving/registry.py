@@ -3,7 +3,9 @@
 The registry holds one directory per pushed version; a version is complete once MANIFEST.json
 exists (ReleaseBundle writes it last), so a half-copied version is never picked. An operator pins a
 version by writing `<registry>/SERVING.json` ({"version": ...}; `cd4ml promote/rollback` do that);
-without a pin the newest complete version wins. Only tf.io.gfile is used, so gs:// works as-is.
+without a pin the newest complete version wins. This module is the one statement of that rule: the
+server and the `cd4ml models/promote/rollback` commands both call it. Remote paths (gs://) go
+through tf.io.gfile; local ones through os, so the CLI need not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,9 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import List, Optional, Tuple
-
-import tensorflow as tf
+from typing import Dict, List, Optional, Tuple
 
 MANIFEST = "MANIFEST.json"  # same name as components.release.MANIFEST (which needs TFX to import)
 PIN_FILE = "SERVING.json"
@@ -21,38 +21,68 @@ PIN_FILE = "SERVING.json"
 log = logging.getLogger("cd4ml.serving")
 
 
-def _order(name: str):
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def remote(path: str) -> bool:
+    return "://" in path
+
+
+def exists(path: str) -> bool:
+    return _gfile().exists(path) if remote(path) else os.path.exists(path)
+
+
+def isdir(path: str) -> bool:
+    return _gfile().isdir(path) if remote(path) else os.path.isdir(path)
+
+
+def listdir(path: str) -> List[str]:
+    if not isdir(path):
+        return []
+    return [n.rstrip("/") for n in (_gfile().listdir(path) if remote(path) else os.listdir(path))]
+
+
+def read_text(path: str) -> str:
+    if remote(path):
+        with _gfile().GFile(path) as fh:
+            return fh.read()
+    with open(path) as fh:
+        return fh.read()
+
+
+def order(name: str):
     # Pusher names versions by epoch seconds: compare numerically, names with letters after.
     return (0, int(name), name) if name.isdigit() else (1, 0, name)
 
 
 def versions(registry: str) -> List[str]:
     """Every version directory, oldest first (complete or not)."""
-    if not tf.io.gfile.isdir(registry):
-        return []
-    names = [n.rstrip("/") for n in tf.io.gfile.listdir(registry)]
-    names = [n for n in names if not n.startswith(".") and tf.io.gfile.isdir(os.path.join(registry, n))]
-    return sorted(names, key=_order)
+    names = [n for n in listdir(registry)
+             if not n.startswith(".") and not n.endswith(".tmp") and isdir(os.path.join(registry, n))]
+    return sorted(names, key=order)
 
 
 def is_complete(registry: str, version: str) -> bool:
-    return tf.io.gfile.exists(os.path.join(registry, version, MANIFEST))
+    return exists(os.path.join(registry, version, MANIFEST))
 
 
 def complete_versions(registry: str) -> List[str]:
     return [v for v in versions(registry) if is_complete(registry, v)]
 
 
-def read_pin(registry: str) -> Optional[str]:
-    """The pinned version from SERVING.json, or None. An unreadable pin file is logged and ignored."""
+def read_pin(registry: str) -> Optional[Dict]:
+    """The pin in SERVING.json ({"version", "reason", ...}), or None. An unreadable pin file is
+    logged and ignored: a typo in it must not take the server down."""
     path = os.path.join(registry, PIN_FILE)
-    if not tf.io.gfile.exists(path):
+    if not exists(path):
         return None
     try:
-        with tf.io.gfile.GFile(path) as fh:
-            version = json.load(fh).get("version")
-        return str(version) if version else None
-    except (ValueError, AttributeError, tf.errors.OpError) as err:
+        pin = json.loads(read_text(path))
+        return pin if isinstance(pin, dict) and pin.get("version") else None
+    except (ValueError, OSError) as err:
         log.error("cd4ml serving: ignoring %s: %s", path, err)
         return None
 
@@ -63,7 +93,8 @@ def target(registry: str, pinned: Optional[str] = None) -> Tuple[Optional[str], 
         return pinned, "pinned by --version"
     pin = read_pin(registry)
     if pin:
-        return pin, f"pinned by {PIN_FILE}"
+        reason = f" ({pin['reason']})" if pin.get("reason") else ""
+        return str(pin["version"]), f"pinned by {PIN_FILE}{reason}"
     complete = complete_versions(registry)
     if complete:
         return complete[-1], "newest complete version"
