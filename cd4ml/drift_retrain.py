@@ -130,7 +130,7 @@ class DriftRetrainer:
     def labelled_rows(self, since: Optional[datetime.datetime]) -> List[Dict]:
         """Feedback truth joined to the logged request rows, newer than `since`."""
         feedback = [f for f in read_jsonl(self.log_dir, "feedback")
-                    if f.get("request_id") and (since is None or _ts(f["ts"]) > since)]
+                    if f.get("request_id") and not f.get("shadow") and (since is None or _ts(f["ts"]) > since)]
         if not feedback:
             return []
         wanted = {f["request_id"] for f in feedback}

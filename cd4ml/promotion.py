@@ -22,8 +22,8 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from serving.registry import MANIFEST, PIN_FILE, order as _order, read_text as _read, remote as _remote
-from serving.registry import target as serving_target, versions as _versions
+from serving.registry import MANIFEST, PIN_FILE, SHADOW_FILE, order as _order, read_shadow
+from serving.registry import read_text as _read, remote as _remote, target as serving_target, versions as _versions
 
 EVALUATION = "evaluation.json"
 PROMOTION_TYPE = "cd4ml.Promotion"
@@ -124,7 +124,7 @@ def _runs_by_version(metadata_path: str) -> Dict[str, Dict]:
 
 @dataclasses.dataclass
 class Decision:
-    action: str          # promote | rollback | unpin
+    action: str          # promote | rollback | unpin | shadow | unshadow
     version: Optional[str]
     previous: Optional[str]
     reason: str
@@ -170,6 +170,27 @@ def rollback(registry: str, reason: str = "", metadata_path: Optional[str] = Non
         raise PromotionError(f"no good version older than {current} in {registry}")
     return promote(registry, older[-1].version, reason or f"rollback from {current}", metadata_path,
                    action="rollback")
+
+
+def shadow(registry: str, version: Optional[str], reason: str = "",
+           metadata_path: Optional[str] = None) -> Decision:
+    """Score `version` beside the served one on live traffic without changing any answer
+    (None stops the shadow). Both predictions are logged; `cd4ml compare` reports their live MAE."""
+    previous = read_shadow(registry)
+    path = os.path.join(registry, SHADOW_FILE)
+    if version is None:
+        _remove(path)
+        decision = Decision("unshadow", None, previous, reason or "stop the shadow", _now())
+    else:
+        known = {v.version: v for v in list_versions(registry)}
+        if version not in known or not known[version].complete:
+            raise PromotionError(f"version {version} is not a complete version in {registry}")
+        decision = Decision("shadow", version, previous, reason or "shadow", _now())
+        _write_atomic(path, json.dumps({"version": version, "reason": decision.reason, "at": decision.at},
+                                       indent=2, sort_keys=True))
+    if metadata_path:
+        decision.execution_id = record(metadata_path, registry, decision)
+    return decision
 
 
 def unpin(registry: str, reason: str = "", metadata_path: Optional[str] = None) -> Decision:

@@ -89,6 +89,7 @@ class ServingCore:
         self.max_rows = max_rows
         self._log_kwargs = {"max_bytes": log_max_bytes} if log_max_bytes else {}
         self._current: Optional[LoadedVersion] = None
+        self._shadow: Optional[LoadedVersion] = None
         self._since = ""
         self._lock = threading.Lock()
         self._metrics = _Counters()
@@ -99,7 +100,7 @@ class ServingCore:
         self.last_drift: Optional[Dict] = None
         self.refused: Dict[str, str] = {}
         self._refused_stamp: Dict[str, object] = {}
-        self._memory: "collections.OrderedDict[str, Tuple[str, List[float]]]" = collections.OrderedDict()
+        self._memory: "collections.OrderedDict[str, Tuple]" = collections.OrderedDict()
         self._memory_rows = 0
         self._mae: Dict[str, List[float]] = {}
         self._stop = threading.Event()
@@ -122,6 +123,7 @@ class ServingCore:
         if self._current is None:
             reasons = "; ".join(f"{v}: {r}" for v, r in self.refused.items()) or why
             raise VersionError(f"nothing to serve from {self.registry} ({reasons})")
+        self.refresh_shadow()
         if poll and self.poll_seconds > 0:
             self._poller = threading.Thread(target=self._poll, name="cd4ml-registry-poller", daemon=True)
             self._poller.start()
@@ -151,6 +153,7 @@ class ServingCore:
 
     def refresh(self) -> bool:
         """One look at the registry; True when another version now serves."""
+        self.refresh_shadow()
         wanted, why = reg.target(self.registry, self.pinned)
         if not wanted or wanted == self.version:
             return False
@@ -164,6 +167,29 @@ class ServingCore:
         if self._refused_stamp.get(wanted) == stamp:
             return False  # refused before and unchanged since: do not reload it every poll
         return self._try_load(wanted, why, stamp)
+
+    @property
+    def shadow_version(self) -> Optional[str]:
+        return self._shadow.version if self._shadow else None
+
+    def refresh_shadow(self):
+        """Follow SHADOW.json: load, swap or drop the challenger. A challenger that fails to load
+        is logged and skipped; it can never affect the answers."""
+        wanted = reg.read_shadow(self.registry)
+        if wanted == self.shadow_version:
+            return
+        if wanted is None:
+            log.info("cd4ml serving: shadow %s stopped", self.shadow_version)
+            self._shadow = None
+            return
+        try:
+            self._shadow = LoadedVersion(self.registry, wanted)
+            log.info("cd4ml serving: shadow version %s scores beside %s", wanted, self.version)
+        except Exception as err:  # noqa: BLE001 - a bad challenger must not touch the champion
+            if self.refused.get(wanted) != str(err):
+                log.error("cd4ml serving: REFUSED shadow version %s: %s", wanted, err)
+            self.refused[wanted] = str(err)
+            self._shadow = None
 
     def _try_load(self, version: str, why: str, stamp=None) -> bool:
         previous = self._current.version if self._current else None
@@ -208,6 +234,9 @@ class ServingCore:
         request_id = uuid.uuid4().hex
         values = predictions.tolist()
         latency_ms = (time.perf_counter() - started) * 1e3
+        shadow, shadow_values = self._shadow, None
+        if shadow is not None:  # after the answer's latency: the challenger costs the client nothing
+            shadow_values = shadow.predict(rows).tolist()
         with self._lock:
             m = self._metrics
             m.add("cd4ml_requests_total", version=model.version)
@@ -216,11 +245,17 @@ class ServingCore:
             m.observe("cd4ml_request_duration_seconds", latency_ms, version=model.version)
             if flags:
                 m.add("cd4ml_outliers_total", sum(flags), version=model.version)
-            self._remember(request_id, model.version, values)
+            self._remember(request_id, model.version, values,
+                           (shadow.version, shadow_values) if shadow is not None else None)
+            if shadow is not None:
+                m.add("cd4ml_shadow_rows_total", len(rows), version=shadow.version)
             if encoded is not None and model is self._current:
                 self._feed_window(model, encoded)
-        self.predictions_log.write({"ts": now(), "request_id": request_id, "version": model.version,
-                                    "rows": rows, "predictions": values, "outlier_scores": scores})
+        record = {"ts": now(), "request_id": request_id, "version": model.version,
+                  "rows": rows, "predictions": values, "outlier_scores": scores}
+        if shadow is not None:
+            record.update(shadow_version=shadow.version, shadow_predictions=shadow_values)
+        self.predictions_log.write(record)
         return Prediction(model.version, request_id, values, scores, flags, latency_ms)
 
     def reject(self, err: RequestError, version: Optional[str] = None):
@@ -278,11 +313,11 @@ class ServingCore:
         return model.detectors.drift_test(detector_core.encode(rows))
 
     # ----- feedback --------------------------------------------------------------------------
-    def _remember(self, request_id: str, version: str, values: List[float]):
-        self._memory[request_id] = (version, values)
+    def _remember(self, request_id: str, version: str, values: List[float], shadow=None):
+        self._memory[request_id] = (version, values, shadow)
         self._memory_rows += len(values)
         while self._memory_rows > FEEDBACK_MEMORY_ROWS and self._memory:
-            _, (_, old) = self._memory.popitem(last=False)
+            _, (_, old, _) = self._memory.popitem(last=False)
             self._memory_rows -= len(old)
 
     def feedback(self, truth: List[float], request_id: Optional[str] = None,
@@ -290,8 +325,9 @@ class ServingCore:
         """Join ground truth to what was predicted (by request id, else the response sent back)."""
         with self._lock:
             known = self._memory.get(request_id) if request_id else None
+        shadow = None
         if known:
-            version, predictions = known
+            version, predictions, shadow = known
         if predictions is None:
             raise RequestError("feedback: needs 'response.meta.tags.request_id' of a recent prediction "
                                "or the predictions in 'response.data'", rule="unjoinable")
@@ -300,6 +336,13 @@ class ServingCore:
             raise RequestError(f"field 'truth': expected {len(predictions)} finite numbers, one per "
                                f"predicted row", rule="truth")
         version = version or self.version
+        mae = self._score(version, predictions, truth, request_id, bool(known))
+        if shadow is not None:
+            self._score(shadow[0], shadow[1], truth, request_id, True, shadow=True)
+        return {"version": version, "matched": bool(known), "rows": len(truth), "live_mae": mae}
+
+    def _score(self, version: str, predictions, truth, request_id, matched: bool, shadow: bool = False):
+        """Fold one labelled request into a version's live MAE (champion or shadow) and log it."""
         errors = [abs(float(p) - float(t)) for p, t in zip(predictions, truth)]
         with self._lock:
             total = self._mae.setdefault(version, [0.0, 0.0])
@@ -308,10 +351,12 @@ class ServingCore:
             mae = total[0] / total[1]
             self._metrics.add("cd4ml_feedback_rows_total", len(errors), version=version)
             self._metrics.set("cd4ml_live_mae", mae, version=version)
-        self.feedback_log.write({"ts": now(), "request_id": request_id, "version": version,
-                                 "matched": bool(known), "truth": truth, "predictions": predictions,
-                                 "abs_errors": errors})
-        return {"version": version, "matched": bool(known), "rows": len(errors), "live_mae": mae}
+        entry = {"ts": now(), "request_id": request_id, "version": version, "matched": matched,
+                 "truth": truth, "predictions": predictions, "abs_errors": errors}
+        if shadow:
+            entry["shadow"] = True
+        self.feedback_log.write(entry)
+        return mae
 
     def live_mae(self, version: Optional[str] = None) -> Optional[float]:
         total = self._mae.get(version or self.version)
@@ -321,6 +366,7 @@ class ServingCore:
         model = self._current
         return {"status": "ok" if model else "loading", "version": model.version if model else None,
                 "since": self._since, "registry": self.registry, "pinned": self.pinned,
+                "shadow": self.shadow_version,
                 "detectors": bool(model and model.detectors), "refused": dict(self.refused),
                 "last_drift": self.last_drift and {k: self.last_drift[k]
                                                    for k in ("ts", "version", "is_drift", "drifted")}}

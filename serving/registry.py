@@ -17,6 +17,8 @@ from typing import Dict, List, Optional, Tuple
 
 MANIFEST = "MANIFEST.json"  # same name as components.release.MANIFEST (which needs TFX to import)
 PIN_FILE = "SERVING.json"
+# A challenger scored beside the champion on live traffic; it never answers (`cd4ml promote --shadow`).
+SHADOW_FILE = "SHADOW.json"
 
 log = logging.getLogger("cd4ml.serving")
 
@@ -71,6 +73,19 @@ def is_complete(registry: str, version: str) -> bool:
 
 def complete_versions(registry: str) -> List[str]:
     return [v for v in versions(registry) if is_complete(registry, v)]
+
+
+def read_shadow(registry: str) -> Optional[str]:
+    """The shadow (challenger) version from SHADOW.json, or None."""
+    path = os.path.join(registry, SHADOW_FILE)
+    if not exists(path):
+        return None
+    try:
+        shadow = json.loads(read_text(path))
+        return str(shadow["version"]) if isinstance(shadow, dict) and shadow.get("version") else None
+    except (ValueError, OSError) as err:
+        log.error("cd4ml serving: ignoring %s: %s", path, err)
+        return None
 
 
 def read_pin(registry: str) -> Optional[Dict]:

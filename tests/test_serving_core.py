@@ -269,3 +269,42 @@ def test_reload_under_concurrent_requests_loses_none(registry, tmp_path):
             t.join()
     assert errors == []
     assert set(answers) == {"1000", "5000"} and answers[-1] == "5000"
+
+
+@pytest.mark.slow
+def test_shadow_scores_the_challenger_without_changing_any_answer(registry, tmp_path, trained_home):
+    from cd4ml import compare, promotion
+
+    copy_version(trained_home.config.registry, trained_home.span2.pushed_version, registry, "1100")
+    champion_only = make_core(registry, tmp_path / "plain")
+    challenger_only = make_core(registry, tmp_path / "challenger", version="1000")
+    rows = [r["features"] for r in holdout(registry)][:10]
+    expected = champion_only.predict({"jsonData": rows}).predictions
+    challenger = challenger_only.predict({"jsonData": rows}).predictions
+
+    promotion.shadow(registry, "1000", "try the span-1 model")
+    core = make_core(registry, tmp_path)
+    assert core.version == "1100" and core.shadow_version == "1000"
+    answer = core.predict({"jsonData": rows})
+    assert answer.version == "1100" and answer.predictions == expected  # answers unchanged
+    logged = [json.loads(line) for line in open(tmp_path / "logs" / "predictions.jsonl")]
+    assert logged[-1]["shadow_version"] == "1000"
+    assert logged[-1]["shadow_predictions"] == pytest.approx(challenger, rel=1e-6)
+
+    truth = [p + 2.0 for p in answer.predictions]
+    core.feedback(truth, request_id=answer.request_id)
+    assert core.live_mae("1100") == pytest.approx(2.0)
+    assert core.live_mae("1000") == pytest.approx(
+        sum(abs(c - t) for c, t in zip(challenger, truth)) / len(truth), rel=1e-5)
+    live = compare.live(str(tmp_path / "logs"))
+    assert live["1100"]["labelled"] == live["1000"]["labelled"] == len(rows)
+    assert core.health()["shadow"] == "1000"
+
+    promotion.shadow(registry, None)
+    core.refresh()
+    assert core.shadow_version is None
+    core.predict({"jsonData": rows[:1]})
+    last = json.loads(open(tmp_path / "logs" / "predictions.jsonl").read().splitlines()[-1])
+    assert "shadow_version" not in last
+    with pytest.raises(promotion.PromotionError):
+        promotion.shadow(registry, "9999")

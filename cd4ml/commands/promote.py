@@ -2,6 +2,8 @@
 
     cd4ml promote VERSION [--reason "..."]     pin VERSION (must be complete and blessed)
     cd4ml promote --latest                     remove the pin: serve the newest version again
+    cd4ml promote VERSION --shadow             score VERSION beside the served one, answers unchanged
+    cd4ml promote --no-shadow                  stop the shadow
 
 Writes <registry>/SERVING.json and records the decision in ML Metadata (cd4ml.Promotion).
 """
@@ -18,6 +20,9 @@ def register(parser):
     parser.add_argument("version", nargs="?", help="version to serve")
     parser.add_argument("--latest", action="store_true", help="unpin: serve the newest complete version")
     parser.add_argument("--reason", default="", help="why (recorded with the decision)")
+    parser.add_argument("--shadow", action="store_true",
+                        help="run VERSION as a shadow challenger (logged, compared, never answers)")
+    parser.add_argument("--no-shadow", dest="no_shadow", action="store_true", help="stop the shadow")
     parser.add_argument("--force", action="store_true", help="pin even a version that was not blessed")
     parser.add_argument("--registry", help="model registry (env CD4ML_REGISTRY)")
 
@@ -26,6 +31,18 @@ def main(args) -> int:
     from cd4ml import promotion
 
     config = config_from(args, registry=args.registry)
+    if args.shadow or args.no_shadow:
+        if bool(args.version) == bool(args.no_shadow):
+            print("cd4ml promote: give VERSION --shadow, or --no-shadow", file=sys.stderr)
+            return 2
+        try:
+            d = promotion.shadow(config.registry, None if args.no_shadow else args.version, args.reason,
+                                 config.metadata_path)
+        except promotion.PromotionError as exc:
+            print(f"cd4ml promote: {exc}", file=sys.stderr)
+            return 2
+        print(f"shadow: {d.version or 'none'} (was {d.previous or 'none'}); the server follows at its next poll")
+        return 0
     if bool(args.version) == bool(args.latest):
         print("cd4ml promote: give a VERSION or --latest", file=sys.stderr)
         return 2
