@@ -29,21 +29,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def emulator():
-    from gcp_storage_emulator.server import create_server
+    """The real gcp-storage-emulator on a free localhost port (the demo's own local bucket)."""
+    from cd4ml.loop import local_bucket
 
-    port = _free_port()
-    server = create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    old = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    try:
-        yield os.environ["STORAGE_EMULATOR_HOST"]
-    finally:
-        server.stop()
-        if old is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = old
+    with local_bucket() as host:
+        yield host
 
 
 @pytest.fixture
