@@ -165,3 +165,16 @@ def test_schema_proposal_from_the_latest_run(trained_home, capsys):
     assert cli.main(["schema", "--propose", "--home", trained_home.config.home]) == 0
     out = capsys.readouterr().out
     assert "proposed change(s) from run" in out
+
+
+def test_a_model_over_the_bound_is_not_pushed_and_the_run_says_why(trained_home):
+    """Last in this file: it adds a not-blessed evaluation of the span-2 model to the shared home."""
+    before = _versions(trained_home.config.registry)
+    strict = dataclasses.replace(trained_home.config, span=2, mae_bound=1.0)
+    result = local_runner.run(strict, progress=lambda _: None)
+    assert result.exit_code == local_runner.NOT_BLESSED, local_runner.format_summary(result)
+    assert result.blessed is False and not result.new_push and not result.pushed_version
+    assert "mean_absolute_error on overall" in result.blessing and "<= 1" in result.blessing
+    assert "Trainer" in result.cached and "Evaluator" in result.ran  # only the judgement changed
+    assert _versions(trained_home.config.registry) == before
+    assert "no model pushed" in local_runner.format_summary(result)
