@@ -111,16 +111,14 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
 
     # TensorFlow and TFX load here, not at import: `cd4ml --help` stays instant.
     from tfx.dsl.compiler import compiler
-    from tfx.orchestration import data_types_utils  # noqa: F401  (loads the IR helpers)
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
     from tfx.orchestration.portable import runtime_parameter_utils
 
+    from cd4ml import metadata
     from components.validation_gate import DataValidationError
     from pipelines.pipeline import create_pipeline
 
     os.makedirs(config.home, exist_ok=True)
-    from cd4ml import metadata
-
     pipeline = create_pipeline(config, metadata.connection_config(config.metadata_path))
     ir = compiler.Compiler().compile(pipeline)
     runtime_parameter_utils.substitute_runtime_parameter(ir, {"pipeline-run-id": run_id})
