@@ -30,7 +30,7 @@ import requests  # noqa: E402
 from components import features  # noqa: E402
 from pipelines.config import PipelineConfig  # noqa: E402
 from serving import registry as reg  # noqa: E402
-from tests.serving_server import running  # noqa: E402
+from serving.launch import running  # noqa: E402
 
 RESULTS = os.path.join(REPO, "benchmarks", "results", "serving.json")
 

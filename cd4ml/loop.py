@@ -19,13 +19,12 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from typing import Callable, Dict, Iterator, List, Optional
 
 from pipelines.config import REPO_ROOT, PipelineConfig
+from serving.launch import Microservice, free_port
 
 SPAN_DATA = os.path.join(REPO_ROOT, "data", "bikeshare")
 BUCKET = "cd4ml-demo"
@@ -72,18 +71,12 @@ class Timeline:
         return {"steps": [dataclasses.asdict(s) for s in self.steps], "total_s": time.monotonic() - self.t0}
 
 
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def local_bucket() -> Iterator[str]:
     """gcp-storage-emulator in this process; STORAGE_EMULATOR_HOST set while it runs."""
     from gcp_storage_emulator.server import create_server
 
-    port = _free_port()
+    port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()
     old = os.environ.get("STORAGE_EMULATOR_HOST")
@@ -98,40 +91,8 @@ def local_bucket() -> Iterator[str]:
             os.environ["STORAGE_EMULATOR_HOST"] = old
 
 
-class Server:
-    """seldon-core-microservice in its own process group, stopped (group-wide) on exit."""
-
-    def __init__(self, registry: str, log_dir: str, poll_seconds: float = 1.0, drift_window: int = 200):
-        from serving.launch import command
-
-        self.port, self.metrics_port = _free_port(), _free_port()
-        argv, env = command(registry, self.port, self.metrics_port, log_dir=log_dir,
-                            poll_seconds=poll_seconds, drift_window=drift_window)
-        os.makedirs(log_dir, exist_ok=True)
-        self.log_path = os.path.join(log_dir, "server.log")
-        with open(self.log_path, "w") as out:
-            self.process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 300):
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited at start:\n{self.log()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/health/status", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"server not ready after {timeout:.0f} s:\n{self.log()[-3000:]}")
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as fh:
-            return fh.read()
+class Server(Microservice):
+    """The real seldon-core-microservice (serving.launch), plus the client calls the demo makes."""
 
     def predict(self, rows: List[Dict]) -> Dict:
         import requests
@@ -147,16 +108,11 @@ class Server:
     def feedback(self, answer: Dict, truth: List[float]):
         import requests
 
-        # Only request id and version go back (the test suite's shape). Servers before abb95cc
-        # answered 500 "'value'" when the feedback response carried a zero-valued metric (proto3
-        # drops zeros) AFTER the feedback was joined and logged: counted, not fatal.
+        # Only request id and version go back with the predictions: the server joins by request id.
         tags = {k: answer["meta"]["tags"][k] for k in ("request_id", "model_version")}
         response = {"meta": {"tags": tags}, "data": answer["data"]}
         reply = requests.post(f"{self.url}/api/v1.0/feedback", timeout=30,
                               json={"response": response, "truth": {"data": {"ndarray": truth}}})
-        if reply.status_code == 500 and "'value'" in reply.text:
-            self.feedback_metric_errors = getattr(self, "feedback_metric_errors", 0) + 1
-            return
         if reply.status_code != 200:
             raise RuntimeError(f"feedback refused ({reply.status_code}): {reply.text[:300]}")
 
@@ -171,15 +127,6 @@ class Server:
                 return time.monotonic() - began
             time.sleep(0.1)
         raise RuntimeError(f"the server still answers with {self.version(row)} after {timeout:.0f} s, not {version}")
-
-    def stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait()
 
 
 def typed_rows(path: str) -> List[Dict]:
@@ -273,9 +220,7 @@ def run_loop(home: Optional[str] = None, progress: Callable[[str], None] = print
                     answer = server.predict([_features(r) for r in chunk])
                     server.feedback(answer, [float(r[features.LABEL_KEY]) for r in chunk])
                 drift = _wait_for_drift(log_dir)
-                errors = getattr(server, "feedback_metric_errors", 0)
-                bug = f" ({errors} feedback answers hit the metrics bug)" if errors else ""
-                s.detail = (f"{len(rows)} rows{bug}"
+                s.detail = (f"{len(rows)} rows"
                             + f"; drift {'YES' if drift and drift['is_drift'] else 'no'}"
                             + (f" on {', '.join(drift['drifted'][:5])}" if drift and drift.get("drifted") else ""))
                 out["drift"] = drift

@@ -1,14 +1,19 @@
 """How to start the server: `seldon-core-microservice` from .venv-serving with our model class.
 
-Shared by `cd4ml serve`, the tests and the benchmark, so all three start the same thing. The
+Shared by `cd4ml serve`, the demo loop, the tests and the benchmark, so all of them start (and stop)
+the same thing. The
 serving environment is separate from the pipeline one (seldon-core 1.18.2 pins clash with TFX:
 stack notes), hence a path to another venv rather than an import.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Dict, List, Optional, Tuple
+import socket
+import subprocess
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CLASS = "serving.seldon_model.BikeDemandModel"
@@ -49,3 +54,75 @@ def command(registry: str, port: int, metrics_port: int, version: Optional[str] 
             env.pop(name, None)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return argv, env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Microservice:
+    """seldon-core-microservice on free localhost ports, in its own process group (so stopping it
+    also stops the worker processes Seldon forks)."""
+
+    def __init__(self, registry: str, log_dir: str, model_class: Optional[str] = None, **kwargs):
+        self.port, self.metrics_port = free_port(), free_port()
+        try:
+            extra = {"model_class": model_class} if model_class else {}
+            argv, env = command(registry, self.port, self.metrics_port, log_dir=log_dir, **kwargs, **extra)
+        except ServingEnvMissing as err:
+            raise RuntimeError(f"{err} (make test and make demo build it)") from err
+        os.makedirs(log_dir, exist_ok=True)
+        self.log_path = os.path.join(log_dir, "server.log")
+        with open(self.log_path, "w") as out:
+            self.process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.predict_url = f"{self.url}/api/v1.0/predictions"
+        self.feedback_url = f"{self.url}/api/v1.0/feedback"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as fh:
+            return fh.read()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, timeout: float = 300):
+        """Until /health/status answers 200; raises with the server's log if it dies or times out."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise RuntimeError(f"seldon-core-microservice exited at start:\n{self.log()[-4000:]}")
+            try:
+                if requests.get(f"{self.url}/health/status", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout:.0f} s:\n{self.log()[-4000:]}")
+            time.sleep(0.5)
+
+    def stop(self):
+        if self.alive():
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+
+
+@contextlib.contextmanager
+def running(registry: str, log_dir: str, startup_seconds: float = 300, **kwargs) -> Iterator[Microservice]:
+    """A ready server for the duration of the block, stopped afterwards whatever happens."""
+    server = Microservice(registry, log_dir, **kwargs)
+    try:
+        server.wait_ready(startup_seconds)
+        yield server
+    finally:
+        server.stop()

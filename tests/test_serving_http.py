@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from components import features
-from tests.serving_server import running
+from serving.launch import running
 from tests.test_serving_core import BAD_REQUESTS, GOOD, copy_version, holdout
 
 pytestmark = pytest.mark.slow
