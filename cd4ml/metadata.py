@@ -270,6 +270,7 @@ class Run:
     status: str                  # complete | failed | running | empty
     steps: List[Step]
     pushed_version: str = ""
+    pushed_path: str = ""
     new_push: bool = False
     blessed: Optional[bool] = None
     span: Optional[int] = None
@@ -331,6 +332,7 @@ def get_run(store: metadata_store.MetadataStore, run_id: str) -> Optional[Run]:
             pushed = step.outputs["pushed_model"][0]
             if prop(pushed, "pushed") == 1:
                 run.pushed_version = str(prop(pushed, "pushed_version", ""))
+                run.pushed_path = str(prop(pushed, "pushed_destination", ""))
                 run.new_push = step.state == "ran"
     return run
 

@@ -27,7 +27,6 @@ from components import features
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-DRIFT_FEATURES = ("temp", "atemp", "hum", "windspeed", "mnth", "season", "hr", "weathersit", "workingday")
 
 
 # -- statistics (TFDV protos written by StatisticsGen) ----------------------------------------
@@ -446,7 +445,7 @@ def gather(result, metadata_path: str) -> ReportData:
                 data.plots[f"error by {column}"] = plot
     if current is not None:
         label = f"span {result.span} (this run)"
-        plot = plot_distributions(current, reference, DRIFT_FEATURES, label, data.reference or "reference")
+        plot = plot_distributions(current, reference, features.FEATURE_NAMES, label, data.reference or "reference")
         if plot:
             data.plots["feature distributions"] = plot
     return data

@@ -149,13 +149,11 @@ def _read_back(config: PipelineConfig, result: RunResult):
     from cd4ml import metadata
     from components import evaluation
 
-    store = metadata.open_store(config.metadata_path)
-    steps = metadata.run_steps(store, result.run_id)
-    # A Resolver only looks artifacts up (it always "runs"); report it apart from real work.
-    result.steps = [{"node": s.node, "state": "resolved" if s.execution.type.endswith(".Resolver") else s.state,
-                     "seconds": round(s.seconds, 2)} for s in steps]
-    by_node = {s.node: s for s in steps}
-    evaluator = by_node.get("Evaluator")
+    run = metadata.get_run(metadata.open_store(config.metadata_path), result.run_id)
+    if run is None:  # stopped before the first component
+        return
+    result.steps = [{"node": s.node, "state": s.state, "seconds": round(s.seconds, 2)} for s in run.steps]
+    evaluator = next((s for s in run.steps if s.node == "Evaluator"), None)
     if evaluator and evaluator.state in ("ran", "cached") and evaluator.outputs.get("evaluation"):
         summary = evaluation.summarize(evaluator.outputs["evaluation"][0].uri)
         result.metrics = summary["slices"]
@@ -163,13 +161,7 @@ def _read_back(config: PipelineConfig, result: RunResult):
         result.blessing = evaluation.explain(summary)
         if result.exit_code == OK and not result.blessed:
             result.exit_code = NOT_BLESSED
-    pusher = by_node.get("Pusher")
-    if pusher and pusher.outputs.get("pushed_model"):
-        pushed = pusher.outputs["pushed_model"][0]
-        if metadata.prop(pushed, "pushed") == 1:
-            result.pushed_path = metadata.prop(pushed, "pushed_destination", "")
-            result.pushed_version = metadata.prop(pushed, "pushed_version", "")
-            result.new_push = pusher.state == "ran"
+    result.pushed_version, result.pushed_path, result.new_push = run.pushed_version, run.pushed_path, run.new_push
 
 
 def _finish(result: RunResult, started: float) -> RunResult:
