@@ -15,8 +15,23 @@ import shutil
 from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
-from tfx.proto import example_gen_pb2, range_config_pb2
+# Each component from its own module, never `tfx.v1`: that imports all of TFX, 20 s more per run
+# (components/lazy_tfx.py, installed by this package's __init__, does the same for tfx.components).
+from tfx.components.evaluator.component import Evaluator
+from tfx.components.example_gen.csv_example_gen.component import CsvExampleGen
+from tfx.components.example_validator.component import ExampleValidator
+from tfx.components.pusher.component import Pusher
+from tfx.components.schema_gen.component import SchemaGen
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.components.statistics_gen.component import StatisticsGen
+from tfx.components.trainer.component import Trainer
+from tfx.components.transform.component import Transform
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
+from tfx.types.channel import Channel
+from tfx.types.standard_artifacts import Model, ModelBlessing
 
 from components import features, schema as curated_schema
 from components.baseline import BaselineModelStrategy
@@ -43,7 +58,7 @@ def example_gen(config: PipelineConfig):
     if config.span is not None:
         range_config = range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
             start_span_number=config.span, end_span_number=config.span))
-    return tfx.components.CsvExampleGen(input_base=config.data_root, input_config=input_config,
+    return CsvExampleGen(input_base=config.data_root, input_config=input_config,
                                         output_config=output_config, range_config=range_config)
 
 
@@ -117,11 +132,11 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     model; on an unchanged rerun the cache is then less effective, see components/baseline.py).
     """
     gen = example_gen(config)
-    statistics = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
-    schema_import = tfx.components.ImportSchemaGen(schema_file=curated_schema_file(config))
-    schema_proposal = tfx.components.SchemaGen(statistics=statistics.outputs["statistics"],
+    statistics = StatisticsGen(examples=gen.outputs["examples"])
+    schema_import = ImportSchemaGen(schema_file=curated_schema_file(config))
+    schema_proposal = SchemaGen(statistics=statistics.outputs["statistics"],
                                                infer_feature_shape=True).with_id("SchemaProposal")
-    validator = tfx.components.ExampleValidator(statistics=statistics.outputs["statistics"],
+    validator = ExampleValidator(statistics=statistics.outputs["statistics"],
                                                 schema=schema_import.outputs["schema"])
     gate = DataValidationGate(anomalies=validator.outputs["anomalies"],
                               schema=schema_import.outputs["schema"])
@@ -129,43 +144,43 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     detectors = DetectorTrainer(examples=gen.outputs["examples"], schema=schema, seed=config.seed)
     # StatisticsGen already profiled the raw span; Transform's own pre/post statistics would
     # double that work on every run for numbers nobody reads.
-    transform = tfx.components.Transform(examples=gen.outputs["examples"], schema=schema,
+    transform = Transform(examples=gen.outputs["examples"], schema=schema,
                                          disable_statistics=True, **user_code(config, "transform"))
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         **user_code(config, "trainer"),
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
-        train_args=tfx.proto.TrainArgs(),
-        eval_args=tfx.proto.EvalArgs(),
+        train_args=trainer_pb2.TrainArgs(),
+        eval_args=trainer_pb2.EvalArgs(),
         custom_config={"seed": config.seed, "epochs": config.epochs,
                        "batch_size": config.batch_size, "hidden_units": config.units},
     )
     if target == "kubeflow":
         # KubeflowV2DagRunner compiles only TFX's built-in strategies into the pipeline spec.
-        baseline = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        baseline = Resolver(
+            strategy_class=LatestBlessedModelStrategy,
+            model=Channel(type=Model),
+            model_blessing=Channel(type=ModelBlessing),
         ).with_id("baseline_model_resolver")
     else:
-        baseline = tfx.dsl.Resolver(
+        baseline = Resolver(
             strategy_class=BaselineModelStrategy,
             candidate=trainer.outputs["model"],
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+            model=Channel(type=Model),
+            model_blessing=Channel(type=ModelBlessing),
         ).with_id("baseline_model_resolver")
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config),
     )
-    pusher = tfx.components.Pusher(
+    pusher = Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.registry)),
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.registry)),
     )
     release = ReleaseBundle(
         pushed_model=pusher.outputs["pushed_model"],
@@ -181,9 +196,9 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
 
 def create_pipeline(config: PipelineConfig,
                     metadata_connection_config: Optional[object] = None,
-                    target: str = "local") -> tfx.dsl.Pipeline:
+                    target: str = "local") -> Pipeline:
     """`target`: "local" or "kubeflow" (see create_components)."""
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=create_components(config, target=target),
