@@ -61,8 +61,9 @@ def test_model_signatures_agree_and_return_counts(transform_output, tmp_path):
     x = {name: np.stack([np.asarray(t[name], dtype=np.float32).reshape(-1) for t in transformed])
          for name in keras_model.input_names}
     y = np.array([np.asarray(t["bikers_xf"]).ravel()[0] for t in transformed], dtype=np.float32)
-    history = keras_model.fit(x, y, epochs=5, verbose=0)
-    assert history.history["loss"][-1] < history.history["loss"][0]
+    history = model.fit(keras_model, x, y, x, y, epochs=5, batch_size=32, seed=1)
+    assert len(history["loss"]) == 5
+    assert history["loss"][-1] < history["loss"][0] and history["val_loss"][-1] < history["val_loss"][0]
 
     export = str(tmp_path / "saved")
     model.export(keras_model, tft_output, export)
@@ -95,3 +96,23 @@ def test_model_signatures_agree_and_return_counts(transform_output, tmp_path):
     # Counts, not log counts: the model was fit on log1p, the signature undoes it.
     expected = np.expm1(np.maximum(keras_model.predict({k: v[:10] for k, v in x.items()}, verbose=0).ravel(), 0))
     np.testing.assert_allclose(by_raw, expected, rtol=1e-4)
+
+
+def test_fit_is_deterministic_for_a_seed(transform_output):
+    out, _, transformed = transform_output
+    tft_output = tft.TFTransformOutput(out)
+    names = [features.transformed_name(f.name) for f in features.FEATURES]
+    x = {name: np.stack([np.asarray(t[name], dtype=np.float32).reshape(-1) for t in transformed])
+         for name in names}
+    y = np.array([np.asarray(t["bikers_xf"]).ravel()[0] for t in transformed], dtype=np.float32)
+
+    def train(seed):
+        tf.keras.utils.set_random_seed(seed)
+        keras_model = model.build_model(tft_output, [8])
+        history = model.fit(keras_model, x, y, x, y, epochs=3, batch_size=16, seed=seed)
+        return history, [w.copy() for w in keras_model.get_weights()]
+
+    (h1, w1), (h2, w2), (h3, _) = train(7), train(7), train(8)
+    assert h1 == h2
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
+    assert h3 != h1
