@@ -39,8 +39,11 @@ class PipelineConfig:
     mae_bound: float = 90.0
     mae_regression_tolerance: float = 5.0
     eval_buckets: int = 5          # 1 of these hash buckets (by day) is the eval split
-    # Beam: in-process by default; a cluster passes Dataflow flags here (space separated).
-    beam_args: str = "--direct_running_mode=in_memory --direct_num_workers=1"
+    # Beam: empty means the DirectRunner in this process (in_memory, one worker). A cluster passes
+    # Dataflow flags here (space separated). Any non-empty value without a dependency flag
+    # (--setup_file, --extra_package, --sdk_container_image, ...) makes every Beam component
+    # copy the TFX install and build an sdist of it first (~2 s each), for remote workers.
+    beam_args: str = ""
     # Kubeflow / Vertex: the image carries this repository at source_dir.
     image: str = "gcr.io/PROJECT/cd4ml-pipeline:latest"
     source_dir: str = REPO_ROOT
