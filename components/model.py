@@ -130,7 +130,8 @@ def fit(model: tf.keras.Model, train_x: Dict[str, np.ndarray], train_y: np.ndarr
     """
     names = model.input_names
     xs = {k: tf.constant(train_x[k]) for k in names}
-    ys = tf.constant(train_y, dtype=tf.float32)
+    # Labels come as (n,) or (n, 1); a (n, 1) label against (n,) predictions would broadcast.
+    ys = tf.constant(np.reshape(train_y, [-1]), dtype=tf.float32)
     variables = model.trainable_variables
     optimizer = model.optimizer
 
@@ -146,10 +147,10 @@ def fit(model: tf.keras.Model, train_x: Dict[str, np.ndarray], train_y: np.ndarr
 
     evaluate = tf.function(lambda x, y: mse(x, y, False), autograph=False)
     eval_xs = {k: tf.constant(eval_x[k]) for k in names}
-    eval_ys = tf.constant(eval_y, dtype=tf.float32)
+    eval_ys = tf.constant(np.reshape(eval_y, [-1]), dtype=tf.float32)
     rng = np.random.default_rng(seed)
     history: Dict[str, List[float]] = {"loss": [], "val_loss": []}
-    n = len(train_y)
+    n = int(ys.shape[0])
     for _ in range(epochs):
         order = rng.permutation(n)
         total = 0.0

@@ -163,7 +163,7 @@ def test_lineage_command(trained_home, capsys):
 @pytest.mark.slow
 def test_runs_command(trained_home, capsys):
     code, out, _ = run_cli(capsys, "runs", "--home", trained_home.config.home, "--json")
-    runs = json.loads(out)
+    runs = json.loads(out)[:2]  # other test files may add runs to the shared home later
     assert code == 0
     assert [r["run_id"] for r in runs] == [trained_home.span1.run_id, trained_home.span2.run_id]
     assert [r["result"] for r in runs] == ["ok", "ok"]

@@ -113,6 +113,22 @@ def test_fit_is_deterministic_for_a_seed(transform_output):
         return history, [w.copy() for w in keras_model.get_weights()]
 
     (h1, w1), (h2, w2), (h3, _) = train(7), train(7), train(8)
-    assert h1 == h2
+    assert h1 == h2 and h1["loss"][-1] < h1["loss"][0]
     assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
     assert h3 != h1
+
+
+def test_fit_takes_labels_as_a_column_too(transform_output):
+    """The pipeline's data accessor yields (n, 1) labels: they must not broadcast against (n,)."""
+    out, _, transformed = transform_output
+    tft_output = tft.TFTransformOutput(out)
+    names = [features.transformed_name(f.name) for f in features.FEATURES]
+    x = {name: np.stack([np.asarray(t[name], dtype=np.float32).reshape(-1) for t in transformed])
+         for name in names}
+    y = np.array([np.asarray(t["bikers_xf"]).ravel()[0] for t in transformed], dtype=np.float32)
+    histories = []
+    for labels in (y, y.reshape(-1, 1)):
+        tf.keras.utils.set_random_seed(3)
+        keras_model = model.build_model(tft_output, [8])
+        histories.append(model.fit(keras_model, x, labels, x, labels, epochs=2, batch_size=16, seed=3))
+    assert histories[0] == histories[1]
