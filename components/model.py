@@ -39,7 +39,7 @@ def _load(file_pattern: List[str], data_accessor, tf_transform_output, batch_siz
 
     A span is thousands of rows (a few MB): Keras on arrays trains about 8x faster here than on a
     streamed tf.data pipeline and is deterministic under the global seed. A span that no longer
-    fits in memory should go back to streaming data_accessor's dataset into fit().
+    fits in memory should stream data_accessor's dataset through the same training step instead.
     """
     ds = data_accessor.tf_dataset_factory(
         file_pattern,
