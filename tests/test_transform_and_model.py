@@ -53,14 +53,21 @@ def test_preprocessing_one_hot_z_score_and_log_label(transform_output):
     assert label == pytest.approx(np.log1p(raw["bikers"][0]), rel=1e-5)
 
 
+def _arrays(transformed):
+    """Transformed rows as the model's inputs (one array per feature) and log1p labels."""
+    names = [features.transformed_name(f.name) for f in features.FEATURES]
+    x = {name: np.stack([np.asarray(t[name], dtype=np.float32).reshape(-1) for t in transformed])
+         for name in names}
+    y = np.array([np.asarray(t["bikers_xf"]).ravel()[0] for t in transformed], dtype=np.float32)
+    return x, y
+
+
 def test_model_signatures_agree_and_return_counts(transform_output, tmp_path):
     out, rows, transformed = transform_output
     tft_output = tft.TFTransformOutput(out)
     tf.keras.utils.set_random_seed(1)
     keras_model = model.build_model(tft_output, [16])
-    x = {name: np.stack([np.asarray(t[name], dtype=np.float32).reshape(-1) for t in transformed])
-         for name in keras_model.input_names}
-    y = np.array([np.asarray(t["bikers_xf"]).ravel()[0] for t in transformed], dtype=np.float32)
+    x, y = _arrays(transformed)
     history = model.fit(keras_model, x, y, x, y, epochs=5, batch_size=32, seed=1)
     assert len(history["loss"]) == 5
     assert history["loss"][-1] < history["loss"][0] and history["val_loss"][-1] < history["val_loss"][0]
@@ -101,10 +108,7 @@ def test_model_signatures_agree_and_return_counts(transform_output, tmp_path):
 def test_fit_is_deterministic_for_a_seed(transform_output):
     out, _, transformed = transform_output
     tft_output = tft.TFTransformOutput(out)
-    names = [features.transformed_name(f.name) for f in features.FEATURES]
-    x = {name: np.stack([np.asarray(t[name], dtype=np.float32).reshape(-1) for t in transformed])
-         for name in names}
-    y = np.array([np.asarray(t["bikers_xf"]).ravel()[0] for t in transformed], dtype=np.float32)
+    x, y = _arrays(transformed)
 
     def train(seed):
         tf.keras.utils.set_random_seed(seed)
@@ -122,10 +126,7 @@ def test_fit_takes_labels_as_a_column_too(transform_output):
     """The pipeline's data accessor yields (n, 1) labels: they must not broadcast against (n,)."""
     out, _, transformed = transform_output
     tft_output = tft.TFTransformOutput(out)
-    names = [features.transformed_name(f.name) for f in features.FEATURES]
-    x = {name: np.stack([np.asarray(t[name], dtype=np.float32).reshape(-1) for t in transformed])
-         for name in names}
-    y = np.array([np.asarray(t["bikers_xf"]).ravel()[0] for t in transformed], dtype=np.float32)
+    x, y = _arrays(transformed)
     histories = []
     for labels in (y, y.reshape(-1, 1)):
         tf.keras.utils.set_random_seed(3)
