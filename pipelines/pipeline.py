@@ -59,7 +59,7 @@ def example_gen(config: PipelineConfig):
         range_config = range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
             start_span_number=config.span, end_span_number=config.span))
     return CsvExampleGen(input_base=config.data_root, input_config=input_config,
-                                        output_config=output_config, range_config=range_config)
+                         output_config=output_config, range_config=range_config)
 
 
 def curated_schema_file(config: PipelineConfig) -> str:
@@ -135,9 +135,9 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     statistics = StatisticsGen(examples=gen.outputs["examples"])
     schema_import = ImportSchemaGen(schema_file=curated_schema_file(config))
     schema_proposal = SchemaGen(statistics=statistics.outputs["statistics"],
-                                               infer_feature_shape=True).with_id("SchemaProposal")
+                                infer_feature_shape=True).with_id("SchemaProposal")
     validator = ExampleValidator(statistics=statistics.outputs["statistics"],
-                                                schema=schema_import.outputs["schema"])
+                                 schema=schema_import.outputs["schema"])
     gate = DataValidationGate(anomalies=validator.outputs["anomalies"],
                               schema=schema_import.outputs["schema"])
     schema = gate.outputs["validated_schema"]
@@ -145,7 +145,7 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     # StatisticsGen already profiled the raw span; Transform's own pre/post statistics would
     # double that work on every run for numbers nobody reads.
     transform = Transform(examples=gen.outputs["examples"], schema=schema,
-                                         disable_statistics=True, **user_code(config, "transform"))
+                          disable_statistics=True, **user_code(config, "transform"))
     trainer = Trainer(
         **user_code(config, "trainer"),
         examples=transform.outputs["transformed_examples"],
