@@ -143,9 +143,10 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     schema = gate.outputs["validated_schema"]
     detectors = DetectorTrainer(examples=gen.outputs["examples"], schema=schema, seed=config.seed)
     # StatisticsGen already profiled the raw span; Transform's own pre/post statistics would
-    # double that work on every run for numbers nobody reads.
-    transform = Transform(examples=gen.outputs["examples"], schema=schema,
-                          disable_statistics=True, **user_code(config, "transform"))
+    # double that work on every run for numbers nobody reads. Each run analyzes one whole span,
+    # so an analyzer cache (for re-analyzing overlapping spans) would be written and never read.
+    transform = Transform(examples=gen.outputs["examples"], schema=schema, disable_statistics=True,
+                          disable_analyzer_cache=True, **user_code(config, "transform"))
     trainer = Trainer(
         **user_code(config, "trainer"),
         examples=transform.outputs["transformed_examples"],
