@@ -38,7 +38,8 @@ log = logging.getLogger("cd4ml.serving")
 # windows of odd days) 200 rows gave 0 false alarms and 20/20 detections on span 2; 500 gave 2.
 DEFAULT_DRIFT_WINDOW = 200
 DEFAULT_POLL_SECONDS = 5.0
-# Predictions kept in memory for joining feedback by request id (rows, not requests).
+# Predictions kept in memory for joining feedback by request id (rows, not requests); older ones,
+# and those another worker answered, are looked up in the shared prediction log.
 FEEDBACK_MEMORY_ROWS = 100_000
 
 
@@ -325,6 +326,8 @@ class ServingCore:
         """Join ground truth to what was predicted (by request id, else the response sent back)."""
         with self._lock:
             known = self._memory.get(request_id) if request_id else None
+        if request_id and not known:  # answered by another worker, or before a restart
+            known = self._from_log(request_id)
         shadow = None
         if known:
             version, predictions, shadow = known
@@ -340,6 +343,14 @@ class ServingCore:
         if shadow is not None:
             self._score(shadow[0], shadow[1], truth, request_id, True, shadow=True)
         return {"version": version, "matched": bool(known), "rows": len(truth), "live_mae": mae}
+
+    def _from_log(self, request_id: str) -> Optional[Tuple]:
+        record = self.predictions_log.find("request_id", request_id)
+        if record is None:
+            return None
+        shadow = record.get("shadow_version")
+        return (record["version"], record["predictions"],
+                (shadow, record["shadow_predictions"]) if shadow else None)
 
     def _score(self, version: str, predictions, truth, request_id, matched: bool, shadow: bool = False):
         """Fold one labelled request into a version's live MAE (champion or shadow) and log it."""

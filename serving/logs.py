@@ -12,10 +12,11 @@ import datetime
 import json
 import os
 import threading
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_BACKUPS = 20
+DEFAULT_FIND_BYTES = 16 * 1024 * 1024
 
 
 class JsonlLog:
@@ -45,6 +46,33 @@ class JsonlLog:
         for old in self.rotated()[:-self.backups or None]:
             os.remove(old)
         self._fh = open(self.path, "a", encoding="utf-8")
+
+    def find(self, field: str, value: str, max_bytes: int = DEFAULT_FIND_BYTES) -> Optional[Dict]:
+        """The newest record whose `field` equals the string `value`, from the tails of the current
+        file and the newest rotated one (at most `max_bytes` of each); None when absent.
+
+        Every worker of a server appends to the same file, so a record one worker wrote can be
+        found by another: that is how feedback joins a prediction another worker answered.
+        """
+        needle = json.dumps({field: value}, separators=(",", ":"))[1:-1]
+        for path in [self.path] + self.rotated()[-1:][::-1]:
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(0, os.SEEK_END)
+                    start = max(0, fh.tell() - max_bytes)
+                    fh.seek(start)
+                    lines = fh.read().decode("utf-8", errors="replace").splitlines()
+            except FileNotFoundError:  # rotated away by another worker meanwhile
+                continue
+            for line in reversed(lines[1:] if start else lines):  # a cut first line is skipped
+                if needle in line:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:  # a line still being written
+                        continue
+                    if record.get(field) == value:
+                        return record
+        return None
 
     def rotated(self) -> List[str]:
         prefix = f"{self.name}."

@@ -209,6 +209,22 @@ def test_feedback_joins_by_request_id_for_live_mae(registry, tmp_path):
 
 
 @pytest.mark.slow
+def test_feedback_joins_a_prediction_another_worker_answered(registry, tmp_path):
+    """Gunicorn workers share the log directory but not memory: the join reads the prediction log."""
+    answering, receiving = make_core(registry, tmp_path), make_core(registry, tmp_path)
+    result = answering.predict({"jsonData": [GOOD, GOOD]})
+    answering.predict({"jsonData": [GOOD]})  # a later line: the lookup finds the right one
+    truth = [p + 2.0 for p in result.predictions]
+    joined = receiving.feedback(truth, request_id=result.request_id)
+    assert joined["matched"] and joined["version"] == "1000"
+    assert joined["live_mae"] == pytest.approx(2.0)
+    entry = json.loads(open(tmp_path / "logs" / "feedback.jsonl").read().splitlines()[-1])
+    assert entry["request_id"] == result.request_id and entry["predictions"] == result.predictions
+    with pytest.raises(RequestError, match="request_id"):
+        receiving.feedback([1.0], request_id="f" * 32)
+
+
+@pytest.mark.slow
 def test_new_version_is_picked_up_and_pin_wins(registry, tmp_path, span1_version):
     core = make_core(registry, tmp_path)
     assert core.version == "1000"

@@ -100,6 +100,28 @@ def test_rejections_outliers_and_feedback_reach_prometheus(server):
     assert 'rule="unknown_category"' in text
 
 
+def test_feedback_by_request_id_joins_a_prediction_this_process_never_saw(registry, tmp_path):
+    """Workers (and restarts) share the log directory, not memory: feedback naming only the request
+    id joins the answer another server process gave, read from the shared prediction log."""
+    logs = str(tmp_path / "logs")
+    with running(registry, logs) as first:
+        answers = [requests.post(first.predict_url, json={"jsonData": [GOOD]}, timeout=30).json()
+                   for _ in range(3)]
+    with running(registry, logs) as second:
+        replies = [requests.post(second.feedback_url, timeout=30, json={
+            "response": {"meta": {"tags": {"request_id": a["meta"]["tags"]["request_id"]}}},
+            "truth": {"data": {"ndarray": [a["data"]["ndarray"][0] + 1.0]}}}) for a in answers]
+        unknown = requests.post(second.feedback_url, timeout=30, json={
+            "response": {"meta": {"tags": {"request_id": "f" * 32}}},
+            "truth": {"data": {"ndarray": [1.0]}}})
+    assert [r.status_code for r in replies] == [200] * 3, [r.text for r in replies]
+    assert all(r.json()["meta"]["tags"]["matched"] for r in replies)
+    assert unknown.status_code == 400 and "request_id" in unknown.text
+    feedback = [json.loads(line) for line in open(tmp_path / "logs" / "feedback.jsonl")]
+    assert [f["request_id"] for f in feedback] == [a["meta"]["tags"]["request_id"] for a in answers]
+    assert all(f["abs_errors"] == [pytest.approx(1.0)] for f in feedback)
+
+
 def test_http_hot_reload_under_concurrent_requests_loses_none(registry, tmp_path):
     source, registry = registry, str(tmp_path / "registry")
     os.makedirs(registry)
