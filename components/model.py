@@ -74,7 +74,7 @@ def build_model(tf_transform_output: tft.TFTransformOutput, hidden_units: List[i
     return model
 
 
-def _serving_fns(model: tf.keras.Model, transform: "saved_transform_io_v2.SavedModelLoader",
+def _serving_fns(model: tf.keras.Model, transform: saved_transform_io_v2.SavedModelLoader,
                  tf_transform_output: tft.TFTransformOutput):
     raw_spec = tf_transform_output.raw_feature_spec()
     feature_spec = {name: raw_spec[name] for name in features.FEATURE_NAMES}

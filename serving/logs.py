@@ -55,7 +55,7 @@ class JsonlLog:
         found by another: that is how feedback joins a prediction another worker answered.
         """
         needle = json.dumps({field: value}, separators=(",", ":"))[1:-1]
-        for path in [self.path] + self.rotated()[-1:][::-1]:
+        for path in [self.path] + self.rotated()[-1:]:
             try:
                 with open(path, "rb") as fh:
                     fh.seek(0, os.SEEK_END)
