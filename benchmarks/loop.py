@@ -1,6 +1,6 @@
 """Time from a data drop to the new model version answering requests, and its parts.
 
-Runs the demo loop (cd4ml/loop.py) once in a fresh home and writes JSON:
+Runs the demo loop (cd4ml/demo/loop.py) once in a fresh home and writes JSON:
   drop_to_answer_s   upload -> the server answers with the version trained on the drop
   parts              upload, watcher (span placement + pipeline run + push), hot load
   steps              every step of the loop with its start offset and duration
@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from cd4ml.commands.common import quiet_libraries
     quiet_libraries()
-    from cd4ml import loop
+    from cd4ml.demo import loop
 
     result = loop.run_loop(progress=print)
     steps = {s["name"]: s["seconds"] for s in result["timeline"]["steps"]}

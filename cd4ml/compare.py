@@ -15,16 +15,16 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional
 
-from cd4ml.drift_retrain import read_jsonl
+from cd4ml.contract import FEEDBACK_LOG, PREDICTIONS_LOG, read_jsonl
 
 
 def live(log_dir: str) -> Dict[str, Dict[str, float]]:
     out: Dict[str, Dict[str, float]] = {}
-    for p in read_jsonl(log_dir, "predictions"):
+    for p in read_jsonl(log_dir, PREDICTIONS_LOG):
         v = out.setdefault(str(p.get("version")), {"requests": 0, "rows": 0, "labelled": 0, "abs_error": 0.0})
         v["requests"] += 1
         v["rows"] += len(p.get("predictions") or [])
-    for f in read_jsonl(log_dir, "feedback"):
+    for f in read_jsonl(log_dir, FEEDBACK_LOG):
         v = out.setdefault(str(f.get("version")), {"requests": 0, "rows": 0, "labelled": 0, "abs_error": 0.0})
         errors = f.get("abs_errors") or []
         v["labelled"] += len(errors)
@@ -37,11 +37,11 @@ def live(log_dir: str) -> Dict[str, Dict[str, float]]:
 
 def labelled_rows(log_dir: str, limit: Optional[int] = None) -> List[Dict]:
     wanted = {}
-    for f in read_jsonl(log_dir, "feedback"):
+    for f in read_jsonl(log_dir, FEEDBACK_LOG):
         if f.get("request_id"):
             wanted[f["request_id"]] = f.get("truth") or []
     rows = []
-    for p in read_jsonl(log_dir, "predictions"):
+    for p in read_jsonl(log_dir, PREDICTIONS_LOG):
         truth = wanted.get(p.get("request_id"))
         if truth is None or len(truth) != len(p.get("rows", [])):
             continue

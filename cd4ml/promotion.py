@@ -5,10 +5,11 @@ once MANIFEST.json exists. The server serves the version named in `<registry>/SE
 the newest complete one, and re-reads the registry every few seconds: writing the pin file is
 how `promote` and `rollback` take effect without a restart.
 
-Every decision is also recorded in ML Metadata: an execution of type `cd4ml.Promotion`
-(action, version, previous, reason, user) attributed to a `cd4ml.Registry` context named by the
-registry path, with the version's PushedModel artifact as its input when MLMD knows it. So
-"who served what, when and why" is answered from the same store as the lineage.
+Every decision is also recorded in ML Metadata (cd4ml.mlmd.records.PROMOTION: action, version,
+previous, reason, user) attributed to a `cd4ml.Registry` context named by the registry path, with
+the version's PushedModel artifact as its input. So "who served what, when and why" is answered
+from the same store as the lineage. A version that store never saw pushed (pushed from another
+store, or copied by hand) is recorded without that link, and the decision says so.
 
 No TensorFlow here for local registries (plain files); gs:// registries go through tf.io.gfile.
 """
@@ -22,12 +23,9 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from serving.registry import MANIFEST, PIN_FILE, SHADOW_FILE, order as _order, read_shadow
+from cd4ml.contract import EVALUATION_FILE, MAE, MANIFEST, OVERALL_SLICE, PIN_FILE, RMSE, SHADOW_FILE
+from serving.registry import order as _order, read_shadow
 from serving.registry import read_text as _read, remote as _remote, target as serving_target, versions as _versions
-
-EVALUATION = "evaluation.json"
-PROMOTION_TYPE = "cd4ml.Promotion"
-REGISTRY_CONTEXT = "cd4ml.Registry"
 
 
 class PromotionError(ValueError):
@@ -92,12 +90,12 @@ def list_versions(registry: str, metadata_path: Optional[str] = None) -> List[Ve
     for name in names:
         base = os.path.join(registry, name)
         manifest = _json(os.path.join(base, MANIFEST))
-        evaluation = _json(os.path.join(base, EVALUATION))
+        evaluation = _json(os.path.join(base, EVALUATION_FILE))
         complete = bool(manifest)
         out.append(Version(
             version=name, complete=complete, created=manifest.get("created", ""),
             span=manifest.get("span") or runs.get(name, {}).get("span"),
-            metrics=manifest.get("metrics") or evaluation.get("slices", {}).get("overall", {}),
+            metrics=manifest.get("metrics") or evaluation.get("slices", {}).get(OVERALL_SLICE, {}),
             blessed=evaluation.get("blessed") if evaluation else (True if complete else None),
             run_id=runs.get(name, {}).get("run_id", "")))
     serving, why = serving_target(registry)
@@ -108,16 +106,13 @@ def list_versions(registry: str, metadata_path: Optional[str] = None) -> List[Ve
 
 
 def _runs_by_version(metadata_path: str) -> Dict[str, Dict]:
-    if not os.path.exists(metadata_path):
-        return {}
-    try:
-        from cd4ml import metadata
+    """{version: {run_id, pushed_model_id}} from ML Metadata; {} when there is no store yet."""
+    from cd4ml import mlmd
 
-        store = metadata.open_store(metadata_path)
-        return {m["version"]: {"run_id": m.get("run_id", ""), "pushed_model_id": m.get("pushed_model_id")}
-                for m in metadata.pushed_models(store)}
-    except Exception:  # noqa: BLE001 - lineage is a bonus in a listing, never a failure
+    if not mlmd.exists(metadata_path):
         return {}
+    return {m["version"]: {"run_id": m.get("run_id", ""), "pushed_model_id": m.get("pushed_model_id")}
+            for m in mlmd.pushed_models(mlmd.open_store(metadata_path))}
 
 
 # --- decisions --------------------------------------------------------------------------------
@@ -130,6 +125,7 @@ class Decision:
     reason: str
     at: str
     execution_id: Optional[int] = None
+    note: str = ""  # e.g. why the record has no link to a PushedModel
 
 
 def _now() -> str:
@@ -205,54 +201,33 @@ def unpin(registry: str, reason: str = "", metadata_path: Optional[str] = None) 
 
 
 def record(metadata_path: str, registry: str, decision: Decision) -> int:
-    """The decision as a `cd4ml.Promotion` execution in MLMD, linked to the version's PushedModel."""
-    from ml_metadata.proto import metadata_store_pb2 as pb
+    """The decision as a Promotion record in MLMD, linked to the version's PushedModel."""
+    from cd4ml import mlmd
+    from cd4ml.mlmd import records
 
-    from cd4ml import metadata
-
-    store = metadata.open_store(metadata_path)
-    ex_type = pb.ExecutionType(name=PROMOTION_TYPE)
-    for name in ("action", "version", "previous", "reason", "user", "at", "registry"):
-        ex_type.properties[name] = pb.STRING
-    type_id = store.put_execution_type(ex_type, can_add_fields=True)
-    ctx_type_id = store.put_context_type(pb.ContextType(name=REGISTRY_CONTEXT))
-    ctx = store.get_context_by_type_and_name(REGISTRY_CONTEXT, registry)
-    if ctx is None:
-        ctx = pb.Context(type_id=ctx_type_id, name=registry)
-        [ctx.id] = store.put_contexts([ctx])
-    ex = pb.Execution(type_id=type_id, last_known_state=pb.Execution.COMPLETE)
+    store = mlmd.open_store(metadata_path)
+    inputs = {}
+    if decision.version:
+        pushed = [p for p in mlmd.pushed_models(store) if p["version"] == decision.version]
+        if pushed:
+            inputs["pushed_model"] = store.get_artifacts_by_id([pushed[-1]["pushed_model_id"]])[0]
+        else:
+            decision.note = (f"ML Metadata at {mlmd.describe(metadata_path)} has no push of version "
+                             f"{decision.version}: the decision is recorded without a link to its model")
     values = {"action": decision.action, "version": decision.version or "", "previous": decision.previous or "",
               "reason": decision.reason, "user": _user(), "at": decision.at, "registry": registry}
-    for k, v in values.items():
-        ex.properties[k].string_value = v
-    pushed = _runs_by_version(metadata_path).get(decision.version or "", {}).get("pushed_model_id")
-    events = []
-    if pushed:
-        [artifact] = store.get_artifacts_by_id([pushed])
-        event = pb.Event(type=pb.Event.INPUT)
-        event.path.steps.add().key = "pushed_model"
-        events.append((artifact, event))
-    ex_id, _, _ = store.put_execution(ex, events, [ctx])
-    return ex_id
+    return records.put(store, records.PROMOTION, values, context_name=registry, inputs=inputs)
 
 
-def history(metadata_path: str, registry: Optional[str] = None) -> List[Dict[str, str]]:
-    """Every promotion/rollback/unpin decision recorded in MLMD, oldest first."""
-    if not os.path.exists(metadata_path):
+def history(metadata_path: str, registry: Optional[str] = None) -> List[Dict[str, object]]:
+    """Every promotion/rollback/unpin/shadow decision recorded in MLMD, oldest first."""
+    from cd4ml import mlmd
+    from cd4ml.mlmd import records
+
+    if not mlmd.exists(metadata_path):
         return []
-    from cd4ml import metadata
-
-    store = metadata.open_store(metadata_path)
-    try:
-        executions = store.get_executions_by_type(PROMOTION_TYPE)
-    except Exception:  # noqa: BLE001 - type not registered yet
-        return []
-    out = []
-    for ex in sorted(executions, key=lambda e: e.id):
-        row = {k: v.string_value for k, v in ex.properties.items()}
-        if registry is None or row.get("registry") == registry:
-            out.append(dict(row, id=ex.id))
-    return out
+    rows = records.read(mlmd.open_store(metadata_path), records.PROMOTION)
+    return [row for row in rows if registry is None or row["registry"] == registry]
 
 
 def _user() -> str:
@@ -267,8 +242,8 @@ def format_versions(versions: List[Version]) -> str:
         return "no versions in the registry"
     lines = [f"{'':2}{'version':<12} {'span':>4} {'MAE':>8} {'RMSE':>8} {'blessed':>7}  {'created':<25} run"]
     for v in versions:
-        mae = v.metrics.get("mean_absolute_error")
-        rmse = v.metrics.get("root_mean_squared_error")
+        mae = v.metrics.get(MAE)
+        rmse = v.metrics.get(RMSE)
         mark = "*" if v.serving else " "
         state = ("yes" if v.blessed else "NO" if v.blessed is False else "?") if v.complete else "incomplete"
         mae_text = f"{mae:.2f}" if mae is not None else "-"

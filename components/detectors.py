@@ -12,13 +12,14 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
+from cd4ml.contract import DETECTORS_ARTIFACT, SCHEMA_FILE
 from components import detector_core, features
 
 
 class Detectors(types.Artifact):
     """A saved detector set: drift/ and outlier/ (alibi-detect format) and meta.json."""
 
-    TYPE_NAME = "cd4ml.Detectors"
+    TYPE_NAME = DETECTORS_ARTIFACT
 
 
 def check_schema_domains(schema_uri: str) -> None:
@@ -27,7 +28,7 @@ def check_schema_domains(schema_uri: str) -> None:
     from google.protobuf import text_format
     import tensorflow as tf
 
-    with tf.io.gfile.GFile(os.path.join(schema_uri, "schema.pbtxt")) as fh:
+    with tf.io.gfile.GFile(os.path.join(schema_uri, SCHEMA_FILE)) as fh:
         schema = text_format.Parse(fh.read(), schema_pb2.Schema())
     by_name = {f.name: f for f in schema.feature}
     domains = {d.name: d for d in schema.string_domain}

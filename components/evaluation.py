@@ -6,7 +6,7 @@ overall"), the release bundle's evaluation.json, the run report and the lineage 
 
 from typing import Any, Dict, List
 
-METRICS = ("mean_absolute_error", "root_mean_squared_error", "example_count")
+from cd4ml.contract import METRICS, OVERALL_SLICE
 
 
 def _slice_name(slice_key) -> str:
@@ -19,7 +19,7 @@ def _slice_name(slice_key) -> str:
         if isinstance(raw, float) and raw.is_integer():
             raw = int(raw)
         parts.append(f"{key.column}={raw}")
-    return ",".join(parts) or "overall"
+    return ",".join(parts) or OVERALL_SLICE
 
 
 def _value(metric_value) -> float:

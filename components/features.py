@@ -46,6 +46,31 @@ class Feature:
     def is_categorical(self) -> bool:
         return self.kind == CATEGORICAL
 
+    # The raw type in every representation, so no consumer keeps its own mapping.
+    @property
+    def python_type(self) -> type:
+        """int, float or str: what a CSV cell or a JSON value of this column becomes."""
+        return _TYPES[self.dtype][0]
+
+    @property
+    def numpy_dtype(self) -> str:
+        """The numpy dtype of a column of values (strings as Python objects)."""
+        return _TYPES[self.dtype][1]
+
+    @property
+    def tf_dtype(self) -> str:
+        """The TensorFlow dtype name of the raw tensor (`tf.as_dtype(f.tf_dtype)`)."""
+        return _TYPES[self.dtype][2]
+
+    @property
+    def v2_datatype(self) -> str:
+        """The Open Inference Protocol (V2) tensor datatype of this input."""
+        return _TYPES[self.dtype][3]
+
+    def parse(self, text: str) -> Value:
+        """A CSV cell as this column's Python value."""
+        return self.python_type(text)
+
     def check(self, value) -> Optional[str]:
         """Return why `value` breaks this feature's rule, or None when it is valid."""
         if isinstance(value, bool) or value is None:
@@ -71,6 +96,13 @@ class Feature:
                 return f"feature '{self.name}': {value!r} is outside the range [{self.low}, {self.high}]"
         return None
 
+
+# dtype -> (Python type, numpy dtype, TensorFlow dtype, Open Inference Protocol datatype)
+_TYPES = {
+    "int": (int, "int64", "int64", "INT64"),
+    "float": (float, "float32", "float32", "FP32"),
+    "string": (str, "object", "string", "BYTES"),
+}
 
 MONTHS = ("Jan", "Feb", "March", "April", "May", "June",
           "July", "Aug", "Sept", "Oct", "Nov", "Dec")
@@ -145,3 +177,8 @@ def encode_row(row: Dict[str, Value]) -> List[float]:
         value = row[f.name]
         out.append(float(f.vocabulary.index(value)) if f.is_categorical else float(value))
     return out
+
+
+def parse_row(row: Dict[str, str]) -> Dict[str, Value]:
+    """A CSV row (all text) with every known column in its schema type; other columns unchanged."""
+    return {k: _BY_NAME[k].parse(v) if k in _BY_NAME else v for k, v in row.items()}

@@ -25,12 +25,9 @@ from tensorflow_transform.saved import saved_transform_io_v2
 from tfx_bsl.public import tfxio
 from tfx.components.trainer.fn_args_utils import FnArgs
 
+from cd4ml.contract import EXAMPLE_SIGNATURE, EXAMPLES_INPUT, PREDICTIONS, RAW_SIGNATURE
 from components import features
 
-RAW_SIGNATURE = "serving_raw"
-EXAMPLE_SIGNATURE = "serving_default"
-PREDICTIONS = "predictions"
-_DTYPES = {"int": tf.int64, "float": tf.float32, "string": tf.string}
 _LABEL_XF = features.transformed_name(features.LABEL_KEY)
 
 
@@ -86,11 +83,11 @@ def _serving_fns(model: tf.keras.Model, transform: saved_transform_io_v2.SavedMo
         return {PREDICTIONS: tf.squeeze(demand, axis=-1)}
 
     # No AutoGraph: predict() has no Python control flow, and converting Keras' call code is slow.
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)], autograph=False)
     def serve_examples(serialized):
         return predict(tf.io.parse_example(serialized, feature_spec))
 
-    raw_inputs = [tf.TensorSpec([None], _DTYPES[f.dtype], name=f.name) for f in features.FEATURES]
+    raw_inputs = [tf.TensorSpec([None], tf.as_dtype(f.tf_dtype), name=f.name) for f in features.FEATURES]
 
     @tf.function(input_signature=raw_inputs, autograph=False)
     def serve_raw(*columns):

@@ -20,18 +20,18 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.types.system_artifacts import Metrics
 
+from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, EXAMPLES_INPUT, HOLDOUT,
+                            MANIFEST, OVERALL_SLICE, PREDICTIONS, RELEASE_ARTIFACT, SAVED_MODEL_FILES, SCHEMA_FILE)
 from components import evaluation, features
 from components.detectors import Detectors
 
-MANIFEST = "MANIFEST.json"
-HOLDOUT = "holdout.jsonl"
 HOLDOUT_ROWS = 50
 
 
 class ModelRelease(types.Artifact):
     """A complete model version in the registry (SavedModel + schema + evaluation + detectors)."""
 
-    TYPE_NAME = "cd4ml.ModelRelease"
+    TYPE_NAME = RELEASE_ARTIFACT
     TYPE_ANNOTATION = Metrics
 
 
@@ -51,8 +51,8 @@ def holdout_sample(examples_uri: str, model_dir: str, rows: int = HOLDOUT_ROWS) 
     serialized = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(rows):
         serialized.append(record.numpy())
-    predict = tf.saved_model.load(model_dir).signatures["serving_default"]
-    predictions = predict(examples=tf.constant(serialized))["predictions"].numpy()
+    predict = tf.saved_model.load(model_dir).signatures[EXAMPLE_SIGNATURE]
+    predictions = predict(**{EXAMPLES_INPUT: tf.constant(serialized)})[PREDICTIONS].numpy()
     sample = []
     for raw, prediction in zip(serialized, predictions):
         row = _decode(tf.train.Example.FromString(raw))
@@ -71,22 +71,21 @@ def _write(path: str, text: str):
 def write_version(destination: str, schema_uri: str, eval_uri: str, examples: types.Artifact,
                   detectors_uri: str, pipeline_name: str) -> Dict[str, object]:
     summary = evaluation.summarize(eval_uri)
-    tf.io.gfile.copy(os.path.join(schema_uri, "schema.pbtxt"),
-                     os.path.join(destination, "schema.pbtxt"), overwrite=True)
-    _write(os.path.join(destination, "evaluation.json"), json.dumps(summary, indent=2, sort_keys=True))
+    tf.io.gfile.copy(os.path.join(schema_uri, SCHEMA_FILE), os.path.join(destination, SCHEMA_FILE), overwrite=True)
+    _write(os.path.join(destination, EVALUATION_FILE), json.dumps(summary, indent=2, sort_keys=True))
     sample = holdout_sample(examples.uri, destination)
     _write(os.path.join(destination, HOLDOUT), "".join(json.dumps(r) + "\n" for r in sample))
-    files = ["saved_model.pb", "variables/", "schema.pbtxt", "evaluation.json", HOLDOUT]
+    files = [*SAVED_MODEL_FILES, SCHEMA_FILE, EVALUATION_FILE, HOLDOUT]
     if detectors_uri:
         for src in tf.io.gfile.glob(os.path.join(detectors_uri, "*")):
-            _copy_tree(src, os.path.join(destination, "detectors", os.path.basename(src)))
-        files.append("detectors/")
+            _copy_tree(src, os.path.join(destination, DETECTORS_DIR, os.path.basename(src)))
+        files.append(f"{DETECTORS_DIR}/")
     manifest = {
         "version": os.path.basename(destination.rstrip("/")),
         "pipeline": pipeline_name,
         "span": examples.get_int_custom_property("span"),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "metrics": summary["slices"].get("overall", {}),
+        "metrics": summary["slices"].get(OVERALL_SLICE, {}),
         "features": features.FEATURE_NAMES,
         "files": files,
     }

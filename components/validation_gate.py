@@ -17,6 +17,8 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
+from cd4ml.contract import SCHEMA_FILE
+
 ANOMALIES_FILE = "SchemaDiff.pb"
 
 
@@ -73,4 +75,4 @@ def DataValidationGate(
     if problems:
         raise DataValidationError(problems)
     source = io_utils.get_only_uri_in_dir(schema.uri)
-    shutil.copyfile(source, os.path.join(validated_schema.uri, "schema.pbtxt"))
+    shutil.copyfile(source, os.path.join(validated_schema.uri, SCHEMA_FILE))

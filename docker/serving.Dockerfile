@@ -27,9 +27,12 @@ RUN python -m pip install "pip==24.2" \
  && python -m pip install --no-deps -r requirements/serving.lock \
  && (python -m compileall -q -j 0 /usr/local/lib/python3.10/site-packages >/dev/null || true)
 
+# The server needs the contract (names of a version's files, signatures, logs) but none of the
+# command layer: only those two files of the cd4ml package go in.
+COPY cd4ml/__init__.py cd4ml/contract.py /microservice/cd4ml/
 COPY components/ /microservice/components/
 COPY serving/ /microservice/serving/
-RUN python -c "import seldon_core, components.features, serving.seldon_model"
+RUN python -c "import seldon_core, cd4ml.contract, components.features, serving.seldon_model"
 
 USER 8888
 EXPOSE 9000 6000

@@ -114,12 +114,12 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
     from tfx.orchestration.portable import runtime_parameter_utils
 
-    from cd4ml import metadata
+    from cd4ml import mlmd
     from components.validation_gate import DataValidationError
     from pipelines.pipeline import create_pipeline
 
     os.makedirs(config.home, exist_ok=True)
-    pipeline = create_pipeline(config, metadata.connection_config(config.metadata_path))
+    pipeline = create_pipeline(config, mlmd.connection_config(config.metadata_path))
     ir = compiler.Compiler().compile(pipeline)
     runtime_parameter_utils.substitute_runtime_parameter(ir, {"pipeline-run-id": run_id})
 
@@ -146,10 +146,10 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
 
 def _read_back(config: PipelineConfig, result: RunResult):
     """Fill the result from what ML Metadata recorded for this run."""
-    from cd4ml import metadata
+    from cd4ml import mlmd
     from components import evaluation
 
-    run = metadata.get_run(metadata.open_store(config.metadata_path), result.run_id)
+    run = mlmd.get_run(mlmd.open_store(config.metadata_path), result.run_id)
     if run is None:  # stopped before the first component
         return
     result.steps = [{"node": s.node, "state": s.state, "seconds": round(s.seconds, 2)} for s in run.steps]

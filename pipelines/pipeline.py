@@ -33,6 +33,7 @@ from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types.channel import Channel
 from tfx.types.standard_artifacts import Model, ModelBlessing
 
+from cd4ml.contract import EXAMPLE_SIGNATURE, PREDICTIONS, SCHEMA_FILE
 from components import features, schema as curated_schema
 from components.baseline import BaselineModelStrategy
 from components.detectors import DetectorTrainer
@@ -70,10 +71,10 @@ def curated_schema_file(config: PipelineConfig) -> str:
     in the image, whose tag changes with every build.
     """
     if on_cluster(config):
-        return os.path.join(config.schema_source_dir, "schema.pbtxt")
+        return os.path.join(config.schema_source_dir, SCHEMA_FILE)
     with open(curated_schema.SCHEMA_PATH, "rb") as fh:
         digest = hashlib.sha256(fh.read()).hexdigest()[:12]
-    target = os.path.join(config.pipeline_root, "curated-schema", digest, "schema.pbtxt")
+    target = os.path.join(config.pipeline_root, "curated-schema", digest, SCHEMA_FILE)
     if not os.path.exists(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(curated_schema.SCHEMA_PATH, target)
@@ -113,8 +114,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                     direction=tfma.MetricDirection.LOWER_IS_BETTER,
                     absolute={"value": config.mae_regression_tolerance})))])
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=features.LABEL_KEY,
-                                    prediction_key="predictions")],
+        model_specs=[tfma.ModelSpec(signature_name=EXAMPLE_SIGNATURE, label_key=features.LABEL_KEY,
+                                    prediction_key=PREDICTIONS)],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[s]) for s in features.SLICES],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),

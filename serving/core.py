@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from cd4ml.contract import DRIFT_LOG, FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir
 from components import detector_core
 from serving import registry as reg
 from serving.logs import JsonlLog, now
@@ -34,7 +35,7 @@ from serving.version import LoadedVersion, VersionError
 log = logging.getLogger("cd4ml.serving")
 
 # Rows per drift test. Hours of one day share their weather, so KS over hourly rows is
-# over-sensitive on large windows (stack notes): measured on span 1 (fitted on even days, 20 random
+# over-sensitive on large windows (docs/stack.md): measured on span 1 (fitted on even days, 20 random
 # windows of odd days) 200 rows gave 0 false alarms and 20/20 detections on span 2; 500 gave 2.
 DEFAULT_DRIFT_WINDOW = 200
 DEFAULT_POLL_SECONDS = 5.0
@@ -111,9 +112,9 @@ class ServingCore:
     # ----- lifecycle -------------------------------------------------------------------------
     def load(self, poll: bool = True) -> "ServingCore":
         """Load the version to serve (or the newest one that loads) and start watching the registry."""
-        self.predictions_log = JsonlLog(self.log_dir, "predictions", **self._log_kwargs)
-        self.feedback_log = JsonlLog(self.log_dir, "feedback", **self._log_kwargs)
-        self.drift_log = JsonlLog(self.log_dir, "drift", **self._log_kwargs)
+        self.predictions_log = JsonlLog(self.log_dir, PREDICTIONS_LOG, **self._log_kwargs)
+        self.feedback_log = JsonlLog(self.log_dir, FEEDBACK_LOG, **self._log_kwargs)
+        self.drift_log = JsonlLog(self.log_dir, DRIFT_LOG, **self._log_kwargs)
         wanted, why = reg.target(self.registry, self.pinned)
         candidates = [wanted] if wanted else []
         if not self.pinned:
@@ -382,9 +383,3 @@ class ServingCore:
                 "last_drift": self.last_drift and {k: self.last_drift[k]
                                                    for k in ("ts", "version", "is_drift", "drifted")}}
 
-
-def default_log_dir(registry: str) -> str:
-    """Logs next to a local registry (<home>/serving-logs); ./serving-logs for a remote one."""
-    if "://" in registry:
-        return os.path.abspath("serving-logs")
-    return os.path.join(os.path.dirname(os.path.abspath(registry.rstrip("/"))), "serving-logs")

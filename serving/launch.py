@@ -1,9 +1,8 @@
 """How to start the server: `seldon-core-microservice` from .venv-serving with our model class.
 
 Shared by `cd4ml serve`, the demo loop, the tests and the benchmark, so all of them start (and stop)
-the same thing. The
-serving environment is separate from the pipeline one (seldon-core 1.18.2 pins clash with TFX:
-stack notes), hence a path to another venv rather than an import.
+the same thing. The serving environment is separate from the pipeline one (its pins clash with
+TFX: docs/stack.md), hence a path to another venv rather than an import.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ import os
 import threading
 from typing import Dict, List, Optional
 
+from cd4ml import contract
+
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_BACKUPS = 20
 DEFAULT_FIND_BYTES = 16 * 1024 * 1024
@@ -25,7 +27,7 @@ class JsonlLog:
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self.name = name
-        self.path = os.path.join(directory, f"{name}.jsonl")
+        self.path = contract.log_file(directory, name)
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock = threading.Lock()
@@ -42,7 +44,7 @@ class JsonlLog:
     def _rotate(self):
         self._fh.close()
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        os.replace(self.path, os.path.join(self.directory, f"{self.name}.{stamp}.jsonl"))
+        os.replace(self.path, contract.rotated_file(self.directory, self.name, stamp))
         for old in self.rotated()[:-self.backups or None]:
             os.remove(old)
         self._fh = open(self.path, "a", encoding="utf-8")
@@ -75,10 +77,7 @@ class JsonlLog:
         return None
 
     def rotated(self) -> List[str]:
-        prefix = f"{self.name}."
-        names = sorted(n for n in os.listdir(self.directory)
-                       if n.startswith(prefix) and n.endswith(".jsonl") and n != f"{self.name}.jsonl")
-        return [os.path.join(self.directory, n) for n in names]
+        return contract.rotated_files(self.directory, self.name)
 
     def close(self):
         with self._lock:

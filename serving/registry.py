@@ -15,10 +15,9 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
-MANIFEST = "MANIFEST.json"  # same name as components.release.MANIFEST (which needs TFX to import)
-PIN_FILE = "SERVING.json"
-# A challenger scored beside the champion on live traffic; it never answers (`cd4ml promote --shadow`).
-SHADOW_FILE = "SHADOW.json"
+from cd4ml.contract import MANIFEST, PIN_FILE, SHADOW_FILE
+
+__all__ = ["MANIFEST", "PIN_FILE", "SHADOW_FILE"]  # re-exported for the registry's callers
 
 log = logging.getLogger("cd4ml.serving")
 

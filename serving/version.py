@@ -18,16 +18,12 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
+from cd4ml.contract import DETECTORS_DIR, HOLDOUT, MANIFEST, PREDICTIONS, RAW_SIGNATURE, SCHEMA_FILE
 from components import detector_core, features
-from serving.registry import MANIFEST
 
-RAW_SIGNATURE = "serving_raw"  # components.model.RAW_SIGNATURE (that module needs TFX)
-PREDICTIONS = "predictions"
-HOLDOUT = "holdout.jsonl"
 # Holdout rows replayed at load; the relative tolerance covers float32 reductions on another CPU.
 CHECK_ROWS = 8
 CHECK_RTOL = 1e-3
-_NP_DTYPES = {"int": np.int64, "float": np.float32, "string": object}
 
 log = logging.getLogger("cd4ml.serving")
 
@@ -47,7 +43,7 @@ class LoadedVersion:
             self._flat_order = _flat_order(self._predict)
         except (KeyError, OSError, ValueError, tf.errors.OpError) as err:
             raise VersionError(f"SavedModel does not load: {str(err).splitlines()[0][:300]}") from err
-        self.schema_text = _read(os.path.join(self.path, "schema.pbtxt"))
+        self.schema_text = _read(os.path.join(self.path, SCHEMA_FILE))
         self.detectors: Optional[detector_core.Detectors] = self._detectors()
         self.holdout = self._holdout()
         self._self_check()
@@ -69,7 +65,7 @@ class LoadedVersion:
         return manifest
 
     def _detectors(self) -> Optional[detector_core.Detectors]:
-        source = os.path.join(self.path, "detectors")
+        source = os.path.join(self.path, DETECTORS_DIR)
         if not tf.io.gfile.isdir(source):
             log.warning("cd4ml serving: version %s ships no detectors: no outlier scores, no drift", self.version)
             return None
@@ -109,19 +105,19 @@ class LoadedVersion:
             # The signature's own __call__ spends more time binding 11 keyword arguments than
             # TensorFlow spends computing (measured 1.3 ms vs 0.6 ms per row); the flat call takes
             # the tensors in the order the function declares. Checked against __call__ at load.
-            args = [tf.constant(np.asarray([r[name] for r in rows], dtype=_NP_DTYPES[dtype]))
+            args = [tf.constant(np.asarray([r[name] for r in rows], dtype=dtype))
                     for name, dtype in self._flat_order]
             return self._predict._call_flat(args, self._predict.captured_inputs)[PREDICTIONS].numpy()
         return self._call_signature(rows)
 
     def _call_signature(self, rows: List[Dict[str, object]]) -> np.ndarray:
-        inputs = {f.name: np.asarray([r[f.name] for r in rows], dtype=_NP_DTYPES[f.dtype])
+        inputs = {f.name: np.asarray([r[f.name] for r in rows], dtype=f.numpy_dtype)
                   for f in features.FEATURES}
         return self._predict(**inputs)[PREDICTIONS].numpy()
 
 
 def _flat_order(function) -> List:
-    """[(feature, dtype)] in the concrete function's parameter order, or [] to use __call__."""
+    """[(feature, numpy dtype)] in the concrete function's parameter order, or [] to use __call__."""
     try:
         names = [p.name for p in function.function_type.parameters.values()]
         function._call_flat  # noqa: B018 - private API of TF 2.16 (pinned); absent -> slow path
@@ -129,7 +125,7 @@ def _flat_order(function) -> List:
         return []
     if sorted(names) != sorted(features.FEATURE_NAMES):
         return []
-    return [(name, features.feature(name).dtype) for name in names]
+    return [(name, features.feature(name).numpy_dtype) for name in names]
 
 
 def _read(path: str) -> str:

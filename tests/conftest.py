@@ -55,14 +55,15 @@ class TrainedHome:
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory, sample_data_root) -> TrainedHome:
     """The real pipeline on the sample: span 1, then span 2 (drifted), in one home."""
+    from cd4ml.runner import run_and_report
     from pipelines import local_runner
 
     home = str(tmp_path_factory.mktemp("home"))
     data_root = os.path.join(home, "data")
     shutil.copytree(sample_data_root, data_root)
     config = PipelineConfig.from_env(environ={}, home=home, data_root=data_root, epochs=15)
-    span1 = local_runner.run(dataclasses.replace(config, span=1))
+    span1 = run_and_report(dataclasses.replace(config, span=1))
     assert span1.exit_code == local_runner.OK, local_runner.format_summary(span1)
-    span2 = local_runner.run(dataclasses.replace(config, span=2))
+    span2 = run_and_report(dataclasses.replace(config, span=2))
     assert span2.exit_code == local_runner.OK, local_runner.format_summary(span2)
     return TrainedHome(config=config, span1=span1, span2=span2)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from cd4ml.drift_retrain import DriftRetrainer
+from cd4ml.triggers.drift import DriftRetrainer
 from pipelines import local_runner
 from pipelines.config import PipelineConfig
 from serving.logs import JsonlLog

@@ -80,13 +80,13 @@ def test_curated_schema_is_generated_from_the_feature_module():
 
 
 def test_metadata_connection_is_sqlite_by_default_or_a_mysql_url(tmp_path):
-    from cd4ml import metadata
+    from cd4ml import mlmd
     from pipelines.config import PipelineConfig
 
     config = PipelineConfig.from_env(environ={"CD4ML_HOME": str(tmp_path)})
-    sqlite = metadata.connection_config(config.metadata_path)
+    sqlite = mlmd.connection_config(config.metadata_path)
     assert sqlite.sqlite.filename_uri == str(tmp_path / "metadata.sqlite")
-    mysql = metadata.connection_config("mysql://ml:s%40cret@db.internal:3307/mlmd")
+    mysql = mlmd.connection_config("mysql://ml:s%40cret@db.internal:3307/mlmd")
     assert (mysql.mysql.host, mysql.mysql.port, mysql.mysql.database) == ("db.internal", 3307, "mlmd")
     assert (mysql.mysql.user, mysql.mysql.password) == ("ml", "s@cret")
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from cd4ml import cli, metadata
+from cd4ml import cli, mlmd
 
 
 def run_cli(capsys, *argv):
@@ -39,12 +39,12 @@ def test_runs_lists_a_run_that_never_reached_the_pipeline(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def store(trained_home):
-    return metadata.open_store(trained_home.config.metadata_path)
+    return mlmd.open_store(trained_home.config.metadata_path)
 
 
 @pytest.mark.slow
 def test_runs_have_component_states_and_timing(trained_home, store):
-    runs = {r.run_id: r for r in metadata.list_runs(store)}
+    runs = {r.run_id: r for r in mlmd.list_runs(store)}
     first, second = runs[trained_home.span1.run_id], runs[trained_home.span2.run_id]
     assert first.status == second.status == "complete"
     assert first.span == 1 and second.span == 2
@@ -63,13 +63,13 @@ def test_runs_have_component_states_and_timing(trained_home, store):
 
 @pytest.mark.slow
 def test_latest_blessed_and_pushed(trained_home, store):
-    pushed = metadata.latest_pushed_model(store)
+    pushed = mlmd.latest_pushed_model(store)
     assert pushed["version"] == trained_home.span2.pushed_version
     assert pushed["run_id"] == trained_home.span2.run_id
     assert os.path.isdir(pushed["destination"])
-    blessed = metadata.latest_blessed_model(store)
+    blessed = mlmd.latest_blessed_model(store)
     assert blessed["model_id"] == pushed["model_id"]
-    assert [p["version"] for p in metadata.pushed_models(store)] == [
+    assert [p["version"] for p in mlmd.pushed_models(store)] == [
         trained_home.span1.pushed_version, trained_home.span2.pushed_version]
 
 
@@ -87,7 +87,7 @@ def _input(doc, execution, key):
 @pytest.mark.parametrize("span", [1, 2])
 def test_provenance_walks_from_pushed_model_to_span_files(trained_home, store, span):
     result = trained_home.span1 if span == 1 else trained_home.span2
-    doc = metadata.provenance(store, result.pushed_version)
+    doc = mlmd.provenance(store, result.pushed_version)
     assert doc["version"] == result.pushed_version
     pushed = next(a for a in doc["artifacts"].values() if a["type"] == "PushedModel")
     assert pushed["properties"]["pushed_version"] == result.pushed_version
@@ -120,7 +120,7 @@ def test_provenance_walks_from_pushed_model_to_span_files(trained_home, store, s
     if any(e["node"] == "DetectorTrainer" for e in doc["executions"].values()):
         assert summary["detectors"] and all(os.path.exists(uri) for uri in summary["detectors"])
     if span == 2:  # compared with span 1's model, which is a leaf, not an ancestor
-        first = metadata.provenance(store, trained_home.span1.pushed_version)["summary"]["model"]
+        first = mlmd.provenance(store, trained_home.span1.pushed_version)["summary"]["model"]
         assert summary["baseline_model"] == [first]
         assert all(e["run_id"] == result.run_id or e["node"] == "ImportSchemaGen"
                    for e in doc["executions"].values())
@@ -130,11 +130,11 @@ def test_provenance_walks_from_pushed_model_to_span_files(trained_home, store, s
 
 @pytest.mark.slow
 def test_models_from_span(trained_home, store):
-    one, two = metadata.models_from_span(store, 1), metadata.models_from_span(store, 2)
+    one, two = mlmd.models_from_span(store, 1), mlmd.models_from_span(store, 2)
     assert [m["versions"] for m in one] == [[trained_home.span1.pushed_version]]
     assert [m["versions"] for m in two] == [[trained_home.span2.pushed_version]]
     assert one[0]["run_id"] == trained_home.span1.run_id and one[0]["blessed"] is True
-    assert metadata.models_from_span(store, 9) == []
+    assert mlmd.models_from_span(store, 9) == []
 
 
 @pytest.mark.slow
@@ -173,17 +173,17 @@ def test_runs_command(trained_home, capsys):
 
 
 def test_bucket_objects_come_from_the_trigger_ledger(tmp_path):
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
     ledger = triggers.MlmdLedger(str(tmp_path / "m.sqlite"), "lake", "incoming/")
     claim = ledger.claim("lake", "incoming/2011-h2.csv", 1717171717)
     ledger.update(claim, done=True, span=3, run_id="r-3", outcome="trained")
     other = ledger.claim("lake", "incoming/other.csv", 5)
     ledger.update(other, done=True, span=4, run_id="r-4", outcome="trained")
-    objects = metadata.bucket_objects(ledger.store, 3, "r-3")
+    objects = mlmd.bucket_objects(ledger.store, 3, "r-3")
     assert objects == [{"name": "gs://lake/incoming/2011-h2.csv", "generation": 1717171717,
                         "drop_run_id": "r-3", "outcome": "trained", "source": "bucket drop"}]
-    assert metadata.bucket_objects(metadata.open_store(str(tmp_path / "empty.sqlite")), 3) == []
+    assert mlmd.bucket_objects(mlmd.open_store(str(tmp_path / "empty.sqlite")), 3) == []
 
 
 def test_operator_decisions_on_a_version(tmp_path):
@@ -192,8 +192,8 @@ def test_operator_decisions_on_a_version(tmp_path):
     path = str(tmp_path / "m.sqlite")
     promotion.record(path, "/reg", promotion.Decision("promote", "200", "100", "hotfix", "2026-01-01T00:00:00"))
     promotion.record(path, "/reg", promotion.Decision("rollback", "100", "200", "bad canary", "2026-01-02T00:00:00"))
-    store = metadata.open_store(path)
-    assert [(d["action"], d["reason"]) for d in metadata.decisions_for(store, "200")] == [
+    store = mlmd.open_store(path)
+    assert [(d["action"], d["reason"]) for d in mlmd.decisions_for(store, "200")] == [
         ("promote", "hotfix"), ("rollback", "bad canary")]
-    assert metadata.decisions_for(store, "999") == []
-    assert metadata.decisions_for(metadata.open_store(str(tmp_path / "empty.sqlite")), "1") == []
+    assert mlmd.decisions_for(store, "999") == []
+    assert mlmd.decisions_for(mlmd.open_store(str(tmp_path / "empty.sqlite")), "1") == []

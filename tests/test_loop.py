@@ -1,4 +1,4 @@
-"""The demo loop end to end (cd4ml/loop.py) on the sample spans, with the serving core in process:
+"""The demo loop end to end (cd4ml/demo/loop.py) on the sample spans, with the serving core in process:
 two real pipeline runs, drift, the drop through the emulator bucket, hot load, rollback/forward."""
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ import pytest
 
 @pytest.mark.slow
 def test_the_loop_retrains_on_a_drop_and_serves_rolls_back_and_forward(sample_data_root, tmp_path):
-    from cd4ml import loop
+    from cd4ml.demo.loop import LoopSettings, run_loop
+    from tests.in_process_server import InProcessServer
 
     lines = []
     emulator_before = os.environ.get("STORAGE_EMULATOR_HOST")
-    result = loop.run_loop(home=str(tmp_path / "home"), progress=lines.append, traffic_rows=400,
-                           epochs=10, data_dir=sample_data_root, server_class=loop.InProcessServer)
+    settings = LoopSettings(home=str(tmp_path / "home"), traffic_rows=400, epochs=10, data_dir=sample_data_root,
+                            server_class=InProcessServer)
+    result = run_loop(settings, progress=lines.append)
     first, second = result["versions"]
     assert first != second
     names = [s["name"] for s in result["timeline"]["steps"]]

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from cd4ml import metadata
+from cd4ml import mlmd
 from components import features
 from pipelines import local_runner
 from pipelines.config import PipelineConfig
@@ -49,22 +49,22 @@ def test_both_spans_trained_blessed_and_pushed_as_complete_versions(trained_home
 
 
 def test_lineage_pushed_model_back_to_the_span_files(trained_home):
-    store = metadata.open_store(trained_home.config.metadata_path)
-    steps = {s.node: s for s in metadata.run_steps(store, trained_home.span2.run_id)}
+    store = mlmd.open_store(trained_home.config.metadata_path)
+    steps = {s.node: s for s in mlmd.run_steps(store, trained_home.span2.run_id)}
     pushed = steps["Pusher"].outputs["pushed_model"][0]
-    assert metadata.prop(pushed, "pushed_version") == trained_home.span2.pushed_version
+    assert mlmd.prop(pushed, "pushed_version") == trained_home.span2.pushed_version
     model = steps["Pusher"].inputs["model"][0]
     assert model.id == steps["Trainer"].outputs["model"][0].id
     transformed = steps["Trainer"].inputs["examples"][0]
     assert transformed.id == steps["Transform"].outputs["transformed_examples"][0].id
     examples = steps["Transform"].inputs["examples"][0]
     assert examples.id == steps["CsvExampleGen"].outputs["examples"][0].id
-    assert metadata.prop(examples, "span") == 2
+    assert mlmd.prop(examples, "span") == 2
     gen = steps["CsvExampleGen"].execution
-    assert metadata.prop(gen, "input_base") == trained_home.config.data_root
+    assert mlmd.prop(gen, "input_base") == trained_home.config.data_root
     # The baseline the Evaluator compared against is the span-1 model.
     baseline = steps["Evaluator"].inputs.get("baseline_model", [])
-    span1_steps = {s.node: s for s in metadata.run_steps(store, trained_home.span1.run_id)}
+    span1_steps = {s.node: s for s in mlmd.run_steps(store, trained_home.span1.run_id)}
     assert [b.id for b in baseline] == [span1_steps["Trainer"].outputs["model"][0].id]
 
 

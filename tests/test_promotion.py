@@ -83,7 +83,7 @@ def test_promote_refuses_missing_incomplete_and_unblessed_versions(home, capsys)
 
 @pytest.mark.slow
 def test_rollback_on_a_trained_registry_is_read_by_the_server_and_linked_in_mlmd(trained_home, tmp_path):
-    from cd4ml import metadata
+    from cd4ml import mlmd
 
     home = tmp_path / "home"
     shutil.copytree(trained_home.config.home, home)
@@ -100,7 +100,7 @@ def test_rollback_on_a_trained_registry_is_read_by_the_server_and_linked_in_mlmd
     from serving import registry as serving_registry
     assert serving_registry.target(registry)[0] == good[-2].version
     # The decision is an MLMD execution whose input is the version's PushedModel.
-    store = metadata.open_store(mlmd)
+    store = mlmd.open_store(mlmd)
     events = store.get_events_by_execution_ids([decision.execution_id])
     [artifact] = store.get_artifacts_by_id([e.artifact_id for e in events])
-    assert metadata.prop(artifact, "pushed_version") == good[-2].version
+    assert mlmd.prop(artifact, "pushed_version") == good[-2].version

@@ -63,13 +63,13 @@ def test_thresholds_are_read_from_the_recorded_eval_config():
 
     recorded = json.loads(json_format.MessageToJson(eval_config(PipelineConfig(home="/tmp/h", mae_bound=77.0)),
                                                     preserving_proto_field_name=True))
-    found = report._thresholds(recorded)
+    found = report.thresholds(recorded)
     assert {(t["rule"], t["bound"]) for t in found} == {
         ("absolute bound", "<= 77"), ("regression vs baseline", "<= baseline + 5")}
     # A MetricConfig.threshold (rather than per-slice thresholds) gates every slice.
     every = {"metrics_specs": [{"metrics": [{"class_name": "MeanAbsoluteError",
                                              "threshold": {"value_threshold": {"upper_bound": 9}}}]}]}
-    assert report._thresholds(every) == [{"metric": "MeanAbsoluteError", "rule": "absolute bound",
+    assert report.thresholds(every) == [{"metric": "MeanAbsoluteError", "rule": "absolute bound",
                                           "bound": "<= 9", "value": 9, "slices": "every slice"}]
 
 
@@ -89,7 +89,9 @@ def test_a_broken_report_warns_and_never_raises(tmp_path, caplog, monkeypatch):
     def boom(*_):
         raise RuntimeError("no plots today")
 
-    monkeypatch.setattr(report, "gather", boom)
+    from cd4ml.report import run_report
+
+    monkeypatch.setattr(run_report, "gather", boom)
     result = RunResult(run_id="r3", exit_code=0, run_dir=str(tmp_path))
     with caplog.at_level(logging.WARNING):
         assert report.write_run_report(result, str(tmp_path / "m.sqlite")) is None
@@ -125,12 +127,12 @@ def test_every_run_writes_its_report(trained_home):
 
 @pytest.mark.slow
 def test_distributions_show_the_drift_between_spans(trained_home):
-    from cd4ml import metadata
+    from cd4ml import mlmd
 
-    store = metadata.open_store(trained_home.config.metadata_path)
+    store = mlmd.open_store(trained_home.config.metadata_path)
     stats = {}
     for result in (trained_home.span1, trained_home.span2):
-        doc = metadata.provenance(store, result.pushed_version)
+        doc = mlmd.provenance(store, result.pushed_version)
         stats[result.span] = report.load_statistics(doc["summary"]["statistics"][0])
     one, two = (report.feature_distribution(stats[s], "season") for s in (1, 2))
     assert one["labels"] == two["labels"] == ["1", "2", "3", "4"]

@@ -13,6 +13,7 @@ import socket
 
 import pytest
 
+from cd4ml import storage
 from pipelines import local_runner
 from pipelines.config import REPO_ROOT, PipelineConfig
 from tests.conftest import sample_rows, write_rows
@@ -30,21 +31,21 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def emulator():
     """The real gcp-storage-emulator on a free localhost port (the demo's own local bucket)."""
-    from cd4ml.loop import local_bucket
+    from cd4ml.storage import local_emulator
 
-    with local_bucket() as host:
+    with local_emulator() as host:
         yield host
 
 
 @pytest.fixture
 def bucket(emulator, request):
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
-    client = triggers.storage_client()
+    client = storage.client()
     import zlib
 
     name = f"{BUCKET}-{zlib.crc32(request.node.name.encode()):08x}"
-    triggers.ensure_bucket(name, client)
+    storage.ensure_bucket(name, client)
     yield name
     for blob in client.list_blobs(name):
         blob.delete()
@@ -80,7 +81,7 @@ class FakeRuns:
 
 
 def handler_for(config, bucket, runs=None, **kw):
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
     h = triggers.make_handler(config, f"gs://{bucket}", "incoming/", progress=lambda _: None, **kw)
     h.run_pipeline = runs
@@ -103,7 +104,7 @@ def span_csv(tmp_path, name="bikeshare.csv", every=4, span=2, mutate=None):
 
 
 def test_drop_becomes_the_next_span_exactly_once(home, bucket, tmp_path):
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
     good = span_csv(tmp_path)
     drop(good, bucket, "july.csv")
@@ -120,7 +121,7 @@ def test_drop_becomes_the_next_span_exactly_once(home, bucket, tmp_path):
     drop(good, bucket, "july.csv")
     results = handler_for(home, bucket, runs).poll_once()
     assert [(r.outcome, r.span) for r in results] == [(triggers.TRAINED, 3)]
-    records = triggers.MlmdLedger(home.metadata_path, bucket, "incoming/").records()
+    records = triggers.MlmdLedger(home.metadata_path, bucket, "incoming/").history()
     assert [(r["object"], r["span"], r["outcome"], r["state"]) for r in records] == [
         ("incoming/july.csv", 2, "trained", "ran"), ("incoming/july.csv", 3, "trained", "ran")]
     assert records[0]["generation"] != records[1]["generation"]
@@ -128,7 +129,8 @@ def test_drop_becomes_the_next_span_exactly_once(home, bucket, tmp_path):
 
 
 def test_watch_cli_once_and_restart_resumes_an_interrupted_drop(home, bucket, tmp_path, monkeypatch):
-    from cd4ml import cli, triggers
+    from cd4ml import cli
+    from cd4ml.triggers import drop as triggers
 
     drop(span_csv(tmp_path, "a.csv"), bucket, "a.csv")
     drop(span_csv(tmp_path, "b.csv"), bucket, "b.csv")
@@ -145,16 +147,16 @@ def test_watch_cli_once_and_restart_resumes_an_interrupted_drop(home, bucket, tm
     assert runs.calls == [3]
     assert cli.main(["watch", "--bucket", f"gs://{bucket}", "--once"]) == 0
     assert runs.calls == [3]
-    records = triggers.MlmdLedger(home.metadata_path, bucket, "incoming/").records()
+    records = triggers.MlmdLedger(home.metadata_path, bucket, "incoming/").history()
     assert sorted((r["object"], r["span"], r["outcome"]) for r in records) == [
         ("incoming/a.csv", 2, "trained"), ("incoming/b.csv", 3, "trained")]
 
 
 def test_names_that_escape_the_data_root_are_refused(home, bucket, tmp_path):
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
     good = span_csv(tmp_path)
-    client = triggers.storage_client()
+    client = storage.client()
     # The emulator itself rejects '..' in object names; the handler sees them in events anyway.
     evil_events = ["incoming/../../etc/cron.csv", "incoming/..", "incoming/a/../../../b.csv"]
     evil = ["incoming/sub/x.csv", "incoming/.hidden.csv", "incoming/a\\b.csv", "incoming/notes.txt"]
@@ -173,7 +175,7 @@ def test_names_that_escape_the_data_root_are_refused(home, bucket, tmp_path):
 
 
 def test_unreadable_drop_is_quarantined_with_its_report(home, bucket, tmp_path):
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
     bad = span_csv(tmp_path, "nohour.csv", mutate=lambda r: {k: v for k, v in r.items() if k != "hr"})
     drop(bad, bucket, "nohour.csv")
@@ -181,7 +183,7 @@ def test_unreadable_drop_is_quarantined_with_its_report(home, bucket, tmp_path):
     (result,) = handler_for(home, bucket, runs).poll_once()
     assert result.outcome == triggers.QUARANTINED and "hr" in result.detail
     assert runs.calls == [] and sorted(os.listdir(home.data_root)) == ["span-1"]
-    client = triggers.storage_client()
+    client = storage.client()
     names = [b.name for b in client.list_blobs(bucket, prefix="quarantine/")]
     assert len(names) == 2 and any(n.endswith(".report.txt") for n in names)
     report = client.bucket(bucket).blob(next(n for n in names if n.endswith(".report.txt"))).download_as_text()
@@ -191,7 +193,7 @@ def test_unreadable_drop_is_quarantined_with_its_report(home, bucket, tmp_path):
 
 
 def test_drop_failing_validation_is_quarantined_and_its_span_removed(home, bucket, tmp_path):
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
     drop(span_csv(tmp_path), bucket, "sunny.csv")
     runs = FakeRuns(exit_code=local_runner.VALIDATION_FAILED)
@@ -215,7 +217,7 @@ def _job(tmp_path) -> str:
 
 
 def test_watch_submit_copies_in_the_bucket_and_starts_a_kfp_run(home, bucket, tmp_path):
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
     drop(span_csv(tmp_path), bucket, "aug.csv")
     with FakeKfp() as fake:
@@ -225,7 +227,7 @@ def test_watch_submit_copies_in_the_bucket_and_starts_a_kfp_run(home, bucket, tm
         (run,) = fake.runs.values()
         assert json.loads(run["runtime_config"]["parameters"]["range_config"])["staticRange"]["startSpanNumber"] == 1
         assert "-drop-" in run["display_name"] and "abc123" in run["display_name"]
-    client = triggers.storage_client()
+    client = storage.client()
     assert [b.name for b in client.list_blobs(bucket, prefix="data/")] == ["data/span-1/aug.csv"]
 
 
@@ -233,10 +235,10 @@ def test_cloud_function_submits_once_per_object_generation(bucket, tmp_path, mon
     import functions_framework
     from cloudevents.http import CloudEvent, to_structured
 
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
     good = span_csv(tmp_path)
-    uri_gen = triggers.upload(str(good), bucket, "incoming/", name="sept.csv")
+    uri_gen = storage.upload(str(good), bucket, "incoming/", name="sept.csv")
     with FakeKfp() as fake:
         monkeypatch.setenv("CD4ML_DATA_ROOT", f"gs://{bucket}/data")
         monkeypatch.setenv("CD4ML_KFP_HOST", fake.host)
@@ -260,11 +262,11 @@ def test_cloud_function_submits_once_per_object_generation(bucket, tmp_path, mon
         assert post("incoming/../x.csv", 1).status_code == 200        # refused, nothing submitted
         assert post("incoming/sept.csv", uri_gen[1], kind="google.cloud.storage.object.v1.deleted").status_code == 200
         assert len(fake.runs) == 1
-    storage = triggers.storage_client()
-    markers = sorted(b.name for b in storage.list_blobs(bucket, prefix="_cd4ml/processed/"))
+    gcs = storage.client()
+    markers = sorted(b.name for b in gcs.list_blobs(bucket, prefix="_cd4ml/processed/"))
     assert len(markers) == 2
     records = {r["key"].split("#")[0]: r for r in
-               (json.loads(storage.bucket(bucket).blob(m).download_as_text()) for m in markers)}
+               (json.loads(gcs.bucket(bucket).blob(m).download_as_text()) for m in markers)}
     done = records[f"gs://{bucket}/incoming/sept.csv"]
     assert done["state"] == "complete" and done["outcome"] == "submitted" and done["span"] == 1
     assert records[f"gs://{bucket}/incoming/../x.csv"]["outcome"] == "refused"
@@ -274,7 +276,7 @@ def test_cloud_function_submits_once_per_object_generation(bucket, tmp_path, mon
 def test_real_pipeline_trains_a_good_drop_and_quarantines_a_bad_one(trained_home, tmp_path, emulator):
     """The real pipeline: a good span-2 sample is trained and pushed; an unseen category stops at
     ExampleValidator, is quarantined, and the registry is unchanged."""
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
     home = str(tmp_path / "home")
     shutil.copytree(trained_home.config.home, home)
@@ -283,8 +285,8 @@ def test_real_pipeline_trains_a_good_drop_and_quarantines_a_bad_one(trained_home
                                  pipeline_root=trained_home.config.pipeline_root,
                                  registry=os.path.join(home, "registry"),
                                  metadata_path=os.path.join(home, "metadata.sqlite"))
-    client = triggers.storage_client()
-    triggers.ensure_bucket("cd4ml-real", client)
+    client = storage.client()
+    storage.ensure_bucket("cd4ml-real", client)
     before = sorted(os.listdir(config.registry))
 
     def sunny(row):
@@ -292,7 +294,7 @@ def test_real_pipeline_trains_a_good_drop_and_quarantines_a_bad_one(trained_home
         return row
 
     bad = span_csv(tmp_path, "sunny.csv", mutate=sunny)
-    triggers.upload(str(bad), "cd4ml-real", "incoming/", name="sunny.csv", client=client)
+    storage.upload(str(bad), "cd4ml-real", "incoming/", name="sunny.csv", gcs=client)
     handler = triggers.make_handler(config, "gs://cd4ml-real", "incoming/", client=client)
     (result,) = handler.poll_once()
     assert result.outcome == triggers.QUARANTINED, result.line()
@@ -302,7 +304,7 @@ def test_real_pipeline_trains_a_good_drop_and_quarantines_a_bad_one(trained_home
         assert "weathersit" in fh.read()
 
     good = span_csv(tmp_path, "good.csv", span=2, every=2)
-    triggers.upload(str(good), "cd4ml-real", "incoming/", name="good.csv", client=client)
+    storage.upload(str(good), "cd4ml-real", "incoming/", name="good.csv", gcs=client)
     (result,) = handler.poll_once()
     assert result.outcome in (triggers.TRAINED, triggers.NOT_BLESSED), result.line()
     assert result.span == 4  # span 3 went to the quarantined drop and is never reused

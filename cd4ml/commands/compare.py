@@ -25,10 +25,10 @@ def register(parser):
 def main(args) -> int:
     quiet_libraries()
     from cd4ml import compare
-    from cd4ml.drift_retrain import default_log_dir
+    from cd4ml.contract import default_log_dir
 
     config = config_from(args, registry=args.registry)
-    log_dir = args.log_dir or default_log_dir(config)
+    log_dir = args.log_dir or default_log_dir(config.registry)
     live = compare.live(log_dir)
     replayed = None
     if args.versions:

@@ -35,11 +35,10 @@ def main(args) -> int:
     except ServingEnvMissing as err:
         print(f"cd4ml demo: {err}; running the pipeline-only demo instead", file=sys.stderr)
         return pipeline_only(args)
-    from cd4ml import loop
+    from cd4ml.demo import loop
 
-    home = getattr(args, "home", None)
     try:
-        result = loop.run_loop(home=home, keep=args.keep)
+        result = loop.run_loop(loop.LoopSettings(home=getattr(args, "home", None), keep=args.keep))
     except RuntimeError as exc:
         print(f"cd4ml demo: {exc}", file=sys.stderr)
         return 1
@@ -53,6 +52,7 @@ def main(args) -> int:
 
 
 def pipeline_only(args) -> int:
+    from cd4ml.runner import run_and_report
     from pipelines import local_runner
 
     worst = 0
@@ -60,7 +60,7 @@ def pipeline_only(args) -> int:
     for span in (1, 2):
         config = config_from(args, span=span)
         print(f"== span {span} ==")
-        result = local_runner.run(config)
+        result = run_and_report(config)
         summary = local_runner.format_summary(result)
         print(summary)
         summaries.append(summary)

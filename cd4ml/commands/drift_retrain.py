@@ -31,7 +31,7 @@ def register(parser):
 
 def main(args) -> int:
     quiet_libraries(args.verbose)
-    from cd4ml.drift_retrain import DriftRetrainer
+    from cd4ml.triggers.drift import DriftRetrainer
 
     config = config_from(args)
     retrainer = DriftRetrainer(config, log_dir=args.log_dir, cooldown_s=args.cooldown, min_rows=args.min_rows,

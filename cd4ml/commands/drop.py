@@ -25,17 +25,17 @@ def register(parser):
 def main(args) -> int:
     import datetime
 
-    from cd4ml import triggers
+    from cd4ml import storage
 
     if not os.path.isfile(args.file):
         print(f"cd4ml drop: {args.file}: no such file", file=sys.stderr)
         return 2
     config = config_from(args, drop_prefix=args.drop_prefix)
-    client = triggers.storage_client(config.gcp_project)
+    client = storage.client(config.gcp_project)
     if args.create:
-        triggers.ensure_bucket(args.bucket, client)
+        storage.ensure_bucket(args.bucket, client)
     stem, ext = os.path.splitext(os.path.basename(args.file))
     name = args.name or f"{stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}{ext}"
-    uri, generation = triggers.upload(args.file, args.bucket, config.drop_prefix, name=name, client=client)
+    uri, generation = storage.upload(args.file, args.bucket, config.drop_prefix, name=name, gcs=client)
     print(f"dropped {args.file} as {uri} (generation {generation})")
     return 0

@@ -32,17 +32,17 @@ def _out(args, data, text: str):
 
 
 def main(args) -> int:
-    from cd4ml import metadata
+    from cd4ml import mlmd
 
     config = config_from(args)
     if not os.path.exists(config.metadata_path):
         print(f"no ML Metadata store at {config.metadata_path}: nothing has run in this home yet "
               f"(run `cd4ml run --home {config.home}`)", file=sys.stderr)
         return 1
-    store = metadata.open_store(config.metadata_path)
+    store = mlmd.open_store(config.metadata_path)
 
     if args.span is not None:
-        models = metadata.models_from_span(store, args.span)
+        models = mlmd.models_from_span(store, args.span)
         lines = [f"models trained from span {args.span}: {len(models) or 'none'}"]
         for m in models:
             blessed = {True: "blessed", False: "not blessed", None: "not evaluated"}[m["blessed"]]
@@ -53,7 +53,7 @@ def main(args) -> int:
         return 0
 
     if args.blessed:
-        blessed, pushed = metadata.latest_blessed_model(store), metadata.latest_pushed_model(store)
+        blessed, pushed = mlmd.latest_blessed_model(store), mlmd.latest_pushed_model(store)
         lines = [
             "latest blessed model: " + (f"#{blessed['model_id']} {blessed['model_uri']} (run {blessed['run_id']})"
                                         if blessed else "none"),
@@ -64,9 +64,9 @@ def main(args) -> int:
         _out(args, {"latest_blessed": blessed, "latest_pushed": pushed}, "\n".join(lines))
         return 0
 
-    doc = metadata.provenance(store, args.version)
+    doc = mlmd.provenance(store, args.version)
     if doc is None:
-        versions = [p["version"] for p in metadata.pushed_models(store)]
+        versions = [p["version"] for p in mlmd.pushed_models(store)]
         what = f"version {args.version} was never pushed" if args.version else "no model has been pushed yet"
         print(f"{what} (pushed versions: {', '.join(versions) or 'none'})", file=sys.stderr)
         return 1
@@ -74,7 +74,7 @@ def main(args) -> int:
         doc = dict(doc, artifacts=list(doc["artifacts"].values()), executions=list(doc["executions"].values()))
         print(json.dumps(doc, indent=2, default=str))
         return 0
-    print(metadata.format_tree(doc))
+    print(mlmd.format_tree(doc))
     print()
     print(format_summary(doc["summary"]))
     return 0

@@ -57,4 +57,6 @@ def main(args) -> int:
         return 2
     print(f"{d.action}: {d.previous or '-'} -> {d.version or '-'} ({d.reason}); recorded in MLMD "
           f"(execution {d.execution_id})")
+    if d.note:
+        print(f"note: {d.note}")
     return 0

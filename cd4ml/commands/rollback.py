@@ -26,4 +26,6 @@ def main(args) -> int:
         print(f"cd4ml rollback: {exc}", file=sys.stderr)
         return 2
     print(f"rollback: {d.previous} -> {d.version} ({d.reason}); recorded in MLMD (execution {d.execution_id})")
+    if d.note:
+        print(f"note: {d.note}")
     return 0

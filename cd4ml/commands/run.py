@@ -19,9 +19,10 @@ def register(parser):
 
 def main(args) -> int:
     quiet_libraries(args.verbose)
+    from cd4ml.runner import run_and_report
     from pipelines import local_runner
 
     config = config_from(args, span=args.span, enable_cache=False if args.no_cache else None)
-    result = local_runner.run(config, progress=(lambda _: None) if args.json else print)
+    result = run_and_report(config, progress=(lambda _: None) if args.json else print)
     print(result.to_json() if args.json else local_runner.format_summary(result))
     return result.exit_code

@@ -35,11 +35,11 @@ def _summary(runs_dir: str, run_id: str):
 
 def collect(config):
     """Runs from MLMD, plus runs that stopped before the pipeline started (bad span files)."""
-    from cd4ml import metadata
+    from cd4ml import mlmd
 
     runs = []
     if os.path.exists(config.metadata_path):
-        for run in metadata.list_runs(metadata.open_store(config.metadata_path)):
+        for run in mlmd.list_runs(mlmd.open_store(config.metadata_path)):
             entry = run.to_dict()
             summary = _summary(config.runs_dir, run.run_id)
             entry["result"] = summary.get("status") if summary else run.status

@@ -37,16 +37,16 @@ def main(args) -> int:
 def _propose(args) -> int:
     import os
 
-    from cd4ml import metadata
+    from cd4ml import mlmd
     from cd4ml.commands.common import config_from
     from components import schema
     from tensorflow_metadata.proto.v0 import schema_pb2
     from google.protobuf import text_format
 
     config = config_from(args)
-    store = metadata.open_store(config.metadata_path)
-    run_id = metadata.latest_run_id(store)
-    step = next((s for s in metadata.run_steps(store, run_id or "") if s.node == "SchemaProposal"), None)
+    store = mlmd.open_store(config.metadata_path)
+    run_id = mlmd.latest_run_id(store)
+    step = next((s for s in mlmd.run_steps(store, run_id or "") if s.node == "SchemaProposal"), None)
     if not step or not step.outputs.get("schema"):
         print("no SchemaGen output yet: run `cd4ml run` first")
         return 1

@@ -36,7 +36,7 @@ def register(parser):
 
 def main(args) -> int:
     quiet_libraries(args.verbose)
-    from cd4ml import triggers
+    from cd4ml.triggers import drop as triggers
 
     config = config_from(args, drop_prefix=args.drop_prefix)
     prefix = config.drop_prefix
@@ -46,7 +46,7 @@ def main(args) -> int:
         return 2
     handler = triggers.make_handler(config, args.bucket, prefix, submit_job=args.submit)
     if args.list:
-        for rec in handler.ledger.records():
+        for rec in handler.ledger.history():
             print(f"{rec['key']}  {rec['state']:8s} {rec.get('outcome', ''):12s} span {rec.get('span', '-')}"
                   f"  {rec.get('version', '') or rec.get('run_id', '')}")
         return 0

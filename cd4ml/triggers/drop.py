@@ -11,9 +11,9 @@ One code path for `cd4ml watch` (polling, local or KFP) and the Cloud Function (
         cluster: copy it in the bucket to <data_root>/span-N/ and submit a KFP run with span N
         record the outcome
 
-Ledgers: `MlmdLedger` records each drop as an execution of type `cd4ml.Drop` named by its key in
-the project's ML Metadata (MLMD's unique (type, name) makes the claim atomic), attributed to a
-`cd4ml.Bucket` context; a drop interrupted mid-way (state RUNNING) is resumed on restart, one that
+Ledgers: `MlmdLedger` records each drop as a `cd4ml.Drop` execution (cd4ml.mlmd.records) named by
+its key in the project's ML Metadata (MLMD's unique (type, name) makes the claim atomic), attributed
+to a `cd4ml.Bucket` context; a drop interrupted mid-way (state RUNNING) is resumed on restart, one that
 finished (COMPLETE) or failed (FAILED) is skipped. The Cloud Function has no MLMD; `GcsLedger`
 claims with a marker object created under `if_generation_match=0` (atomic create-if-absent).
 """
@@ -30,11 +30,11 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from pipelines import spans
+from cd4ml import storage
+from cd4ml.runner import run_and_report
+from pipelines import local_runner, spans
 from pipelines.config import PipelineConfig
 
-DROP_TYPE = "cd4ml.Drop"
-BUCKET_CONTEXT = "cd4ml.Bucket"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.csv$")
 QUARANTINE_PREFIX = "quarantine/"
 MARKER_PREFIX = "_cd4ml/processed/"
@@ -48,22 +48,8 @@ class RefusedName(ValueError):
     pass
 
 
-def parse_bucket(bucket: str) -> str:
-    return bucket[len("gs://"):].strip("/") if bucket.startswith("gs://") else bucket.strip("/")
-
-
 def drop_key(bucket: str, name: str, generation) -> str:
     return f"gs://{bucket}/{name}#{generation}"
-
-
-def storage_client(project: Optional[str] = None):
-    """google-cloud-storage client; anonymous against STORAGE_EMULATOR_HOST (the local emulator)."""
-    from google.cloud import storage
-
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
-        return storage.Client(project=project or "cd4ml-local", credentials=AnonymousCredentials())
-    return storage.Client(project=project or None)
 
 
 def file_name(name: str, prefix: str) -> str:
@@ -91,91 +77,43 @@ class Claim:
 
 
 class MlmdLedger:
-    """Drops recorded in ML Metadata (the project's store)."""
+    """Drops recorded in ML Metadata (the project's store), one cd4ml.Drop execution per object."""
 
     def __init__(self, metadata_path: str, bucket: str, prefix: str):
-        from ml_metadata.proto import metadata_store_pb2 as pb
+        from cd4ml.mlmd import records, store  # not at import: the Cloud Function has no ML Metadata
 
-        from cd4ml import metadata
-
-        self._pb = pb
-        os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)
-        self.store = metadata.open_store(metadata_path)
-        ex_type = pb.ExecutionType(name=DROP_TYPE)
-        for prop in ("bucket", "object", "outcome", "detail", "run_id", "version", "quarantine"):
-            ex_type.properties[prop] = pb.STRING
-        for prop in ("generation", "span"):
-            ex_type.properties[prop] = pb.INT
-        self.type_id = self.store.put_execution_type(ex_type, can_add_fields=True)
-        ctx_type = pb.ContextType(name=BUCKET_CONTEXT)
-        self.ctx_type_id = self.store.put_context_type(ctx_type)
-        ctx_name = f"gs://{bucket}/{prefix}"
-        ctx = self.store.get_context_by_type_and_name(BUCKET_CONTEXT, ctx_name)
-        if ctx is None:
-            ctx = pb.Context(type_id=self.ctx_type_id, name=ctx_name)
-            try:
-                [ctx.id] = self.store.put_contexts([ctx])
-            except Exception:  # noqa: BLE001 - another watcher created it first
-                ctx = self.store.get_context_by_type_and_name(BUCKET_CONTEXT, ctx_name)
-        self.context = ctx
-
-    def get(self, key: str):
-        return self.store.get_execution_by_type_and_name(DROP_TYPE, key)
+        self.records = records
+        self.store = store.open_store(metadata_path)
+        self.context_name = f"gs://{bucket}/{prefix}"
+        records.context(self.store, records.DROP, self.context_name)
 
     def claim(self, bucket: str, name: str, generation: int) -> Claim:
-        pb = self._pb
-        key = drop_key(bucket, name, generation)
-        existing = self.get(key)
-        if existing is None:
-            ex = pb.Execution(type_id=self.type_id, name=key, last_known_state=pb.Execution.RUNNING)
-            ex.properties["bucket"].string_value = bucket
-            ex.properties["object"].string_value = name
-            ex.properties["generation"].int_value = int(generation)
-            from ml_metadata import errors
+        from ml_metadata import errors
 
+        key = drop_key(bucket, name, generation)
+        existing = self.records.by_name(self.store, self.records.DROP, key)
+        if existing is None:
             try:
-                ex_id, _, _ = self.store.put_execution(ex, [], [self.context])
+                execution_id = self.records.put(
+                    self.store, self.records.DROP, {"bucket": bucket, "object": name, "generation": int(generation)},
+                    name=key, state=self.records.RUNNING, context_name=self.context_name)
             except errors.AlreadyExistsError:  # another watcher claimed it between get and put
                 return Claim(key, new=False, outcome="claimed elsewhere")
-            ex.id = ex_id
-            return Claim(key, new=True, handle=ex)
-        if existing.last_known_state == pb.Execution.RUNNING:
-            span = existing.properties["span"].int_value if "span" in existing.properties else None
-            return Claim(key, new=True, resumed=True, span=span or None, handle=existing)
-        outcome = existing.properties["outcome"].string_value if "outcome" in existing.properties else ""
-        return Claim(key, new=False, outcome=outcome, handle=existing)
+            return Claim(key, new=True, handle=execution_id)
+        row = self.records.as_dict(existing, self.records.DROP)
+        if existing.last_known_state == self.records.RUNNING:
+            return Claim(key, new=True, resumed=True, span=row["span"] or None, handle=existing.id)
+        return Claim(key, new=False, outcome=row["outcome"], handle=existing.id)
 
     def update(self, claim: Claim, done: bool = False, failed: bool = False, **props):
-        pb = self._pb
-        ex = self.store.get_executions_by_id([claim.handle.id])[0]
-        for k, v in props.items():
-            if v is None:
-                continue
-            if isinstance(v, int):
-                ex.properties[k].int_value = v
-            else:
-                ex.properties[k].string_value = str(v)
-        if failed:
-            ex.last_known_state = pb.Execution.FAILED
-        elif done:
-            ex.last_known_state = pb.Execution.COMPLETE
-        self.store.put_execution(ex, [], [])
-        claim.handle = ex
+        state = self.records.FAILED if failed else self.records.COMPLETE if done else None
+        self.records.update(self.store, self.records.DROP, claim.handle, props, state)
 
     def spans_used(self) -> List[int]:
-        return [e.properties["span"].int_value for e in self.store.get_executions_by_type(DROP_TYPE)
-                if "span" in e.properties and e.properties["span"].int_value]
+        return [row["span"] for row in self.records.read(self.store, self.records.DROP) if row["span"]]
 
-    def records(self) -> List[Dict[str, object]]:
-        from cd4ml import metadata
-
-        out = []
-        for ex in sorted(self.store.get_executions_by_type(DROP_TYPE), key=lambda e: e.id):
-            row = {"key": ex.name, "state": metadata.STATE_NAMES.get(ex.last_known_state, "unknown")}
-            for k, v in ex.properties.items():
-                row[k] = getattr(v, v.WhichOneof("value"))
-            out.append(row)
-        return out
+    def history(self) -> List[Dict[str, object]]:
+        return [dict(row, key=row["name"]) for row in self.records.read(self.store, self.records.DROP)]
 
 
 class GcsLedger:
@@ -261,6 +199,19 @@ class DropResult:
 
 
 @dataclasses.dataclass
+class Drop:
+    """One claimed object on its way to becoming span `span`."""
+
+    claim: Claim
+    name: str            # object name in the bucket
+    generation: int
+    file_name: str       # its name inside span-N/
+    span: int
+    local: str = ""      # downloaded copy
+    rows: int = 0
+
+
+@dataclasses.dataclass
 class DropHandler:
     config: PipelineConfig
     client: object
@@ -269,7 +220,7 @@ class DropHandler:
     ledger: object
     submit_job: Optional[str] = None       # compiled job: submit a KFP/Vertex run instead of running
     progress: Callable[[str], None] = print
-    run_pipeline: Optional[Callable] = None  # tests may inject; default local_runner.run
+    run_pipeline: Callable = run_and_report  # the local pipeline run (its report included)
 
     def next_span(self) -> int:
         used = set(self.ledger.spans_used())
@@ -288,121 +239,120 @@ class DropHandler:
                 found.add(int(m.group(1)))
         return sorted(found)
 
+    def _refuse(self, key: str, name: str, generation: int, exc: RefusedName, started: float) -> DropResult:
+        claim = self.ledger.claim(self.bucket, name, generation)
+        if not claim.new:
+            return DropResult(key, claim.outcome, skipped=True)
+        self.ledger.update(claim, done=True, outcome=REFUSED, detail=str(exc))
+        self.progress(f"refused {key}: {exc}")
+        return DropResult(key, REFUSED, detail=str(exc), seconds=time.monotonic() - started)
+
     def handle(self, name: str, generation: int) -> DropResult:
         started = time.monotonic()
         key = drop_key(self.bucket, name, generation)
         try:
             fname = file_name(name, self.prefix)
         except RefusedName as exc:
-            claim = self.ledger.claim(self.bucket, name, generation)
-            if claim.new:
-                self.ledger.update(claim, done=True, outcome=REFUSED, detail=str(exc))
-                self.progress(f"refused {key}: {exc}")
-                return DropResult(key, REFUSED, detail=str(exc), seconds=time.monotonic() - started)
-            return DropResult(key, claim.outcome, skipped=True)
+            return self._refuse(key, name, generation, exc, started)
         claim = self.ledger.claim(self.bucket, name, generation)
         if not claim.new:
             return DropResult(key, claim.outcome, skipped=True)
-        span = claim.span or self.next_span()
-        self.ledger.update(claim, span=span)
-        verb = "resuming" if claim.resumed else "new drop"
-        self.progress(f"{verb} {key} -> span {span}")
+        drop = Drop(claim, name, generation, fname, span=claim.span or self.next_span())
+        self.ledger.update(claim, span=drop.span)
+        self.progress(f"{'resuming' if claim.resumed else 'new drop'} {key} -> span {drop.span}")
         try:
-            result = self._process(claim, name, generation, fname, span)
+            result = self._process(drop)
         except Exception as exc:  # noqa: BLE001 - recorded; the watcher keeps going
             detail = f"{type(exc).__name__}: {exc}"
             self.ledger.update(claim, failed=True, outcome=FAILED, detail=detail[:2000])
-            result = DropResult(key, FAILED, span=span, detail=detail)
+            result = DropResult(key, FAILED, span=drop.span, detail=detail)
         result.seconds = time.monotonic() - started
         self.progress(result.line())
         return result
 
-    def _process(self, claim: Claim, name: str, generation: int, fname: str, span: int) -> DropResult:
-        bucket = self.client.bucket(self.bucket)
-        blob = bucket.blob(name, generation=generation)
+    def _process(self, drop: Drop) -> DropResult:
+        blob = self.client.bucket(self.bucket).blob(drop.name, generation=drop.generation)
         with tempfile.TemporaryDirectory(prefix="cd4ml-drop-") as tmp:
-            local = os.path.join(tmp, fname)
-            blob.download_to_filename(local)
+            drop.local = os.path.join(tmp, drop.file_name)
+            blob.download_to_filename(drop.local)
             try:
-                rows = spans.check_csv(local)
+                drop.rows = spans.check_csv(drop.local)
             except spans.SpanError as exc:
-                report = str(exc).replace(local, f"gs://{self.bucket}/{name}")
-                where = self._quarantine(claim, name, generation, local, report)
-                self.ledger.update(claim, done=True, outcome=QUARANTINED, detail=report, quarantine=where)
-                return DropResult(claim.key, QUARANTINED, span=None, detail=report, quarantine=where)
-            if self.submit_job:
-                return self._submit(claim, name, generation, fname, span, rows)
-            return self._run_local(claim, name, generation, local, fname, span, rows)
+                report = str(exc).replace(drop.local, f"gs://{self.bucket}/{drop.name}")
+                where = self._quarantine(drop, drop.local, report)
+                self.ledger.update(drop.claim, done=True, outcome=QUARANTINED, detail=report, quarantine=where)
+                return DropResult(drop.claim.key, QUARANTINED, span=None, detail=report, quarantine=where)
+            return self._submit(drop) if self.submit_job else self._run_local(drop)
 
-    def _run_local(self, claim, name, generation, local, fname, span, rows) -> DropResult:
-        from pipelines import local_runner
-
-        target = spans.span_dir(self.config.data_root, span)
-        staging = os.path.join(self.config.data_root, f".span-{span}.incoming")
+    def _place_locally(self, drop: Drop) -> str:
+        """Move the checked file into <data root>/span-N/ in one rename; returns the span folder."""
+        target = spans.span_dir(self.config.data_root, drop.span)
+        staging = os.path.join(self.config.data_root, f".span-{drop.span}.incoming")
         shutil.rmtree(staging, ignore_errors=True)
         os.makedirs(staging)
-        shutil.copyfile(local, os.path.join(staging, fname))
+        shutil.copyfile(drop.local, os.path.join(staging, drop.file_name))
         shutil.rmtree(target, ignore_errors=True)  # a resumed drop may have placed it already
         os.replace(staging, target)
-        self.progress(f"  span {span}: {rows} rows at {target}")
-        run = (self.run_pipeline or local_runner.run)(
-            dataclasses.replace(self.config, span=span), progress=self.progress)
+        self.progress(f"  span {drop.span}: {drop.rows} rows at {target}")
+        return target
+
+    def _run_local(self, drop: Drop) -> DropResult:
+        target = self._place_locally(drop)
+        run = self.run_pipeline(dataclasses.replace(self.config, span=drop.span), progress=self.progress)
+        key = drop.claim.key
         if run.exit_code == local_runner.VALIDATION_FAILED:
             from components.validation_gate import format_report  # TFX is loaded by now
 
             report = format_report(run.problems) if run.problems else run.error
-            where = self._quarantine(claim, name, generation, os.path.join(target, fname), report,
-                                     run_dir=run.run_dir)
+            where = self._quarantine(drop, os.path.join(target, drop.file_name), report, run_dir=run.run_dir)
             shutil.rmtree(target, ignore_errors=True)  # the bad span must not become "latest"
-            self.ledger.update(claim, done=True, outcome=QUARANTINED, detail=report[:2000],
+            self.ledger.update(drop.claim, done=True, outcome=QUARANTINED, detail=report[:2000],
                                run_id=run.run_id, quarantine=where)
-            return DropResult(claim.key, QUARANTINED, span=span, detail="validation failed; serving model unchanged",
+            return DropResult(key, QUARANTINED, span=drop.span, detail="validation failed; serving model unchanged",
                               run_id=run.run_id, quarantine=where)
         if run.exit_code == local_runner.OK:
             outcome, detail = TRAINED, ("pushed" if run.new_push else "no new version")
         elif run.exit_code == local_runner.NOT_BLESSED:
             outcome, detail = NOT_BLESSED, run.blessing
         else:
-            self.ledger.update(claim, failed=True, outcome=FAILED, detail=run.error[:2000], run_id=run.run_id)
-            return DropResult(claim.key, FAILED, span=span, detail=run.error, run_id=run.run_id)
-        self.ledger.update(claim, done=True, outcome=outcome, detail=detail, run_id=run.run_id,
+            self.ledger.update(drop.claim, failed=True, outcome=FAILED, detail=run.error[:2000], run_id=run.run_id)
+            return DropResult(key, FAILED, span=drop.span, detail=run.error, run_id=run.run_id)
+        self.ledger.update(drop.claim, done=True, outcome=outcome, detail=detail, run_id=run.run_id,
                            version=run.pushed_version)
-        return DropResult(claim.key, outcome, span=span, detail=detail, run_id=run.run_id,
-                          version=run.pushed_version)
+        return DropResult(key, outcome, span=drop.span, detail=detail, run_id=run.run_id, version=run.pushed_version)
 
-    def _submit(self, claim, name, generation, fname, span, rows) -> DropResult:
+    def _submit(self, drop: Drop) -> DropResult:
         from pipelines import submit
 
-        target = self.config.data_root.rstrip("/") + f"/span-{span}/{fname}"
-        if target.startswith("gs://"):
-            dst_bucket, _, dst_name = target[len("gs://"):].partition("/")
-            src = self.client.bucket(self.bucket)
-            src.copy_blob(src.blob(name, generation=generation), self.client.bucket(dst_bucket), dst_name)
-        else:
+        target = self.config.data_root.rstrip("/") + f"/span-{drop.span}/{drop.file_name}"
+        if not target.startswith("gs://"):
             raise ValueError(f"submitting a KFP run needs a gs:// data root, not {self.config.data_root!r}")
-        self.progress(f"  span {span}: {rows} rows at {target}")
-        result = submit.submit(self.submit_job, self.config, span=span, reason="drop", progress=self.progress)
-        self.ledger.update(claim, done=True, outcome=SUBMITTED, run_id=result.run_id,
-                           detail=f"{result.platform} run {result.run_name}")
-        return DropResult(claim.key, SUBMITTED, span=span, run_id=result.run_id,
-                          detail=f"{result.platform} run {result.run_name}")
+        dst_bucket, _, dst_name = target[len("gs://"):].partition("/")
+        src = self.client.bucket(self.bucket)
+        src.copy_blob(src.blob(drop.name, generation=drop.generation), self.client.bucket(dst_bucket), dst_name)
+        self.progress(f"  span {drop.span}: {drop.rows} rows at {target}")
+        result = submit.submit(self.submit_job, self.config, span=drop.span, reason="drop", progress=self.progress)
+        detail = f"{result.platform} run {result.run_name}"
+        self.ledger.update(drop.claim, done=True, outcome=SUBMITTED, run_id=result.run_id, detail=detail)
+        return DropResult(drop.claim.key, SUBMITTED, span=drop.span, run_id=result.run_id, detail=detail)
 
-    def _quarantine(self, claim, name, generation, local_file, report, run_dir="") -> str:
+    def _quarantine(self, drop: Drop, local_file: str, report: str, run_dir: str = "") -> str:
         """Keep the bad drop and its report: in the bucket under quarantine/ and, locally, in the home."""
-        stem = f"{os.path.basename(name)}@{generation}"
+        stem = f"{os.path.basename(drop.name)}@{drop.generation}"
+        key = drop.claim.key
         bucket = self.client.bucket(self.bucket)
-        bucket.copy_blob(bucket.blob(name, generation=generation), bucket, f"{QUARANTINE_PREFIX}{stem}")
+        bucket.copy_blob(bucket.blob(drop.name, generation=drop.generation), bucket, f"{QUARANTINE_PREFIX}{stem}")
         bucket.blob(f"{QUARANTINE_PREFIX}{stem}.report.txt").upload_from_string(
-            f"{claim.key}\n{report}\n", content_type="text/plain")
+            f"{key}\n{report}\n", content_type="text/plain")
         where = f"gs://{self.bucket}/{QUARANTINE_PREFIX}{stem}"
         if not self.config.home.startswith("gs://"):
             local_dir = os.path.join(self.config.home, "quarantine", stem)
             os.makedirs(local_dir, exist_ok=True)
             if os.path.exists(local_file):
-                shutil.copyfile(local_file, os.path.join(local_dir, os.path.basename(name)))
+                shutil.copyfile(local_file, os.path.join(local_dir, os.path.basename(drop.name)))
             with open(os.path.join(local_dir, "report.txt"), "w") as fh:
-                fh.write(f"{claim.key}\n{report}\n" + (f"run report: {run_dir}\n" if run_dir else ""))
-        self.progress(f"  quarantined {claim.key}: " + " | ".join(report.splitlines()[:3]))
+                fh.write(f"{key}\n{report}\n" + (f"run report: {run_dir}\n" if run_dir else ""))
+        self.progress(f"  quarantined {key}: " + " | ".join(report.splitlines()[:3]))
         return where
 
     # --- polling -------------------------------------------------------------------------------
@@ -430,27 +380,10 @@ class DropHandler:
 
 def make_handler(config: PipelineConfig, bucket: str, prefix: str, client=None, submit_job=None,
                  progress=print, ledger=None) -> DropHandler:
-    bucket = parse_bucket(bucket)
-    client = client or storage_client(config.gcp_project)
+    bucket = storage.parse_bucket(bucket)
+    client = client or storage.client(config.gcp_project)
     ledger = ledger or MlmdLedger(config.metadata_path, bucket, prefix)
     return DropHandler(config, client, bucket, prefix, ledger, submit_job=submit_job, progress=progress)
-
-
-def upload(path: str, bucket: str, prefix: str, name: Optional[str] = None, client=None) -> Tuple[str, int]:
-    """`cd4ml drop`: upload a file under the watched prefix; returns (gs:// uri, generation)."""
-    bucket = parse_bucket(bucket)
-    client = client or storage_client()
-    target = prefix + (name or os.path.basename(path))
-    blob = client.bucket(bucket).blob(target)
-    blob.upload_from_filename(path, content_type="text/csv")
-    return f"gs://{bucket}/{target}", int(blob.generation)
-
-
-def ensure_bucket(bucket: str, client=None):
-    client = client or storage_client()
-    bucket = parse_bucket(bucket)
-    existing = client.lookup_bucket(bucket)
-    return existing or client.create_bucket(bucket)
 
 
 def _now() -> str:

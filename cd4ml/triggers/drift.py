@@ -14,8 +14,9 @@ Decision, each time `check()` runs (a poll of `cd4ml drift-retrain`):
   4. enough new labelled rows: feedback truth joined to a logged prediction (by request id), newer
      than the last request, at least `min_rows`;
 then the retrain runs (local pipeline on the latest span of the data root) or is submitted to
-KFP / Vertex (`--submit JOB`), and the request is recorded in ML Metadata as an execution of type
-`cd4ml.RetrainRequest` (trigger, drift window, drifted features, labelled rows, outcome, run).
+KFP / Vertex (`--submit JOB`), and the request is recorded in ML Metadata as a
+`cd4ml.RetrainRequest` (cd4ml.mlmd.records: trigger, drift window, drifted features, labelled rows,
+outcome, run).
 The labelled rows are exported next to the request (`<home>/labelled/<ts>.csv`) for audit and for
 building the next span; they lack the raw columns the pipeline needs (`day`, `casual`,
 `registered`), so they are not fed to the pipeline as a span by themselves.
@@ -26,34 +27,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
-import glob
-import json
 import os
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, List, Optional
 
+from cd4ml.contract import DRIFT_LOG, FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir, read_jsonl
+from cd4ml.runner import run_and_report
+from pipelines import local_runner
 from pipelines.config import PipelineConfig
-
-REQUEST_TYPE = "cd4ml.RetrainRequest"
-
-
-def default_log_dir(config: PipelineConfig) -> str:
-    # Same rule as serving.core.default_log_dir (which imports TensorFlow).
-    if "://" in config.registry:
-        return os.path.abspath("serving-logs")
-    return os.path.join(os.path.dirname(os.path.abspath(config.registry.rstrip("/"))), "serving-logs")
-
-
-def read_jsonl(log_dir: str, name: str) -> Iterable[Dict]:
-    """Every line of <name>.jsonl and its rotated files, oldest file first; torn lines skipped."""
-    rotated = sorted(p for p in glob.glob(os.path.join(log_dir, f"{name}.*.jsonl")))
-    current = os.path.join(log_dir, f"{name}.jsonl")
-    for path in rotated + ([current] if os.path.exists(current) else []):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue
 
 
 def _ts(value: str) -> datetime.datetime:
@@ -87,10 +67,10 @@ class DriftRetrainer:
     def __init__(self, config: PipelineConfig, log_dir: Optional[str] = None,
                  cooldown_s: Optional[float] = None, min_rows: Optional[int] = None,
                  debounce_s: float = 30.0, submit_job: Optional[str] = None,
-                 progress: Callable[[str], None] = print, run_pipeline: Optional[Callable] = None,
+                 progress: Callable[[str], None] = print, run_pipeline: Callable = run_and_report,
                  now: Callable[[], datetime.datetime] = _now):
         self.config = config
-        self.log_dir = log_dir or default_log_dir(config)
+        self.log_dir = log_dir or default_log_dir(config.registry)
         self.cooldown_s = config.retrain_cooldown_s if cooldown_s is None else cooldown_s
         self.min_rows = config.retrain_min_rows if min_rows is None else min_rows
         self.debounce_s = debounce_s
@@ -102,39 +82,27 @@ class DriftRetrainer:
     # --- state in MLMD ---------------------------------------------------------------------------
 
     def _store(self):
-        from ml_metadata.proto import metadata_store_pb2 as pb
+        from cd4ml.mlmd import store
 
-        from cd4ml import metadata
-
-        store = metadata.open_store(self.config.metadata_path)
-        ex_type = pb.ExecutionType(name=REQUEST_TYPE)
-        for name in ("trigger", "requested_at", "drift_ts", "drift_version", "drifted", "outcome",
-                     "run_id", "version", "reason", "labelled_file"):
-            ex_type.properties[name] = pb.STRING
-        ex_type.properties["labelled_rows"] = pb.INT
-        type_id = store.put_execution_type(ex_type, can_add_fields=True)
-        return store, type_id, pb
+        return store.open_store(self.config.metadata_path)
 
     def requests(self) -> List[Dict]:
-        if not os.path.exists(self.config.metadata_path):
+        from cd4ml.mlmd import records, store
+
+        if not store.exists(self.config.metadata_path):
             return []
-        store, _, _ = self._store()
-        out = []
-        for ex in sorted(store.get_executions_by_type(REQUEST_TYPE), key=lambda e: e.id):
-            row = {k: getattr(v, v.WhichOneof("value")) for k, v in ex.properties.items()}
-            out.append(dict(row, id=ex.id))
-        return out
+        return records.read(self._store(), records.RETRAIN_REQUEST)
 
     # --- the decision ----------------------------------------------------------------------------
 
     def labelled_rows(self, since: Optional[datetime.datetime]) -> List[Dict]:
         """Feedback truth joined to the logged request rows, newer than `since`."""
-        feedback = [f for f in read_jsonl(self.log_dir, "feedback")
+        feedback = [f for f in read_jsonl(self.log_dir, FEEDBACK_LOG)
                     if f.get("request_id") and not f.get("shadow") and (since is None or _ts(f["ts"]) > since)]
         if not feedback:
             return []
         wanted = {f["request_id"] for f in feedback}
-        requests = {p["request_id"]: p for p in read_jsonl(self.log_dir, "predictions")
+        requests = {p["request_id"]: p for p in read_jsonl(self.log_dir, PREDICTIONS_LOG)
                     if p.get("request_id") in wanted}
         rows = []
         for f in feedback:
@@ -151,7 +119,7 @@ class DriftRetrainer:
         last = previous[-1] if previous else None
         last_at = _ts(last["requested_at"]) if last and last.get("requested_at") else None
         last_drift = _ts(last["drift_ts"]) if last and last.get("drift_ts") else None
-        pending = [d for d in read_jsonl(self.log_dir, "drift")
+        pending = [d for d in read_jsonl(self.log_dir, DRIFT_LOG)
                    if d.get("is_drift") and (last_drift is None or _ts(d["ts"]) > last_drift)]
         if not pending:
             return Decision("wait", "no drift reported since the last retrain request")
@@ -187,27 +155,23 @@ class DriftRetrainer:
         since = _ts(previous[-1]["requested_at"]) if previous and previous[-1].get("requested_at") else None
         outcome = Outcome(decision, labelled_file=self._export(self.labelled_rows(since), requested_at))
         # Record the request before acting: a crash mid-run must not make the next poll retrain again.
-        store, type_id, pb = self._store()
-        ex = pb.Execution(type_id=type_id, last_known_state=pb.Execution.RUNNING)
-        props = {"trigger": "drift", "requested_at": requested_at.isoformat(),
-                 "drift_ts": decision.drift["ts"], "drift_version": str(decision.drift.get("version", "")),
-                 "drifted": ",".join(decision.drift.get("drifted", [])), "reason": decision.why,
-                 "labelled_file": outcome.labelled_file}
-        for k, v in props.items():
-            ex.properties[k].string_value = v
-        ex.properties["labelled_rows"].int_value = decision.labelled_rows
-        ex.id, _, _ = store.put_execution(ex, [], [])
-        outcome.execution_id = ex.id
+        from cd4ml.mlmd import records
+
+        store = self._store()
+        outcome.execution_id = records.put(store, records.RETRAIN_REQUEST, {
+            "trigger": "drift", "requested_at": requested_at.isoformat(), "drift_ts": decision.drift["ts"],
+            "drift_version": str(decision.drift.get("version", "")),
+            "drifted": ",".join(decision.drift.get("drifted", [])), "reason": decision.why,
+            "labelled_file": outcome.labelled_file, "labelled_rows": decision.labelled_rows},
+            state=records.RUNNING)
         try:
             self._act(outcome)
         except Exception as exc:  # noqa: BLE001 - recorded, and the watcher keeps going
             outcome.outcome = f"error: {type(exc).__name__}: {exc}"
-        ex = store.get_executions_by_id([ex.id])[0]
-        ex.properties["outcome"].string_value = outcome.outcome
-        ex.properties["run_id"].string_value = outcome.run_id
-        ex.properties["version"].string_value = outcome.version
-        ex.last_known_state = pb.Execution.FAILED if outcome.outcome.startswith("error") else pb.Execution.COMPLETE
-        store.put_execution(ex, [], [])
+        failed = outcome.outcome.startswith("error")
+        records.update(store, records.RETRAIN_REQUEST, outcome.execution_id,
+                       {"outcome": outcome.outcome, "run_id": outcome.run_id, "version": outcome.version},
+                       records.FAILED if failed else records.COMPLETE)
         self.progress(f"retrain {outcome.outcome}" + (f": version {outcome.version}" if outcome.version else "")
                       + (f" (run {outcome.run_id})" if outcome.run_id else ""))
         return outcome
@@ -219,10 +183,8 @@ class DriftRetrainer:
             result = submit.submit(self.submit_job, self.config, reason="drift", progress=self.progress)
             outcome.outcome, outcome.run_id = "submitted", result.run_id
             return
-        from pipelines import local_runner
-
         config = dataclasses.replace(self.config, span=None)
-        result = (self.run_pipeline or local_runner.run)(config, progress=self.progress)
+        result = self.run_pipeline(config, progress=self.progress)
         outcome.run_id, outcome.version = result.run_id, result.pushed_version if result.new_push else ""
         outcome.outcome = {local_runner.OK: "trained", local_runner.NOT_BLESSED: "not_blessed",
                            local_runner.VALIDATION_FAILED: "validation_failed"}.get(result.exit_code, "error")

@@ -1,0 +1,90 @@
+"""The contract between the pipeline, the registry, the server and the tools, without TensorFlow.
+
+Every name that two of those parts must agree on lives here once: the files of a model version in
+the registry, the signatures and output of the SavedModel, the metric names the Evaluator writes
+and the tools read, and where and how the server writes its logs. The pipeline writes by these
+names, the server and the command line read by them; importing this module costs nothing (no
+TensorFlow, no TFX), so the server, the CLI and the Cloud Function can all use it.
+
+Feature names, kinds and domains are not here: they live in `components/features.py`, the single
+source of truth for the data.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Dict, Iterator, List
+
+# --- a model version in the registry: <registry>/<version>/ ---------------------------------------
+# Written last by ReleaseBundle: a version without it is incomplete and is never served.
+MANIFEST = "MANIFEST.json"
+# Eval rows with the prediction the SavedModel gave at push time; the server replays them at load.
+HOLDOUT = "holdout.jsonl"
+SCHEMA_FILE = "schema.pbtxt"
+EVALUATION_FILE = "evaluation.json"
+DETECTORS_DIR = "detectors"
+SAVED_MODEL_FILES = ("saved_model.pb", "variables/")
+# ML Metadata artifact types of our own components (components/release.py, components/detectors.py).
+RELEASE_ARTIFACT = "cd4ml.ModelRelease"
+DETECTORS_ARTIFACT = "cd4ml.Detectors"
+# Beside the versions: an operator's pin (promote/rollback) and the shadow challenger.
+PIN_FILE = "SERVING.json"
+SHADOW_FILE = "SHADOW.json"
+
+# --- the SavedModel --------------------------------------------------------------------------------
+# Serialized tf.Examples in (what TFMA, the Evaluator and batch scoring use) ...
+EXAMPLE_SIGNATURE = "serving_default"
+EXAMPLES_INPUT = "examples"
+# ... or one tensor per raw feature, named as in components/features.py (what the server sends).
+RAW_SIGNATURE = "serving_raw"
+# Both signatures answer expected bikers per hour, one per row, under this key.
+PREDICTIONS = "predictions"
+
+# --- metrics (the Evaluator's names, as in evaluation.json and the run summary) --------------------
+MAE = "mean_absolute_error"
+RMSE = "root_mean_squared_error"
+EXAMPLE_COUNT = "example_count"
+METRICS = (MAE, RMSE, EXAMPLE_COUNT)
+OVERALL_SLICE = "overall"
+
+# --- the server's logs -------------------------------------------------------------------------------
+PREDICTIONS_LOG = "predictions"   # {"ts", "request_id", "version", "rows", "predictions", ...}
+FEEDBACK_LOG = "feedback"         # {"ts", "request_id", "version", "matched", "truth", "abs_errors", ...}
+DRIFT_LOG = "drift"               # {"ts", "version", "is_drift", "p_vals", "drifted", "rows", ...}
+LOG_DIR_NAME = "serving-logs"
+
+
+def default_log_dir(registry: str) -> str:
+    """Logs next to a local registry (<home>/serving-logs); ./serving-logs for a remote one."""
+    if "://" in registry:
+        return os.path.abspath(LOG_DIR_NAME)
+    return os.path.join(os.path.dirname(os.path.abspath(registry.rstrip("/"))), LOG_DIR_NAME)
+
+
+def log_file(log_dir: str, name: str) -> str:
+    """The file a log is appended to now."""
+    return os.path.join(log_dir, f"{name}.jsonl")
+
+
+def rotated_file(log_dir: str, name: str, stamp: str) -> str:
+    """Where a full log file goes: a UTC stamp that sorts in time order."""
+    return os.path.join(log_dir, f"{name}.{stamp}.jsonl")
+
+
+def rotated_files(log_dir: str, name: str) -> List[str]:
+    """A log's rotated files, oldest first."""
+    return sorted(glob.glob(os.path.join(glob.escape(log_dir), f"{glob.escape(name)}.*.jsonl")))
+
+
+def read_jsonl(log_dir: str, name: str) -> Iterator[Dict]:
+    """Every record of a log and its rotated files, oldest file first; a torn line is skipped."""
+    current = log_file(log_dir, name)
+    for path in rotated_files(log_dir, name) + ([current] if os.path.exists(current) else []):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue

@@ -1,0 +1,284 @@
+"""The whole loop on one machine, timed: `cd4ml demo` and benchmarks/loop.py run this.
+
+  1. start a local bucket (gcp-storage-emulator, in this process) and a fresh project home
+  2. train on span 1 (the real pipeline)          -> version A
+  3. serve it (seldon-core-microservice from .venv-serving, registry poll every second)
+  4. send span-2 traffic with feedback             -> the server's drift detector fires
+  5. the drift trigger decides (debounce, cooldown, labelled rows; shown, not acted on: the drop is)
+  6. drop span 2 into the bucket; the watcher makes it span 2 and runs the pipeline -> version B
+  7. the server answers with B without a restart (hot load)
+  8. roll back (answers with A), roll forward (answers with B again)
+  9. print the timeline; stop the server and the emulator: nothing is left running
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Callable, Dict, Iterator, List, Optional
+
+from cd4ml import promotion, storage
+from cd4ml.contract import DRIFT_LOG, MAE, OVERALL_SLICE, default_log_dir, read_jsonl
+from cd4ml.runner import run_and_report
+from cd4ml.triggers import drop
+from cd4ml.triggers.drift import DriftRetrainer
+from components import features
+from pipelines import local_runner
+from pipelines.config import REPO_ROOT, PipelineConfig
+from serving.launch import Microservice
+
+SPAN_DATA = os.path.join(REPO_ROOT, "data", "bikeshare")
+BUCKET = "cd4ml-demo"
+
+
+@dataclasses.dataclass
+class Step:
+    name: str
+    start: float
+    seconds: float
+    detail: str = ""
+
+
+class Timeline:
+    def __init__(self, progress: Callable[[str], None] = print):
+        self.t0 = time.monotonic()
+        self.steps: List[Step] = []
+        self.progress = progress
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        began = time.monotonic()
+        step = Step(name, began - self.t0, 0.0)
+        self.progress(f"[{began - self.t0:7.1f} s] {name} ...")
+        try:
+            yield step
+        except BaseException as exc:
+            step.detail = f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            raise
+        finally:
+            step.seconds = time.monotonic() - began
+            self.steps.append(step)
+            self.progress(f"[{time.monotonic() - self.t0:7.1f} s] {name}: {step.detail or 'done'} "
+                          f"({step.seconds:.1f} s)")
+
+    def format(self) -> str:
+        lines = ["timeline:"]
+        for s in self.steps:
+            lines.append(f"  {s.start:7.1f} s  +{s.seconds:6.1f} s  {s.name}" + (f"  ({s.detail})" if s.detail else ""))
+        lines.append(f"  total {time.monotonic() - self.t0:.1f} s")
+        return "\n".join(lines)
+
+    def as_dict(self) -> Dict:
+        return {"steps": [dataclasses.asdict(s) for s in self.steps], "total_s": time.monotonic() - self.t0}
+
+
+class Server(Microservice):
+    """The real seldon-core-microservice (serving.launch), plus the client calls the demo makes."""
+
+    def predict(self, rows: List[Dict]) -> Dict:
+        import requests
+
+        names = features.FEATURE_NAMES
+        body = {"data": {"names": names, "ndarray": [[r[n] for n in names] for r in rows]}}
+        response = requests.post(f"{self.url}/api/v1.0/predictions", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def feedback(self, answer: Dict, truth: List[float]):
+        import requests
+
+        # Only request id and version go back with the predictions: the server joins by request id.
+        tags = {k: answer["meta"]["tags"][k] for k in ("request_id", "model_version")}
+        response = {"meta": {"tags": tags}, "data": answer["data"]}
+        reply = requests.post(f"{self.url}/api/v1.0/feedback", timeout=30,
+                              json={"response": response, "truth": {"data": {"ndarray": truth}}})
+        if reply.status_code != 200:
+            raise RuntimeError(f"feedback refused ({reply.status_code}): {reply.text[:300]}")
+
+    def version(self, row: Dict) -> str:
+        return self.predict([row])["meta"]["tags"]["model_version"]
+
+    def wait_for_version(self, version: str, row: Dict, timeout: float = 120) -> float:
+        """Seconds until a request is answered by `version` (requests keep flowing meanwhile)."""
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            if self.version(row) == version:
+                return time.monotonic() - began
+            time.sleep(0.1)
+        raise RuntimeError(f"the server still answers with {self.version(row)} after {timeout:.0f} s, not {version}")
+
+
+def typed_rows(path: str) -> List[Dict]:
+    """Raw CSV rows with each column in its schema type, the label included."""
+    with open(path, newline="") as fh:
+        return [features.parse_row(row) for row in csv.DictReader(fh)]
+
+
+@dataclasses.dataclass
+class LoopSettings:
+    """What one run of the loop uses; the defaults are the demo's."""
+
+    home: Optional[str] = None            # a fresh temporary home when None (removed unless keep)
+    traffic_rows: int = 600               # span-2 rows sent with feedback
+    batch: int = 20                       # rows per request
+    epochs: Optional[int] = None          # trainer epochs (None: the configured default)
+    keep: bool = False
+    data_dir: str = SPAN_DATA             # holds span-1/ and span-2/
+    server_class: type = Server           # Server (seldon-core-microservice) or a test double of it
+
+
+class Loop:
+    """The loop's steps, in order, each timed on the timeline (see the module docstring)."""
+
+    def __init__(self, settings: LoopSettings, config: PipelineConfig, timeline: Timeline):
+        self.s = settings
+        self.config = config
+        self.timeline = timeline
+        self.log_dir = default_log_dir(config.registry)
+        self.out: Dict = {"home": config.home}
+        self.server = None
+        self.client = None
+
+    def start_bucket(self, emulator: str):
+        with self.timeline.step("local bucket (gcp-storage-emulator)") as s:
+            self.client = storage.client()
+            storage.ensure_bucket(BUCKET, self.client)
+            s.detail = f"gs://{BUCKET} at {emulator}"
+
+    def train_first(self) -> str:
+        with self.timeline.step("train on span 1 (Jan-Jun)") as s:
+            first = run_and_report(dataclasses.replace(self.config, span=1), progress=_quiet)
+            if first.exit_code != local_runner.OK or not first.pushed_version:
+                raise RuntimeError(local_runner.format_summary(first))
+            mae = first.metrics.get(OVERALL_SLICE, {}).get(MAE)
+            s.detail = f"version {first.pushed_version}, eval MAE {mae:.1f}" if mae else first.pushed_version
+        return first.pushed_version
+
+    def start_server(self) -> Dict:
+        with self.timeline.step("start the server") as s:
+            self.server = self.s.server_class(self.config.registry, self.log_dir)
+            self.server.wait_ready()
+            probe = _features(typed_rows(_csv(self.s.data_dir, 1))[0])
+            s.detail = f"{self.server.url} answers with version {self.server.version(probe)}"
+        return probe
+
+    def send_traffic(self):
+        with self.timeline.step("span-2 traffic with feedback") as s:
+            rows = typed_rows(_csv(self.s.data_dir, 2))
+            rows = rows[::max(1, len(rows) // self.s.traffic_rows)][:self.s.traffic_rows]
+            for i in range(0, len(rows), self.s.batch):
+                chunk = rows[i:i + self.s.batch]
+                answer = self.server.predict([_features(r) for r in chunk])
+                self.server.feedback(answer, [float(r[features.LABEL_KEY]) for r in chunk])
+            drift = _wait_for_drift(self.log_dir)
+            s.detail = (f"{len(rows)} rows; drift {'YES' if drift and drift['is_drift'] else 'no'}"
+                        + (f" on {', '.join(drift['drifted'][:5])}" if drift and drift.get("drifted") else ""))
+            self.out["drift"] = drift
+
+    def drift_decision(self):
+        with self.timeline.step("drift trigger decision") as s:
+            decision = DriftRetrainer(self.config, log_dir=self.log_dir, min_rows=200, debounce_s=0,
+                                      progress=_quiet).decide()
+            s.detail = f"{decision.action}: {decision.why}"
+
+    def drop_and_retrain(self, probe: Dict) -> str:
+        handler = drop.make_handler(self.config, f"gs://{BUCKET}", "incoming/", client=self.client, progress=_quiet)
+        drop_started = time.monotonic()
+        with self.timeline.step("drop span 2 (Jul-Dec) into the bucket") as s:
+            uri, generation = storage.upload(_csv(self.s.data_dir, 2), BUCKET, "incoming/", name="jul-dec.csv",
+                                             gcs=self.client)
+            s.detail = f"{uri}#{generation}"
+        with self.timeline.step("watcher: new span, retrain, validate, bless, push") as s:
+            results = handler.poll_once()
+            if not results or results[0].outcome != drop.TRAINED or not results[0].version:
+                raise RuntimeError(f"the drop did not produce a new version: {[r.line() for r in results]}")
+            second = results[0].version
+            s.detail = f"span {results[0].span} -> version {second} (run {results[0].run_id})"
+        with self.timeline.step("server hot-loads the new version") as s:
+            seconds = self.server.wait_for_version(second, probe)
+            s.detail = f"answering with {second} {seconds:.1f} s after the push"
+        self.out["drop_to_answer_s"] = time.monotonic() - drop_started
+        self.out["drops"] = handler.ledger.history()
+        return second
+
+    def roll_back_and_forward(self, second: str, probe: Dict):
+        with self.timeline.step("roll back") as s:
+            d = promotion.rollback(self.config.registry, "demo: roll back", self.config.metadata_path)
+            seconds = self.server.wait_for_version(d.version, probe)
+            s.detail = f"{d.previous} -> {d.version}, answering in {seconds:.1f} s (MLMD execution {d.execution_id})"
+        with self.timeline.step("roll forward") as s:
+            promotion.unpin(self.config.registry, "demo: roll forward", self.config.metadata_path)
+            seconds = self.server.wait_for_version(second, probe)
+            s.detail = f"-> {second}, answering in {seconds:.1f} s"
+
+
+def _prepare_home(settings: LoopSettings) -> PipelineConfig:
+    home = settings.home or tempfile.mkdtemp(prefix="cd4ml-loop-")
+    if os.path.exists(os.path.join(home, "data")):
+        raise RuntimeError(f"{home} already holds a demo; give a fresh --home")
+    data_root = os.path.join(home, "data")
+    os.makedirs(data_root)
+    shutil.copytree(os.path.join(settings.data_dir, "span-1"), os.path.join(data_root, "span-1"))
+    overrides = {"epochs": settings.epochs} if settings.epochs else {}
+    return PipelineConfig.from_env(home=home, data_root=data_root, **overrides)
+
+
+def run_loop(settings: Optional[LoopSettings] = None, progress: Callable[[str], None] = print) -> Dict:
+    """Run the loop; returns {"timeline": ..., "versions": ..., "drop_to_answer_s": ..., "drops": ...}."""
+    settings = settings or LoopSettings()
+    config = _prepare_home(settings)
+    loop = Loop(settings, config, Timeline(progress))
+    try:
+        with storage.local_emulator() as emulator:
+            loop.start_bucket(emulator)
+            first = loop.train_first()
+            probe = loop.start_server()
+            loop.send_traffic()
+            loop.drift_decision()
+            second = loop.drop_and_retrain(probe)
+            loop.roll_back_and_forward(second, probe)
+            loop.out["versions"] = [first, second]
+    finally:
+        if loop.server is not None:
+            loop.server.stop()
+        if settings.home is None and not settings.keep:
+            shutil.rmtree(config.home, ignore_errors=True)
+    loop.out["timeline"] = loop.timeline.as_dict()
+    loop.out["timeline_text"] = loop.timeline.format()
+    return loop.out
+
+
+def _quiet(_line: str):
+    pass
+
+
+def _csv(data_dir: str, span: int) -> str:
+    return sorted(glob.glob(os.path.join(data_dir, f"span-{span}", "*.csv")))[0]
+
+
+def _features(row: Dict) -> Dict:
+    return {n: row[n] for n in features.FEATURE_NAMES}
+
+
+def _wait_for_drift(log_dir: str, timeout: float = 60) -> Optional[Dict]:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        entries = list(read_jsonl(log_dir, DRIFT_LOG))
+        if entries:
+            last = entries[-1]
+            if any(e.get("is_drift") for e in entries):
+                return next(e for e in reversed(entries) if e.get("is_drift"))
+        time.sleep(0.5)
+    return last
+
+
+def summary_json(result: Dict) -> str:
+    return json.dumps({k: v for k, v in result.items() if k != "timeline_text"}, indent=2, default=str)
