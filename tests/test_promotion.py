@@ -88,19 +88,19 @@ def test_rollback_on_a_trained_registry_is_read_by_the_server_and_linked_in_mlmd
     home = tmp_path / "home"
     shutil.copytree(trained_home.config.home, home)
     registry = str(home / "registry")
-    mlmd = str(home / "metadata.sqlite")
-    versions = promotion.list_versions(registry, mlmd)
+    store_path = str(home / "metadata.sqlite")
+    versions = promotion.list_versions(registry, store_path)
     good = [v for v in versions if v.complete]
     assert len(good) >= 2
     assert all(v.run_id for v in good), "lineage: each version knows its pipeline run"
     assert good[-1].serving
-    decision = promotion.rollback(registry, "test", mlmd)
+    decision = promotion.rollback(registry, "test", store_path)
     assert decision.version == good[-2].version
     # The server's own reader picks the pin up.
     from serving import registry as serving_registry
     assert serving_registry.target(registry)[0] == good[-2].version
     # The decision is an MLMD execution whose input is the version's PushedModel.
-    store = mlmd.open_store(mlmd)
+    store = mlmd.open_store(store_path)
     events = store.get_events_by_execution_ids([decision.execution_id])
     [artifact] = store.get_artifacts_by_id([e.artifact_id for e in events])
     assert mlmd.prop(artifact, "pushed_version") == good[-2].version

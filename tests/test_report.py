@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import re
@@ -34,7 +35,7 @@ def test_not_blessed_report_names_the_failing_threshold():
                "rule": "absolute bound", "message": ""}
     result = RunResult(run_id="r1", exit_code=NOT_BLESSED, span=2, rows=10, blessed=False,
                        blessing="not blessed: mean_absolute_error on overall: 97.100 breaks absolute bound (<= 90)")
-    data = report.ReportData(result=report.json.loads(result.to_json()),
+    data = report.ReportData(result=json.loads(result.to_json()),
                              evaluation={"slices": slices, "diff": {}, "blessed": False, "failures": [failure]},
                              thresholds=[{"metric": "MeanAbsoluteError", "rule": "absolute bound",
                                           "bound": "<= 90", "value": 90.0, "slices": "overall"}])

@@ -39,7 +39,6 @@ def emulator():
 
 @pytest.fixture
 def bucket(emulator, request):
-    from cd4ml.triggers import drop as triggers
 
     client = storage.client()
     import zlib
@@ -66,7 +65,7 @@ class FakeRuns:
         self.exit_code = exit_code
         self.crash_on_call = crash_on_call
 
-    def __call__(self, config, progress=print):
+    def __call__(self, config, progress=print, run_id=None):
         self.calls.append(config.span)
         if self.crash_on_call == len(self.calls):
             raise KeyboardInterrupt("watcher killed mid-run")
@@ -235,7 +234,6 @@ def test_cloud_function_submits_once_per_object_generation(bucket, tmp_path, mon
     import functions_framework
     from cloudevents.http import CloudEvent, to_structured
 
-    from cd4ml.triggers import drop as triggers
 
     good = span_csv(tmp_path)
     uri_gen = storage.upload(str(good), bucket, "incoming/", name="sept.csv")
