@@ -14,9 +14,10 @@ import os
 from tensorflow_metadata.proto.v0 import schema_pb2
 from google.protobuf import text_format
 
+from cd4ml.contract import SCHEMA_FILE
 from components import features
 
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema", "schema.pbtxt")
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema", SCHEMA_FILE)
 TRAINING, SERVING = "TRAINING", "SERVING"
 
 _TYPES = {"int": schema_pb2.INT, "float": schema_pb2.FLOAT, "string": schema_pb2.BYTES}

@@ -1,8 +1,8 @@
 """Run the pipeline on this machine: LocalDagRunner, Beam in-process, MLMD in SQLite.
 
-`run(config)` is what `cd4ml run`, the demo, the bucket watcher and the tests call. It returns a
-RunResult read back from ML Metadata (what ran, what was cached, metrics, blessing, the pushed
-version), so the summary reports what was recorded rather than what we hoped happened.
+`run(config)` returns a RunResult read back from ML Metadata (what ran, what was cached, metrics,
+blessing, the pushed version), so the summary reports what was recorded rather than what we hoped
+happened. The command layer adds the HTML report (cd4ml.runner.run_and_report).
 """
 
 from __future__ import annotations
@@ -172,8 +172,6 @@ def _finish(result: RunResult, started: float) -> RunResult:
         from components.validation_gate import format_report
         with open(os.path.join(result.run_dir, "validation_report.txt"), "w") as fh:
             fh.write(format_report(result.problems) + "\n")
-    from cd4ml.report import write_run_report
-    write_run_report(result)  # <run_dir>/report.html; never raises (a failure logs a warning)
     return result
 
 

@@ -15,7 +15,8 @@ from serving.logs import JsonlLog
 from tests.kfp_fake import FakeKfp
 
 T0 = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.timezone.utc)
-ROW = {"season": "summer", "mnth": "Jul", "hr": 8, "holiday": 0, "weekday": 2, "workingday": 1,
+# A summer row inside the domains of components/features.py (season 3, month "July").
+ROW = {"season": 3, "mnth": "July", "hr": 8, "holiday": 0, "weekday": 2, "workingday": 1,
        "weathersit": "clear", "temp": 0.7, "atemp": 0.65, "hum": 0.5, "windspeed": 0.1}
 
 

@@ -3,9 +3,9 @@
 Three validators, each proven able to fail by a negative test:
 - core kinds (Namespace, ConfigMap, ServiceAccount, Deployment, Service, HorizontalPodAutoscaler):
   `kubernetes-validate --strict` for Kubernetes 1.30, as a subprocess, exactly as a developer runs it;
-- SeldonDeployment: the CRD's OpenAPI v3 schema (../shared/schemas, skipped with a reason when
-  absent), made strict the way `kubectl apply --validate=strict` is: every object that names its
-  properties gets `additionalProperties: false` unless the schema already says what extra keys
+- SeldonDeployment: the CRD's OpenAPI v3 schema (tests/schemas/seldondeployment-v1.openapi.json,
+  vendored: see tests/schemas/README.md), made strict the way `kubectl apply --validate=strict`
+  is: every object that names its properties gets `additionalProperties: false` unless the schema already says what extra keys
   may be (maps) or carries x-kubernetes-preserve-unknown-fields;
 - ServiceMonitor: tests/schemas/servicemonitor-v1.schema.json, a strict subset written here (the
   Prometheus Operator CRDs are not bundled anywhere offline).
@@ -37,8 +37,7 @@ K8S_DIR = os.path.join(REPO_ROOT, "k8s")
 K8S_VERSION = "1.30.0"
 BIN_DIR = os.path.dirname(sys.executable)
 KUBERNETES_VALIDATE = os.path.join(BIN_DIR, "kubernetes-validate")
-SELDON_SCHEMA_PATH = os.path.join(os.path.dirname(REPO_ROOT), "shared", "schemas",
-                                  "seldondeployment-v1.openapi.json")
+SELDON_SCHEMA_PATH = os.path.join(REPO_ROOT, "tests", "schemas", "seldondeployment-v1.openapi.json")
 SERVICEMONITOR_SCHEMA_PATH = os.path.join(REPO_ROOT, "tests", "schemas", "servicemonitor-v1.schema.json")
 
 CORE_KINDS = {
@@ -61,12 +60,6 @@ def serving_settings() -> set:
 
 SERVING_IMAGE = "cd4ml-serving"
 OVERLAYS = ["default", "canary", "shadow", "ab"]
-
-needs_seldon_schema = pytest.mark.skipif(
-    not os.path.exists(SELDON_SCHEMA_PATH),
-    reason=f"SeldonDeployment CRD schema not found at {SELDON_SCHEMA_PATH} (it lives in the "
-           "project's shared/ directory, next to the repository, not in a user's clone)")
-
 
 # ---------------------------------------------------------------- loading
 
@@ -270,7 +263,6 @@ def test_core_kinds_pass_kubernetes_validate_strict(kv):
         assert_passed(cases[name], out[name])
 
 
-@needs_seldon_schema
 def test_seldondeployments_pass_the_strict_crd_schema(docs, strict_seldon_schema):
     found = sdeps(docs)
     assert {os.path.basename(os.path.dirname(d.path)) for d in found} == set(OVERLAYS)
@@ -309,7 +301,6 @@ def test_kubernetes_validate_rejects_a_wrong_type(kv):
     assert "did not validate" in out["neg-wrong-type"] and "'two'" in out["neg-wrong-type"], out["neg-wrong-type"]
 
 
-@needs_seldon_schema
 def test_crd_schema_alone_misses_a_typo_that_the_strict_schema_catches(docs, seldon_schema, strict_seldon_schema):
     bad = copy.deepcopy(sdeps(docs)[0].body)
     bad["spec"]["predictors"][0]["trafic"] = bad["spec"]["predictors"][0].pop("traffic")
@@ -318,7 +309,6 @@ def test_crd_schema_alone_misses_a_typo_that_the_strict_schema_catches(docs, sel
     assert any("trafic" in e for e in errors), errors
 
 
-@needs_seldon_schema
 @pytest.mark.parametrize("where", ["metadata", "spec", "predictor", "container", "graph", "graph-child", "hpa"])
 def test_strict_crd_schema_rejects_misspelt_fields_everywhere(docs, strict_seldon_schema, where):
     body = copy.deepcopy(next(d.body for d in sdeps(docs) if "/ab/" in d.path))
@@ -337,7 +327,6 @@ def test_strict_crd_schema_rejects_misspelt_fields_everywhere(docs, strict_seldo
     assert any("misspelt_field" in e for e in errors), errors
 
 
-@needs_seldon_schema
 @pytest.mark.parametrize("path,value", [
     (("spec", "predictors", 0, "traffic"), "ninety"),
     (("spec", "predictors", 0, "componentSpecs", 0, "hpaSpec", "maxReplicas"), "5"),
@@ -354,7 +343,6 @@ def test_strict_crd_schema_rejects_wrong_types(docs, strict_seldon_schema, path,
     assert any(path[-1] in e.split(":")[0] for e in errors), errors
 
 
-@needs_seldon_schema
 def test_strict_crd_schema_rejects_a_missing_required_field(docs, strict_seldon_schema):
     body = copy.deepcopy(sdeps(docs)[0].body)
     del body["spec"]["predictors"][0]["graph"]
@@ -413,7 +401,7 @@ def test_each_overlay_renders_and_validates(overlay, rendered, kv, servicemonito
     for body in bodies:
         if (body["apiVersion"], body["kind"]) == SERVICE_MONITOR:
             assert schema_errors(servicemonitor_schema, body) == []
-        if (body["apiVersion"], body["kind"]) == SELDON and os.path.exists(SELDON_SCHEMA_PATH):
+        if (body["apiVersion"], body["kind"]) == SELDON:
             with open(SELDON_SCHEMA_PATH) as fh:
                 assert schema_errors(strictify(json.load(fh)), body) == []
 

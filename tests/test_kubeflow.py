@@ -25,7 +25,8 @@ CLUSTER_ENV = {
 }
 # Every component of create_pipeline, and what must have run before it (transitively).
 COMPONENTS = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "SchemaProposal", "ExampleValidator",
-              "DataValidationGate", "Transform", "Trainer", "Evaluator", "Pusher", "ReleaseBundle"]
+              "DataValidationGate", "DetectorTrainer", "Transform", "Trainer", "Evaluator", "Pusher",
+              "ReleaseBundle"]
 MUST_FOLLOW = {
     "StatisticsGen": ["CsvExampleGen"],
     "ExampleValidator": ["StatisticsGen", "ImportSchemaGen"],
@@ -34,7 +35,8 @@ MUST_FOLLOW = {
     "Trainer": ["Transform", "DataValidationGate"],
     "Evaluator": ["Trainer", "CsvExampleGen"],
     "Pusher": ["Evaluator", "Trainer"],
-    "ReleaseBundle": ["Pusher", "Evaluator"],
+    "DetectorTrainer": ["CsvExampleGen", "DataValidationGate"],
+    "ReleaseBundle": ["Pusher", "Evaluator", "DetectorTrainer"],
 }
 
 

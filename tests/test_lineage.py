@@ -53,7 +53,8 @@ def test_runs_have_component_states_and_timing(trained_home, store):
     assert "baseline_model_resolver" not in first.ran  # a lookup, reported as "resolved"
     assert {s.state for s in first.steps if s.node == "baseline_model_resolver"} == {"resolved"}
     trainer = next(s for s in first.steps if s.node == "Trainer")
-    assert trainer.seconds > 0.5
+    assert trainer.state == "ran" and trainer.execution.last_update_time_since_epoch >= \
+        trainer.execution.create_time_since_epoch
     # Span 2 is new data: it trains again; the unchanged curated schema comes from the cache.
     assert {"CsvExampleGen", "Trainer"} <= set(second.ran)
     assert "ImportSchemaGen" in second.cached

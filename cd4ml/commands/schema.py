@@ -38,6 +38,7 @@ def _propose(args) -> int:
     import os
 
     from cd4ml import mlmd
+    from cd4ml.contract import SCHEMA_FILE
     from cd4ml.commands.common import config_from
     from components import schema
     from tensorflow_metadata.proto.v0 import schema_pb2
@@ -50,7 +51,7 @@ def _propose(args) -> int:
     if not step or not step.outputs.get("schema"):
         print("no SchemaGen output yet: run `cd4ml run` first")
         return 1
-    with open(os.path.join(step.outputs["schema"][0].uri, "schema.pbtxt")) as fh:
+    with open(os.path.join(step.outputs["schema"][0].uri, SCHEMA_FILE)) as fh:
         inferred = text_format.Parse(fh.read(), schema_pb2.Schema())
     curated = {f.name: f for f in schema.build_schema().feature}
     changes = 0

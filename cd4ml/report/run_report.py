@@ -21,7 +21,7 @@ import logging
 import os
 from typing import Dict, List, Optional
 
-from cd4ml.contract import MAE
+from cd4ml.contract import MAE, RMSE
 from cd4ml.report.evaluation import baseline_on_same_data, thresholds
 from cd4ml.report.plots import is_number, plot_distributions, plot_error_by
 from cd4ml.report.statistics import load_statistics, statistics_summary
@@ -178,7 +178,7 @@ def _slice_rows(data: ReportData) -> List[Dict[str, object]]:
         m = ev["slices"][name]
         diff = ev.get("diff", {}).get(name, {}).get(MAE)
         base = (data.baseline_metrics or {}).get(name, {}).get(MAE)
-        rows.append({"cells": [name, m.get("example_count"), m.get(MAE), m.get("root_mean_squared_error"),
+        rows.append({"cells": [name, m.get("example_count"), m.get(MAE), m.get(RMSE),
                                base if base is not None else "", diff if diff is not None else ""],
                      "class": "fail" if name in failing else ""})
     return rows
