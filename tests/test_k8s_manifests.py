@@ -5,8 +5,8 @@ Three validators, each proven able to fail by a negative test:
   `kubernetes-validate --strict` for Kubernetes 1.30, as a subprocess, exactly as a developer runs it;
 - SeldonDeployment: the CRD's OpenAPI v3 schema (tests/schemas/seldondeployment-v1.openapi.json,
   vendored: see tests/schemas/README.md), made strict the way `kubectl apply --validate=strict`
-  is: every object that names its properties gets `additionalProperties: false` unless the schema already says what extra keys
-  may be (maps) or carries x-kubernetes-preserve-unknown-fields;
+  is: every object that names its properties gets `additionalProperties: false` unless the
+  schema already says what extra keys may be (maps) or carries x-kubernetes-preserve-unknown-fields;
 - ServiceMonitor: tests/schemas/servicemonitor-v1.schema.json, a strict subset written here (the
   Prometheus Operator CRDs are not bundled anywhere offline).
 Every manifest document must be claimed by exactly one validator: an unknown kind fails the test
