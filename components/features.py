@@ -46,30 +46,14 @@ class Feature:
     def is_categorical(self) -> bool:
         return self.kind == CATEGORICAL
 
-    # The raw type in every representation, so no consumer keeps its own mapping.
     @property
-    def python_type(self) -> type:
-        """int, float or str: what a CSV cell or a JSON value of this column becomes."""
-        return _TYPES[self.dtype][0]
-
-    @property
-    def numpy_dtype(self) -> str:
-        """The numpy dtype of a column of values (strings as Python objects)."""
-        return _TYPES[self.dtype][1]
-
-    @property
-    def tf_dtype(self) -> str:
-        """The TensorFlow dtype name of the raw tensor (`tf.as_dtype(f.tf_dtype)`)."""
-        return _TYPES[self.dtype][2]
-
-    @property
-    def v2_datatype(self) -> str:
-        """The Open Inference Protocol (V2) tensor datatype of this input."""
-        return _TYPES[self.dtype][3]
+    def types(self) -> "RawType":
+        """This column's raw type in Python, numpy, TensorFlow and the Open Inference Protocol."""
+        return _TYPES[self.dtype]
 
     def parse(self, text: str) -> Value:
         """A CSV cell as this column's Python value."""
-        return self.python_type(text)
+        return self.types.python(text)
 
     def check(self, value) -> Optional[str]:
         """Return why `value` breaks this feature's rule, or None when it is valid."""
@@ -97,11 +81,20 @@ class Feature:
         return None
 
 
-# dtype -> (Python type, numpy dtype, TensorFlow dtype, Open Inference Protocol datatype)
+@dataclasses.dataclass(frozen=True)
+class RawType:
+    """One raw dtype in every representation, so no consumer keeps its own mapping."""
+
+    python: type   # what a CSV cell or a JSON value becomes
+    numpy: str     # dtype of a column of values (strings as Python objects)
+    tf: str        # TensorFlow dtype name (`tf.as_dtype(t.tf)`)
+    v2: str        # Open Inference Protocol (V2) tensor datatype
+
+
 _TYPES = {
-    "int": (int, "int64", "int64", "INT64"),
-    "float": (float, "float32", "float32", "FP32"),
-    "string": (str, "object", "string", "BYTES"),
+    "int": RawType(int, "int64", "int64", "INT64"),
+    "float": RawType(float, "float32", "float32", "FP32"),
+    "string": RawType(str, "object", "string", "BYTES"),
 }
 
 MONTHS = ("Jan", "Feb", "March", "April", "May", "June",

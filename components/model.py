@@ -87,7 +87,7 @@ def _serving_fns(model: tf.keras.Model, transform: saved_transform_io_v2.SavedMo
     def serve_examples(serialized):
         return predict(tf.io.parse_example(serialized, feature_spec))
 
-    raw_inputs = [tf.TensorSpec([None], tf.as_dtype(f.tf_dtype), name=f.name) for f in features.FEATURES]
+    raw_inputs = [tf.TensorSpec([None], tf.as_dtype(f.types.tf), name=f.name) for f in features.FEATURES]
 
     @tf.function(input_signature=raw_inputs, autograph=False)
     def serve_raw(*columns):

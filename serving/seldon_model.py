@@ -22,6 +22,7 @@ import os
 import time
 from typing import Dict, List, Optional
 
+from cd4ml.contract import PREDICTIONS
 from serving.request import RequestError
 
 log = logging.getLogger("cd4ml.serving")
@@ -94,7 +95,7 @@ class BikeDemandModel:
         metrics = self._due_metrics()
         if metrics:
             meta["metrics"] = metrics
-        return {"data": {"names": ["predictions"], "ndarray": result.predictions}, "meta": meta}
+        return {"data": {"names": [PREDICTIONS], "ndarray": result.predictions}, "meta": meta}
 
     def send_feedback_raw(self, feedback):
         from google.protobuf import json_format
@@ -136,11 +137,10 @@ class BikeDemandModel:
     def init_metadata(self) -> Dict:
         from components import features
 
-        inputs = [{"name": f.name, "datatype": {"int": "INT64", "float": "FP32", "string": "BYTES"}[f.dtype],
-                   "shape": [1]} for f in features.FEATURES]
+        inputs = [{"name": f.name, "datatype": f.types.v2, "shape": [1]} for f in features.FEATURES]
         return {"name": "cd4ml-bikes", "versions": [self.core.version] if self.core else [],
                 "platform": "tensorflow", "inputs": inputs,
-                "outputs": [{"name": "predictions", "datatype": "FP32", "shape": [1]}]}
+                "outputs": [{"name": PREDICTIONS, "datatype": "FP32", "shape": [1]}]}
 
     # ----- rejections ------------------------------------------------------------------------
     def _metrics(self) -> List[Dict]:

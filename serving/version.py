@@ -111,7 +111,7 @@ class LoadedVersion:
         return self._call_signature(rows)
 
     def _call_signature(self, rows: List[Dict[str, object]]) -> np.ndarray:
-        inputs = {f.name: np.asarray([r[f.name] for r in rows], dtype=f.numpy_dtype)
+        inputs = {f.name: np.asarray([r[f.name] for r in rows], dtype=f.types.numpy)
                   for f in features.FEATURES}
         return self._predict(**inputs)[PREDICTIONS].numpy()
 
@@ -125,7 +125,7 @@ def _flat_order(function) -> List:
         return []
     if sorted(names) != sorted(features.FEATURE_NAMES):
         return []
-    return [(name, features.feature(name).numpy_dtype) for name in names]
+    return [(name, features.feature(name).types.numpy) for name in names]
 
 
 def _read(path: str) -> str:

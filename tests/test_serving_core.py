@@ -11,7 +11,6 @@ import json
 import os
 import random
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from components import features
 from serving import registry as reg
 from serving.request import RequestError, parse
+from tests.concurrency import clients, wait_until
 from tests.conftest import read_span
 
 GOOD = {"season": 1, "mnth": "Jan", "hr": 8, "holiday": 0, "weekday": 1, "workingday": 1,
@@ -259,30 +259,20 @@ def test_half_written_and_corrupt_versions_are_refused_while_the_old_one_serves(
 @pytest.mark.slow
 def test_reload_under_concurrent_requests_loses_none(registry, tmp_path):
     core = make_core(registry, tmp_path)
-    answers, errors, stop = [], [], threading.Event()
+    answers, errors = [], []
 
-    def client():
-        while not stop.is_set():
-            try:
-                answers.append(core.predict({"jsonData": [GOOD]}).version)
-            except Exception as err:  # noqa: BLE001 - any failure is what this test looks for
-                errors.append(err)
+    def send_one():
+        try:
+            answers.append(core.predict({"jsonData": [GOOD]}).version)
+        except Exception as err:  # noqa: BLE001 - any failure is what this test looks for
+            errors.append(err)
 
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with clients(send_one, 4) as stop:
         copy_version(registry, "1000", registry, "5000")
         assert core.refresh()
         before = len(answers)
-        for _ in range(10_000):  # let the clients run on the new version for a while
-            if len(answers) >= before + 20:
-                break
-            stop.wait(0.01)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+        # Let the clients run on the new version for a while.
+        assert wait_until(lambda: len(answers) >= before + 20, stop, seconds=100, interval=0.01)
     assert errors == []
     assert set(answers) == {"1000", "5000"} and answers[-1] == "5000"
 

@@ -18,6 +18,7 @@ import requests
 
 from components import features
 from serving.launch import running
+from tests.concurrency import clients, wait_until
 from tests.test_serving_core import BAD_REQUESTS, GOOD, copy_version, holdout
 
 pytestmark = pytest.mark.slow
@@ -127,36 +128,25 @@ def test_http_hot_reload_under_concurrent_requests_loses_none(registry, tmp_path
     os.makedirs(registry)
     copy_version(source, "1000", registry, "1000")
     with running(registry, str(tmp_path / "logs"), poll_seconds=0.3) as srv:
-        results, stop = [], threading.Event()
+        results = []
+        sessions = threading.local()
 
-        def client():
-            session = requests.Session()
-            while not stop.is_set():
-                try:
-                    r = session.post(srv.predict_url, json={"jsonData": [GOOD]}, timeout=60)
-                    results.append((r.status_code, r.json()["meta"]["tags"].get("model_version")))
-                except Exception as err:  # noqa: BLE001 - a lost request is what we look for
-                    results.append((None, repr(err)))
+        def send_one():
+            session = getattr(sessions, "session", None) or requests.Session()
+            sessions.session = session
+            try:
+                r = session.post(srv.predict_url, json={"jsonData": [GOOD]}, timeout=60)
+                results.append((r.status_code, r.json()["meta"]["tags"].get("model_version")))
+            except Exception as err:  # noqa: BLE001 - a lost request is what we look for
+                results.append((None, repr(err)))
 
-        threads = [threading.Thread(target=client) for _ in range(3)]
-        for t in threads:
-            t.start()
-        try:
+        with clients(send_one, 3) as stop:
             copy_version(registry, "1000", registry, "2000")
             copy_version(registry, "1000", registry, "1500")  # older than the one serving: ignored
-            for _ in range(6000):  # until the new version answers (bounded)
-                if any(v == "2000" for _, v in results[-10:]):
-                    break
-                stop.wait(0.05)
+            # Until the new version answers, then while it keeps answering (both bounded).
+            wait_until(lambda: any(v == "2000" for _, v in results[-10:]), stop, seconds=300, interval=0.05)
             seen = len(results)
-            for _ in range(2000):  # and keeps answering for a while
-                if len(results) >= seen + 30:
-                    break
-                stop.wait(0.05)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join()
+            wait_until(lambda: len(results) >= seen + 30, stop, seconds=100, interval=0.05)
         lost = [r for r in results if r[0] != 200]
         assert lost == [], lost[:5]
         versions = [v for _, v in results]

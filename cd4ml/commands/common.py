@@ -20,6 +20,31 @@ def config_from(args, **extra) -> PipelineConfig:
                                    data_root=getattr(args, "data_root", None), **extra)
 
 
+def add_registry_flag(parser):
+    parser.add_argument("--registry", help="model registry, a directory or gs:// path "
+                                           "(env CD4ML_REGISTRY, default <home>/registry)")
+
+
+def add_decision_flags(parser):
+    """What an operator's decision (promote, rollback) records besides the version."""
+    add_registry_flag(parser)
+    parser.add_argument("--reason", default="", help="why (recorded with the decision in ML Metadata)")
+
+
+def add_trigger_flags(parser, interval: float, what: str):
+    """The flags of a polling trigger (watch, drift-retrain): poll once or every INTERVAL seconds,
+    run locally or submit the compiled job, or list what it recorded."""
+    parser.add_argument("--once", action="store_true", help="check once, act on what is there, then exit")
+    parser.add_argument("--interval", type=float, default=interval, help="seconds between polls (default %(default)s)")
+    parser.add_argument("--submit", metavar="JOB",
+                        help="compiled job: submit a KFP/Vertex run instead of running the pipeline here")
+    parser.add_argument("--list", action="store_true", help=f"list the {what} recorded in ML Metadata and exit")
+
+
+def add_verbose_flag(parser):
+    parser.add_argument("-v", "--verbose", action="store_true", help="show TFX, Beam and TensorFlow logs")
+
+
 def quiet_libraries(verbose: bool = False):
     """TFX, Beam and TF log thousands of INFO lines per run; keep them for --verbose."""
     if verbose:

@@ -8,7 +8,7 @@
 import json
 import sys
 
-from cd4ml.commands.common import add_config_flags, config_from, quiet_libraries
+from cd4ml.commands.common import add_config_flags, add_registry_flag, config_from, quiet_libraries
 
 HELP = "compare versions on live traffic: live MAE per version, and a shadow replay of labelled rows"
 
@@ -17,7 +17,7 @@ def register(parser):
     add_config_flags(parser)
     parser.add_argument("versions", nargs="*", help="versions to replay the labelled live rows through")
     parser.add_argument("--log-dir", help="the server's log directory (default <home>/serving-logs)")
-    parser.add_argument("--registry", help="model registry (env CD4ML_REGISTRY)")
+    add_registry_flag(parser)
     parser.add_argument("--limit", type=int, help="replay only the last N labelled rows")
     parser.add_argument("--json", action="store_true")
 

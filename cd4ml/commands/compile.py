@@ -8,7 +8,7 @@ The same create_pipeline(config) as `cd4ml run`, with cluster settings from conf
 
 import sys
 
-from cd4ml.commands.common import add_config_flags, config_from, quiet_libraries
+from cd4ml.commands.common import add_config_flags, add_verbose_flag, config_from, quiet_libraries
 
 HELP = "compile the pipeline into a Kubeflow (KFP v2 / Vertex AI) pipeline job JSON"
 
@@ -29,7 +29,7 @@ def register(parser):
     parser.add_argument("--dataflow", action="store_true",
                         help="run Beam components on Dataflow (needs --project) instead of CD4ML_BEAM_ARGS")
     parser.add_argument("-o", "--output", default="build/pipeline.json", help="output file (default %(default)s)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show TFX logs")
+    add_verbose_flag(parser)
 
 
 def cluster_config(args, **extra):

@@ -11,7 +11,7 @@ Everything it starts is stopped at the end.
 
 import sys
 
-from cd4ml.commands.common import add_config_flags, config_from, quiet_libraries
+from cd4ml.commands.common import add_config_flags, add_verbose_flag, config_from, quiet_libraries
 
 HELP = "run the end-to-end demo: train, serve, drift, drop, retrain, hot-load, roll back/forward"
 
@@ -21,7 +21,7 @@ def register(parser):
     parser.add_argument("--pipeline-only", action="store_true", help="only train span 1 then span 2")
     parser.add_argument("--keep", action="store_true", help="keep the demo's temporary home")
     parser.add_argument("--json", metavar="FILE", help="also write the timeline as JSON")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show TFX/Beam/TF logs")
+    add_verbose_flag(parser)
 
 
 def main(args) -> int:

@@ -7,7 +7,7 @@ request is recorded in ML Metadata (cd4ml.RetrainRequest); --list shows them.
 
 import time
 
-from cd4ml.commands.common import add_config_flags, config_from, quiet_libraries
+from cd4ml.commands.common import add_config_flags, add_trigger_flags, add_verbose_flag, config_from, quiet_libraries
 
 HELP = "retrain when the server's drift detector fires (debounced, cooldown, min labelled rows)"
 
@@ -20,13 +20,9 @@ def register(parser):
     parser.add_argument("--min-rows", type=int, help="new labelled rows needed (env CD4ML_RETRAIN_MIN_ROWS)")
     parser.add_argument("--debounce", type=float, default=30.0,
                         help="seconds a drift burst settles (default %(default)s)")
-    parser.add_argument("--submit", metavar="JOB",
-                        help="compiled job: submit a KFP/Vertex run instead of running locally")
-    parser.add_argument("--once", action="store_true", help="check once and exit")
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
+    add_trigger_flags(parser, interval=10.0, what="retrain requests")
     parser.add_argument("--dry-run", action="store_true", help="say what would happen, do nothing")
-    parser.add_argument("--list", action="store_true", help="list recorded retrain requests")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_verbose_flag(parser)
 
 
 def main(args) -> int:

@@ -5,14 +5,14 @@ the server answers with (* marks it; a SERVING.json pin wins over the newest com
 
 import json
 
-from cd4ml.commands.common import add_config_flags, config_from
+from cd4ml.commands.common import add_config_flags, add_registry_flag, config_from
 
 HELP = "list pushed model versions with metrics, blessing, lineage and the one being served"
 
 
 def register(parser):
     add_config_flags(parser)
-    parser.add_argument("--registry", help="model registry (env CD4ML_REGISTRY, default <home>/registry)")
+    add_registry_flag(parser)
     parser.add_argument("--history", action="store_true", help="also show promote/rollback decisions")
     parser.add_argument("--json", action="store_true", help="print JSON")
 

@@ -10,7 +10,7 @@ Writes <registry>/SERVING.json and records the decision in ML Metadata (cd4ml.Pr
 
 import sys
 
-from cd4ml.commands.common import add_config_flags, config_from
+from cd4ml.commands.common import add_config_flags, add_decision_flags, config_from
 
 HELP = "pin a model version for serving (or --latest to unpin)"
 
@@ -19,12 +19,11 @@ def register(parser):
     add_config_flags(parser)
     parser.add_argument("version", nargs="?", help="version to serve")
     parser.add_argument("--latest", action="store_true", help="unpin: serve the newest complete version")
-    parser.add_argument("--reason", default="", help="why (recorded with the decision)")
     parser.add_argument("--shadow", action="store_true",
                         help="run VERSION as a shadow challenger (logged, compared, never answers)")
     parser.add_argument("--no-shadow", dest="no_shadow", action="store_true", help="stop the shadow")
     parser.add_argument("--force", action="store_true", help="pin even a version that was not blessed")
-    parser.add_argument("--registry", help="model registry (env CD4ML_REGISTRY)")
+    add_decision_flags(parser)
 
 
 def main(args) -> int:

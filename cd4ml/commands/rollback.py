@@ -5,15 +5,14 @@ the decision is recorded in ML Metadata. `cd4ml promote --latest` rolls forward 
 
 import sys
 
-from cd4ml.commands.common import add_config_flags, config_from
+from cd4ml.commands.common import add_config_flags, add_decision_flags, config_from
 
 HELP = "roll back to the previous good model version"
 
 
 def register(parser):
     add_config_flags(parser)
-    parser.add_argument("--reason", default="", help="why (recorded with the decision)")
-    parser.add_argument("--registry", help="model registry (env CD4ML_REGISTRY)")
+    add_decision_flags(parser)
 
 
 def main(args) -> int:

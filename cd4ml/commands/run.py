@@ -4,7 +4,7 @@ Exit codes: 0 pushed or nothing to do, 1 error, 2 data validation failed (nothin
 pushed; the report is kept under <home>/runs/<run id>/), 3 model not blessed (not pushed).
 """
 
-from cd4ml.commands.common import add_config_flags, config_from, quiet_libraries
+from cd4ml.commands.common import add_config_flags, add_verbose_flag, config_from, quiet_libraries
 
 HELP = "run the pipeline on a span (latest by default) and print what happened"
 
@@ -14,7 +14,7 @@ def register(parser):
     parser.add_argument("--span", type=int, help="span number to train on (default: the latest span-N)")
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show TFX/Beam/TF logs")
+    add_verbose_flag(parser)
 
 
 def main(args) -> int:

@@ -13,7 +13,7 @@ serving model stays. Object names that could escape the data root are refused.
 
 import sys
 
-from cd4ml.commands.common import add_config_flags, config_from, quiet_libraries
+from cd4ml.commands.common import add_config_flags, add_trigger_flags, add_verbose_flag, config_from, quiet_libraries
 
 HELP = "watch a bucket for new data and retrain on each drop (exactly once per object)"
 
@@ -27,11 +27,8 @@ def add_bucket_flags(parser):
 def register(parser):
     add_config_flags(parser)
     add_bucket_flags(parser)
-    parser.add_argument("--once", action="store_true", help="process what is there now, then exit")
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default %(default)s)")
-    parser.add_argument("--submit", metavar="JOB", help="compiled job: submit a KFP/Vertex run per drop")
-    parser.add_argument("--list", action="store_true", help="list the drops recorded in MLMD and exit")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show TFX/Beam/TF logs")
+    add_trigger_flags(parser, interval=5.0, what="drops")
+    add_verbose_flag(parser)
 
 
 def main(args) -> int:

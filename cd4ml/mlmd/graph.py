@@ -36,19 +36,19 @@ class Graph:
         self._contexts: Dict[int, Dict[str, str]] = {}
 
     # -- objects ------------------------------------------------------------------------------
-    def artifacts(self, ids) -> List[metadata_store_pb2.Artifact]:
-        missing = [i for i in set(ids) if i not in self._artifacts]
+    @staticmethod
+    def _cached(cache: Dict[int, object], ids, fetch) -> list:
+        """The objects with these ids, fetching only those not seen yet."""
+        missing = [i for i in set(ids) if i not in cache]
         if missing:
-            for a in self.store.get_artifacts_by_id(missing):
-                self._artifacts[a.id] = a
-        return [self._artifacts[i] for i in ids if i in self._artifacts]
+            cache.update((o.id, o) for o in fetch(missing))
+        return [cache[i] for i in ids if i in cache]
+
+    def artifacts(self, ids) -> List[metadata_store_pb2.Artifact]:
+        return self._cached(self._artifacts, ids, self.store.get_artifacts_by_id)
 
     def executions(self, ids) -> List[metadata_store_pb2.Execution]:
-        missing = [i for i in set(ids) if i not in self._executions]
-        if missing:
-            for e in self.store.get_executions_by_id(missing):
-                self._executions[e.id] = e
-        return [self._executions[i] for i in ids if i in self._executions]
+        return self._cached(self._executions, ids, self.store.get_executions_by_id)
 
     def artifact_type(self, artifact) -> str:
         if artifact.type_id not in self._artifact_types:
