@@ -7,7 +7,7 @@ next to them says how rows were encoded, so a detector is never fed a layout it 
 
 Rows are encoded by `features.encode_row` (categories as vocabulary indices, FEATURE_NAMES order):
 TabularDrift then runs chi-squared on the categorical columns (`categories_per_feature`) and KS on
-the numeric ones; without that map it would treat categories as numbers (stack notes).
+the numeric ones; without that map it would treat categories as numbers (docs/stack.md).
 """
 
 from __future__ import annotations

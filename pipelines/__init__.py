@@ -2,7 +2,7 @@
 import os
 
 # TF 2.16 defaults to Keras 3, which TFX 1.16's Keras paths do not support; every process that may
-# import TensorFlow through this package gets the legacy tf-keras 2.16 (stack notes).
+# import TensorFlow through this package gets the legacy tf-keras 2.16 (docs/stack.md).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 # Import TFX components one by one, not all sixteen at once (12 s per run): components/lazy_tfx.py.

@@ -44,7 +44,7 @@ def _env(name: str, value, cast=str):
 class BikeDemandModel:
     """Seldon's Python model contract: load, predict_raw, send_feedback_raw, metrics, tags,
     health_status. Heavy work (TensorFlow, the SavedModel) happens in `load()`, which Seldon calls
-    in each gunicorn worker after the fork (stack notes: loading in __init__ hangs TF per worker)."""
+    in each gunicorn worker after the fork (docs/stack.md: loading in __init__ hangs TF per worker)."""
 
     def __init__(self, registry: Optional[str] = None, version: Optional[str] = None,
                  log_dir: Optional[str] = None, drift_window=None, poll_seconds=None, max_rows=None,

@@ -132,7 +132,9 @@ def test_the_schema_check_rejects_a_misspelt_key_and_a_wrong_type(tmp_path):
 # ---------------------------------------------------------------- triggers
 
 def test_triggers(workflows):
-    assert set(triggers(workflows["ci.yml"])) == {"pull_request"}
+    ci = triggers(workflows["ci.yml"])
+    assert set(ci) == {"pull_request", "push", "schedule", "workflow_dispatch"}
+    assert ci["push"] == {"branches": ["main"]} and ci["schedule"][0]["cron"]
     assert triggers(workflows["cd.yml"]) == {"push": {"branches": ["main"]}}
     retrain = triggers(workflows["retrain.yml"])
     assert set(retrain) == {"repository_dispatch", "workflow_dispatch"}
@@ -163,7 +165,14 @@ def test_each_workflow_runs_its_stage(workflows):
         return ({t for s in scripts for t in make_calls(s)}, {c[0] for s in scripts for c in cd4ml_calls(s)})
 
     make, cli = calls("ci.yml")
-    assert {"setup", "lint", "test-fast"} <= make and "compile" in cli
+    assert {"setup", "lint", "test-fast", "test"} <= make and "compile" in cli
+    # The whole suite (what `make test` and .ci/run run) on pushes to main and nightly, not only
+    # the fast tests of a pull request.
+    full = [j for j in workflows["ci.yml"]["jobs"].values()
+            if any("test" in make_calls(s.get("run", "")) for s in j["steps"])]
+    assert full and all(j.get("if") == "github.event_name != 'pull_request'" for j in full)
+    cached = {s["with"]["path"] for j in full for s in j["steps"] if s.get("uses", "").startswith("actions/cache@")}
+    assert cached == {".venv", ".venv-serving"}
     make, cli = calls("cd.yml")
     assert "setup" in make and {"compile", "submit"} <= cli
     make, cli = calls("retrain.yml")
