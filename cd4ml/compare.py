@@ -13,9 +13,9 @@ Two views, both from `<log dir>/predictions*.jsonl` and `feedback*.jsonl` (servi
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from cd4ml.contract import FEEDBACK_LOG, PREDICTIONS_LOG, read_jsonl
+from cd4ml.contract import FEEDBACK_LOG, PREDICTIONS_LOG, labelled_requests, read_jsonl
 
 
 def live(log_dir: str) -> Dict[str, Dict[str, float]]:
@@ -35,18 +35,10 @@ def live(log_dir: str) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def labelled_rows(log_dir: str, limit: Optional[int] = None) -> List[Dict]:
-    wanted = {}
-    for f in read_jsonl(log_dir, FEEDBACK_LOG):
-        if f.get("request_id"):
-            wanted[f["request_id"]] = f.get("truth") or []
-    rows = []
-    for p in read_jsonl(log_dir, PREDICTIONS_LOG):
-        truth = wanted.get(p.get("request_id"))
-        if truth is None or len(truth) != len(p.get("rows", [])):
-            continue
-        for features, label in zip(p["rows"], truth):
-            rows.append((features, float(label)))
+def labelled_rows(log_dir: str, limit: Optional[int] = None) -> List[Tuple[Dict, float]]:
+    """(features, truth) of every labelled live row, the last `limit` of them when given."""
+    rows = [(features, float(label)) for logged, fb in labelled_requests(log_dir)
+            for features, label in zip(logged["rows"], fb["truth"])]
     return rows[-limit:] if limit else rows
 
 

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import tempfile
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from pipelines import kubeflow_runner
 
@@ -59,52 +59,68 @@ def read_token(token_file: Optional[str] = None) -> Optional[str]:
     return os.environ.get("KFP_TOKEN") or None
 
 
-def submit_kfp(job: Dict, host: str, experiment: str, name: str, parameters: Dict[str, str],
-               token: Optional[str] = None, wait: bool = False, timeout: float = 3600,
-               progress: Callable[[str], None] = print) -> Submission:
+@dataclasses.dataclass
+class RunRequest:
+    """One run of a compiled job: what to start and how to follow it, whatever the platform."""
+
+    job_path: str
+    job: Dict                      # the compiled PipelineJob JSON (kubeflow_runner.load_job)
+    name: str                      # run_name(...)
+    parameters: Dict[str, str]     # runtime parameter values (kubeflow_runner.parameter_values)
+    wait: bool = False
+    timeout: float = 3600
+    progress: Callable[[str], None] = print
+
+    @property
+    def pipeline_name(self) -> str:
+        return self.job.get("displayName") or self.job["pipelineSpec"]["pipelineInfo"]["name"]
+
+    @property
+    def pipeline_root(self) -> Optional[str]:
+        return self.job.get("runtimeConfig", {}).get("gcsOutputDirectory")
+
+
+def submit_kfp(request: RunRequest, host: str, experiment: str, token: Optional[str] = None) -> Submission:
     import kfp
-    import yaml
 
     with contextlib.redirect_stdout(sys.stderr):  # the kfp client prints links on stdout
-        return _submit_kfp(kfp, yaml, job, host, experiment, name, parameters, token, wait, timeout,
-                           progress)
+        client = kfp.Client(host=host, existing_token=token)
+        exp = client.create_experiment(name=experiment)
+        pipeline_id, version_id = _upload(client, request)
+        values = dict(_compiled_defaults(request.job))
+        values.update(request.parameters)
+        run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=request.name, params=values,
+                                  pipeline_id=pipeline_id, version_id=version_id,
+                                  pipeline_root=request.pipeline_root)
+        result = Submission("kfp", run.run_id, request.name, url=f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
+                            pipeline_id=pipeline_id, version_id=version_id, experiment_id=exp.experiment_id,
+                            parameters=values, state=str(run.state or "submitted"))
+        request.progress(f"submitted run {request.name} ({run.run_id}) to {host}, experiment {experiment}")
+        if request.wait:
+            final = client.wait_for_run_completion(run.run_id, timeout=request.timeout, sleep_duration=5)
+            result.state = str(final.state)
+            request.progress(f"run {request.name}: {result.state}")
+    return result
 
 
-def _submit_kfp(kfp, yaml, job, host, experiment, name, parameters, token, wait, timeout, progress):
-    client = kfp.Client(host=host, existing_token=token)
-    exp = client.create_experiment(name=experiment)
-    pipeline_name = job.get("displayName") or job["pipelineSpec"]["pipelineInfo"]["name"]
+def _upload(client, request: RunRequest) -> Tuple[str, str]:
+    """(pipeline id, version id): the pipeline on first upload, else a new version of it."""
+    import yaml
+
     with tempfile.TemporaryDirectory() as tmp:
         # KFP takes the PipelineSpec (the IR YAML), not Vertex's PipelineJob wrapper.
         package = os.path.join(tmp, "pipeline.yaml")
         with open(package, "w") as fh:
-            yaml.safe_dump(job["pipelineSpec"], fh, sort_keys=True)
-        pipeline_id = client.get_pipeline_id(pipeline_name)
+            yaml.safe_dump(request.job["pipelineSpec"], fh, sort_keys=True)
+        pipeline_id = client.get_pipeline_id(request.pipeline_name)
         if pipeline_id is None:
-            pipeline = client.upload_pipeline(package, pipeline_name=pipeline_name,
+            pipeline = client.upload_pipeline(package, pipeline_name=request.pipeline_name,
                                               description="cd4ml bike-demand pipeline")
-            pipeline_id = pipeline.pipeline_id
-            versions = client.list_pipeline_versions(pipeline_id, sort_by="created_at desc", page_size=1)
-            version_id = versions.pipeline_versions[0].pipeline_version_id
-        else:
-            version = client.upload_pipeline_version(package, pipeline_version_name=name,
-                                                     pipeline_id=pipeline_id)
-            version_id = version.pipeline_version_id
-    values = dict(_compiled_defaults(job))
-    values.update(parameters)
-    run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=name, params=values,
-                              pipeline_id=pipeline_id, version_id=version_id,
-                              pipeline_root=job.get("runtimeConfig", {}).get("gcsOutputDirectory"))
-    result = Submission("kfp", run.run_id, name, url=f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
-                        pipeline_id=pipeline_id, version_id=version_id,
-                        experiment_id=exp.experiment_id, parameters=values,
-                        state=str(run.state or "submitted"))
-    progress(f"submitted run {name} ({run.run_id}) to {host}, experiment {experiment}")
-    if wait:
-        final = client.wait_for_run_completion(run.run_id, timeout=timeout, sleep_duration=5)
-        result.state = str(final.state)
-        progress(f"run {name}: {result.state}")
-    return result
+            versions = client.list_pipeline_versions(pipeline.pipeline_id, sort_by="created_at desc", page_size=1)
+            return pipeline.pipeline_id, versions.pipeline_versions[0].pipeline_version_id
+        version = client.upload_pipeline_version(package, pipeline_version_name=request.name,
+                                                 pipeline_id=pipeline_id)
+        return pipeline_id, version.pipeline_version_id
 
 
 def _compiled_defaults(job: Dict) -> Dict[str, str]:
@@ -114,29 +130,27 @@ def _compiled_defaults(job: Dict) -> Dict[str, str]:
     return {k: v.get("stringValue", "") for k, v in job.get("runtimeConfig", {}).get("parameters", {}).items()}
 
 
-def submit_vertex(job_path: str, job: Dict, project: str, region: str, name: str,
-                  parameters: Dict[str, str], wait: bool = False,
-                  progress: Callable[[str], None] = print) -> Submission:
+def submit_vertex(request: RunRequest, project: str, region: str) -> Submission:
     try:
         from google.cloud import aiplatform
     except ImportError as exc:  # pragma: no cover - installed in the pipeline environment
         raise RuntimeError("Vertex AI submit needs google-cloud-aiplatform in the environment") from exc
     aiplatform.init(project=project, location=region)
     pipeline_job = aiplatform.PipelineJob(
-        display_name=name, template_path=job_path, job_id=name.replace("_", "-"),
-        pipeline_root=job.get("runtimeConfig", {}).get("gcsOutputDirectory"),
-        parameter_values=parameters, labels=job.get("labels", {}), enable_caching=None)
+        display_name=request.name, template_path=request.job_path, job_id=request.name.replace("_", "-"),
+        pipeline_root=request.pipeline_root, parameter_values=request.parameters,
+        labels=request.job.get("labels", {}), enable_caching=None)
     pipeline_job.submit()
     try:
         url = pipeline_job._dashboard_uri()  # private in aiplatform; only a convenience link
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a missing link must not fail a submitted run
         url = ""
-    result = Submission("vertex", pipeline_job.resource_name, name, url=url, parameters=parameters)
-    progress(f"submitted Vertex AI pipeline job {name} in {project}/{region}")
-    if wait:
+    result = Submission("vertex", pipeline_job.resource_name, request.name, url=url, parameters=request.parameters)
+    request.progress(f"submitted Vertex AI pipeline job {request.name} in {project}/{region}")
+    if request.wait:
         pipeline_job.wait()
         result.state = pipeline_job.state.name.replace("PIPELINE_STATE_", "").lower()
-        progress(f"run {name}: {result.state}")
+        request.progress(f"run {request.name}: {result.state}")
     return result
 
 
@@ -147,15 +161,14 @@ def submit(job_path: str, config, span: Optional[int] = None, reason: str = "",
     """Submit the compiled job at `job_path` with config's KFP host, or to Vertex AI without one."""
     job = kubeflow_runner.load_job(job_path)
     commit = commit or job.get("labels", {}).get("cd4ml-git-commit") or "unknown"
-    name = run_name(config.pipeline_name, commit, reason)
-    parameters = kubeflow_runner.parameter_values(job, span=span, mae_bound=mae_bound)
+    request = RunRequest(job_path, job, run_name(config.pipeline_name, commit, reason),
+                         kubeflow_runner.parameter_values(job, span=span, mae_bound=mae_bound),
+                         wait=wait, timeout=timeout, progress=progress)
     if config.kfp_host:
-        return submit_kfp(job, config.kfp_host, config.kfp_experiment, name, parameters,
-                          token=token if token is not None else read_token(), wait=wait,
-                          timeout=timeout, progress=progress)
+        return submit_kfp(request, config.kfp_host, config.kfp_experiment,
+                          token=token if token is not None else read_token())
     if config.gcp_project:
-        return submit_vertex(job_path, job, config.gcp_project, config.gcp_region, name, parameters,
-                             wait=wait, progress=progress)
+        return submit_vertex(request, config.gcp_project, config.gcp_region)
     raise ValueError("nowhere to submit: set CD4ML_KFP_HOST (Kubeflow Pipelines endpoint, or --host) "
                      "or CD4ML_GCP_PROJECT (Vertex AI Pipelines, or --project)")
 

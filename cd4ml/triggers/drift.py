@@ -30,14 +30,10 @@ import datetime
 import os
 from typing import Callable, Dict, List, Optional
 
-from cd4ml.contract import DRIFT_LOG, FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir, read_jsonl
+from cd4ml.contract import DRIFT_LOG, default_log_dir, labelled_requests, parse_ts, read_jsonl
 from cd4ml.runner import run_and_report
 from pipelines import local_runner
 from pipelines.config import PipelineConfig
-
-
-def _ts(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _now() -> datetime.datetime:
@@ -97,30 +93,17 @@ class DriftRetrainer:
 
     def labelled_rows(self, since: Optional[datetime.datetime]) -> List[Dict]:
         """Feedback truth joined to the logged request rows, newer than `since`."""
-        feedback = [f for f in read_jsonl(self.log_dir, FEEDBACK_LOG)
-                    if f.get("request_id") and not f.get("shadow") and (since is None or _ts(f["ts"]) > since)]
-        if not feedback:
-            return []
-        wanted = {f["request_id"] for f in feedback}
-        requests = {p["request_id"]: p for p in read_jsonl(self.log_dir, PREDICTIONS_LOG)
-                    if p.get("request_id") in wanted}
-        rows = []
-        for f in feedback:
-            logged = requests.get(f["request_id"])
-            if not logged or len(logged.get("rows", [])) != len(f.get("truth", [])):
-                continue
-            for features, truth, predicted in zip(logged["rows"], f["truth"], logged.get("predictions", [])):
-                rows.append(dict(features, bikers=truth, predicted=predicted, version=logged.get("version"),
-                                 ts=f["ts"]))
-        return rows
+        return [dict(features, bikers=truth, predicted=predicted, version=logged.get("version"), ts=fb["ts"])
+                for logged, fb in labelled_requests(self.log_dir, since)
+                for features, truth, predicted in zip(logged["rows"], fb["truth"], logged.get("predictions", []))]
 
     def decide(self) -> Decision:
         previous = self.requests()
         last = previous[-1] if previous else None
-        last_at = _ts(last["requested_at"]) if last and last.get("requested_at") else None
-        last_drift = _ts(last["drift_ts"]) if last and last.get("drift_ts") else None
+        last_at = parse_ts(last["requested_at"]) if last and last.get("requested_at") else None
+        last_drift = parse_ts(last["drift_ts"]) if last and last.get("drift_ts") else None
         pending = [d for d in read_jsonl(self.log_dir, DRIFT_LOG)
-                   if d.get("is_drift") and (last_drift is None or _ts(d["ts"]) > last_drift)]
+                   if d.get("is_drift") and (last_drift is None or parse_ts(d["ts"]) > last_drift)]
         if not pending:
             return Decision("wait", "no drift reported since the last retrain request")
         latest = pending[-1]
@@ -129,7 +112,7 @@ class DriftRetrainer:
             left = self.cooldown_s - (now - last_at).total_seconds()
             return Decision("wait", f"cooldown: last retrain request {last_at:%H:%M:%S}, {left:.0f} s left",
                             latest, drift_windows=len(pending))
-        first = _ts(pending[0]["ts"])
+        first = parse_ts(pending[0]["ts"])
         if (now - first).total_seconds() < self.debounce_s:
             return Decision("wait", f"debounce: drift first seen {(now - first).total_seconds():.0f} s ago, "
                             f"waiting {self.debounce_s:.0f} s for the burst to settle", latest,
@@ -152,7 +135,7 @@ class DriftRetrainer:
         self.progress(f"retrain requested: {decision.why}")
         requested_at = self.now()
         previous = self.requests()
-        since = _ts(previous[-1]["requested_at"]) if previous and previous[-1].get("requested_at") else None
+        since = parse_ts(previous[-1]["requested_at"]) if previous and previous[-1].get("requested_at") else None
         outcome = Outcome(decision, labelled_file=self._export(self.labelled_rows(since), requested_at))
         # Record the request before acting: a crash mid-run must not make the next poll retrain again.
         from cd4ml.mlmd import records
