@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 from pipelines.config import PipelineConfig
 
@@ -50,7 +51,10 @@ def quiet_libraries(verbose: bool = False):
     if verbose:
         logging.basicConfig(level=logging.INFO)
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's C++ log (CUDA plugin registration on a machine without a GPU) and the Google
+    # client libraries' notice about Python 3.10 say nothing about the run.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\..*")
     for name in ("absl", "tensorflow", "apache_beam", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
