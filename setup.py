@@ -16,9 +16,8 @@ setup(
     install_requires=[],  # the lock files are the install path; see Makefile `setup`
     extras_require={
         "pipeline": ["tfx[kfp]==1.16.0", "apache-beam[gcp]==2.59.0", "dill==0.3.1.1",
-                     "tf-keras==2.16.0", "alibi-detect==0.13.0"],
-        "serving": ["seldon-core==1.18.2", "tensorflow-cpu==2.16.2", "tf-keras==2.16.0",
-                    "alibi-detect==0.13.0"],
+                     "tf-keras==2.16.0", "scipy", "scikit-learn"],
+        "serving": ["seldon-core==1.17.1", "tensorflow==2.16.2", "tf-keras==2.16.0", "scipy"],
     },
     entry_points={"console_scripts": ["cd4ml=cd4ml.cli:main"]},
 )

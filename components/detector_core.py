@@ -1,13 +1,18 @@
 """Fit, save, load and score the drift and outlier detectors, without TFX.
 
 Split from the TFX component (`components/detectors.py`) because the server loads these in the
-serving environment, which has alibi-detect and TensorFlow but no TFX. Detectors are stored in
-alibi-detect's own format (`save_detector`), so any alibi-detect runtime can read them; meta.json
-next to them says how rows were encoded, so a detector is never fed a layout it was not fitted on.
+serving environment, which has no TFX. Permissive libraries only (docs/licences.md): the drift
+test is SciPy's two-sample Kolmogorov-Smirnov test for numeric features and its chi-squared
+contingency test for categorical ones; the outlier detector is scikit-learn's IsolationForest.
 
-Rows are encoded by `features.encode_row` (categories as vocabulary indices, FEATURE_NAMES order):
-TabularDrift then runs chi-squared on the categorical columns (`categories_per_feature`) and KS on
-the numeric ones; without that map it would treat categories as numbers (docs/stack.md).
+A saved set is plain data, no pickle: `drift.npz` (the reference rows and the categories seen in
+them), `outlier.npz` (the fitted forest flattened into arrays, see FastIForest) and `meta.json`
+(how rows were encoded, so a detector is never fed a layout it was not fitted on). Loading one
+from a bucket runs no code, and the server scores with numpy alone.
+
+Rows are encoded by `features.encode_row` (categories as vocabulary indices, FEATURE_NAMES order).
+Categorical columns come from features.py: without that map a tabular drift test would treat
+categories as numbers (docs/stack.md).
 """
 
 from __future__ import annotations
@@ -20,15 +25,15 @@ import numpy as np
 
 from components import features
 
-DRIFT_DIR = "drift"
-OUTLIER_DIR = "outlier"
+DRIFT_FILE = "drift.npz"
+OUTLIER_FILE = "outlier.npz"
 META = "meta.json"
 P_VAL = 0.05
 # Share of training rows scored as normal: the outlier threshold is this percentile of the
 # training scores, so about 1% of rows like the training data are flagged.
 THRESHOLD_PERC = 99.0
-# IForest cost grows with trees; 50 keeps per-request scoring well under a millisecond with
-# `FastIForest` and the score is stable enough for a per-row flag.
+# IsolationForest cost grows with trees; 50 keeps per-request scoring well under a millisecond
+# with FastIForest and the score is stable enough for a per-row flag.
 N_ESTIMATORS = 50
 
 
@@ -37,120 +42,94 @@ def encode(rows: Iterable[Dict[str, object]]) -> np.ndarray:
         -1, len(features.FEATURES))
 
 
-def fit(x_train: np.ndarray, seed: int = 42, p_val: float = P_VAL):
-    """TabularDrift and IForest fitted on the training rows; returns (drift, outlier, meta)."""
-    from alibi_detect.cd import TabularDrift
-    from alibi_detect.od import IForest
-
-    if len(x_train) < 10:
-        raise ValueError(f"detectors need training rows; got {len(x_train)}")
-    cats = observed_categories(x_train)
-    drift = TabularDrift(x_train, p_val=p_val, categories_per_feature=cats)
-    outlier = IForest(n_estimators=N_ESTIMATORS, max_samples=min(256, len(x_train)))
-    outlier.isolationforest.set_params(random_state=seed)
-    outlier.fit(x_train)
-    outlier.infer_threshold(x_train, threshold_perc=THRESHOLD_PERC)
-    meta = {
-        "features": features.FEATURE_NAMES,
-        "encoding": "features.encode_row: categories as vocabulary index",
-        "categories_per_feature": {str(k): v for k, v in cats.items()},
-        "vocabulary_sizes": {str(k): v for k, v in features.categories_per_feature().items()},
-        "p_val": p_val,
-        "n_reference": int(len(x_train)),
-        "outlier": {"kind": "IForest", "n_estimators": N_ESTIMATORS,
-                    "threshold": float(outlier.threshold), "threshold_perc": THRESHOLD_PERC},
-        "seed": seed,
-    }
-    return drift, outlier, meta
-
-
 def observed_categories(x_train: np.ndarray) -> Dict[int, List[int]]:
     """Categorical column -> the vocabulary indices present in the training rows.
 
     Columns and vocabularies come from features.py. Only the categories seen in training are
     listed: a vocabulary entry absent from both the reference and a window (July in a Jan-June
     span) would be an all-zero column, which chi-squared refuses. A category that appears only in
-    the window is still counted (alibi-detect adds it), and is the strongest drift signal there is.
+    the window is still counted (see TabularDrift.p_values), and is the strongest drift signal.
     """
     return {i: [c for c in range(n) if bool((x_train[:, i] == c).any())]
             for i, n in features.categories_per_feature().items()}
 
 
-def save(directory: str, drift, outlier, meta: Dict) -> None:
-    from alibi_detect.saving import save_detector
+class TabularDrift:
+    """Per-feature two-sample tests of a window against the reference rows, Bonferroni-corrected.
 
-    os.makedirs(directory, exist_ok=True)
-    save_detector(drift, os.path.join(directory, DRIFT_DIR))
-    save_detector(outlier, os.path.join(directory, OUTLIER_DIR))
-    with open(os.path.join(directory, META), "w") as fh:
-        json.dump(meta, fh, indent=2, sort_keys=True)
+    Numeric features: Kolmogorov-Smirnov (scipy.stats.ks_2samp, asymptotic p-value). Categorical
+    features: chi-squared on the 2 x k table of category counts (scipy.stats.chi2_contingency),
+    over the categories of the reference and the window together. The window drifts when any
+    p-value is below p_val / number of features, so eleven tests on one window do not raise a
+    false alarm one time in two.
+    """
 
+    def __init__(self, x_ref: np.ndarray, categories: Dict[int, List[int]], p_val: float = P_VAL):
+        self.x_ref = np.asarray(x_ref, dtype=np.float32)
+        self.categories = {int(k): [int(c) for c in v] for k, v in categories.items()}
+        self.p_val = p_val
 
-class Detectors:
-    """A loaded detector set: the drift detector, the outlier detector and a fast scorer."""
+    @property
+    def threshold(self) -> float:
+        return self.p_val / self.x_ref.shape[1]
 
-    def __init__(self, drift, outlier, meta: Dict):
-        self.drift = drift
-        self.outlier = outlier
-        self.meta = meta
-        self.threshold = float(outlier.threshold)
-        self.scorer = FastIForest(outlier.isolationforest, self.threshold)
+    def p_values(self, x: np.ndarray) -> np.ndarray:
+        from scipy.stats import chi2_contingency, ks_2samp
 
-    def outlier_scores(self, x: np.ndarray) -> np.ndarray:
-        return self.scorer.score(x)
+        x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        p = np.zeros(self.x_ref.shape[1])
+        for f in range(self.x_ref.shape[1]):
+            if f in self.categories:
+                seen = sorted(set(self.categories[f]) | set(np.unique(x[:, f]).astype(int).tolist()))
+                table = np.array([[np.sum(column == c) for c in seen] for column in (self.x_ref[:, f], x[:, f])])
+                p[f] = chi2_contingency(table)[1] if len(seen) > 1 else 1.0
+            else:
+                p[f] = ks_2samp(self.x_ref[:, f], x[:, f], method="asymp").pvalue
+        return p
 
-    def drift_test(self, x: np.ndarray) -> Dict[str, object]:
-        """Run TabularDrift on a window: drift flag, p-value per feature, the features that drifted."""
-        # Batch-level test: alibi-detect applies the Bonferroni correction (threshold p_val / 11)
-        # so that eleven tests on one window do not raise a false alarm one time in two.
-        result = self.drift.predict(x, drift_type="batch", return_p_val=True)["data"]
-        threshold = float(result["threshold"])
-        p_vals = {name: float(p) for name, p in zip(features.FEATURE_NAMES, result["p_val"])}
-        drifted = [name for name, p in p_vals.items() if p < threshold]
-        return {"is_drift": bool(result["is_drift"]), "p_vals": p_vals, "drifted": drifted,
-                "threshold": threshold, "rows": int(len(x))}
+    def save(self, path: str):
+        cats = sorted(self.categories)
+        np.savez(path, x_ref=self.x_ref, p_val=np.float64(self.p_val), category_columns=np.array(cats, np.int64),
+                 **{f"categories_{c}": np.array(self.categories[c], np.int64) for c in cats})
 
-
-def load(directory: str) -> Detectors:
-    """Load a saved set; raises ValueError naming what is wrong when the set does not fit this code."""
-    from alibi_detect.saving import load_detector
-
-    meta_path = os.path.join(directory, META)
-    if not os.path.exists(meta_path):
-        raise ValueError(f"{directory}: no {META}")
-    with open(meta_path) as fh:
-        meta = json.load(fh)
-    if meta.get("features") != features.FEATURE_NAMES:
-        raise ValueError(f"{directory}: detectors were fitted on features {meta.get('features')}, "
-                         f"this code has {features.FEATURE_NAMES}")
-    drift = load_detector(os.path.join(directory, DRIFT_DIR))
-    outlier = load_detector(os.path.join(directory, OUTLIER_DIR))
-    return Detectors(drift, outlier, meta)
+    @classmethod
+    def load(cls, path: str) -> "TabularDrift":
+        with np.load(path, allow_pickle=False) as data:
+            cats = {int(c): data[f"categories_{c}"].tolist() for c in data["category_columns"]}
+            return cls(data["x_ref"], cats, float(data["p_val"]))
 
 
 class FastIForest:
-    """alibi-detect's IForest score (`-decision_function`) computed with numpy over all trees at once.
+    """An IsolationForest's outlier score (`-decision_function`) with numpy over all trees at once.
 
     sklearn walks the trees one by one in Python: about 1.5 ms for one row with 50 trees on this
     machine, more than the whole serving budget. Here every tree is flattened into arrays and the
-    rows descend all trees together, one vectorised step per tree level. The result equals
-    `IForest.score` (tested), so the threshold fitted by alibi-detect still applies.
+    rows descend all trees together, one vectorised step per tree level. The arrays are what a
+    version ships (outlier.npz); the score equals sklearn's (tested).
     """
 
-    def __init__(self, forest, threshold: float):
+    ARRAYS = ("left", "right", "feature", "cut", "leaf_value")
+
+    def __init__(self, arrays: Dict[str, np.ndarray], levels: int, norm: float, offset: float, threshold: float):
+        for name in self.ARRAYS:
+            setattr(self, name, np.asarray(arrays[name]))
+        self.levels = int(levels)
+        self.norm = float(norm)
+        self.offset = float(offset)
+        self.threshold = float(threshold)
+        self.rows_index = np.arange(self.left.shape[0])
+
+    @classmethod
+    def from_forest(cls, forest, threshold: float = float("inf")) -> "FastIForest":
         from sklearn.ensemble._iforest import _average_path_length
 
         trees = [e.tree_ for e in forest.estimators_]
-        width = max(t.node_count for t in trees)
-        n = len(trees)
-        self.left = np.zeros((n, width), np.int64)
-        self.right = np.zeros((n, width), np.int64)
-        self.feature = np.zeros((n, width), np.int64)
-        self.cut = np.zeros((n, width), np.float64)
-        # Path length of a row ending at a leaf: its depth plus the expected depth of the
-        # unbuilt subtree below it (sklearn: depth + c(n_samples_at_leaf) - 1 + 1 for the root).
-        self.leaf_value = np.zeros((n, width), np.float64)
-        self.is_leaf = np.ones((n, width), bool)
+        width, n = max(t.node_count for t in trees), len(trees)
+        arrays = {"left": np.zeros((n, width), np.int64), "right": np.zeros((n, width), np.int64),
+                  "feature": np.zeros((n, width), np.int64), "cut": np.zeros((n, width), np.float64),
+                  # Path length of a row ending at a leaf: its depth plus the expected depth of the
+                  # unbuilt subtree below it (sklearn: depth + c(n_samples_at_leaf)).
+                  "leaf_value": np.zeros((n, width), np.float64)}
         depth = 0
         # sklearn indexes columns per tree only when it subsampled features (as in its scoring).
         subsample = forest._max_features != forest.n_features_in_
@@ -159,19 +138,15 @@ class FastIForest:
             cols = cols if subsample else identity
             c = tree.node_count
             leaf = tree.children_left[:c] == -1
-            self.is_leaf[i, :c] = leaf
-            self.left[i, :c] = np.where(leaf, np.arange(c), tree.children_left[:c])
-            self.right[i, :c] = np.where(leaf, np.arange(c), tree.children_right[:c])
-            self.feature[i, :c] = np.where(leaf, 0, np.asarray(cols)[np.maximum(tree.feature[:c], 0)])
-            self.cut[i, :c] = tree.threshold[:c]
+            arrays["left"][i, :c] = np.where(leaf, np.arange(c), tree.children_left[:c])
+            arrays["right"][i, :c] = np.where(leaf, np.arange(c), tree.children_right[:c])
+            arrays["feature"][i, :c] = np.where(leaf, 0, np.asarray(cols)[np.maximum(tree.feature[:c], 0)])
+            arrays["cut"][i, :c] = tree.threshold[:c]
             depths = _node_depths(tree.children_left[:c], tree.children_right[:c])
-            self.leaf_value[i, :c] = depths + _average_path_length(tree.n_node_samples[:c])
+            arrays["leaf_value"][i, :c] = depths + _average_path_length(tree.n_node_samples[:c])
             depth = max(depth, int(depths.max()))
-        self.levels = depth
-        self.rows_index = np.arange(n)
-        self.norm = n * _average_path_length([forest._max_samples])[0]
-        self.offset = float(forest.offset_)
-        self.threshold = threshold
+        norm = n * _average_path_length([forest._max_samples])[0]
+        return cls(arrays, depth, norm, float(forest.offset_), threshold)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32).astype(np.float64)
@@ -187,11 +162,21 @@ class FastIForest:
             node = base + np.where(go_left, left.take(node), right.take(node))
         path = self.leaf_value.ravel().take(node).reshape(m, -1).sum(axis=1)
         # sklearn: score_samples = -2 ** (-path / norm); decision = score_samples - offset_;
-        # alibi-detect's IForest.score is -decision.
+        # the outlier score is -decision.
         return 2.0 ** (-path / self.norm) + self.offset
 
     def is_outlier(self, scores: np.ndarray) -> np.ndarray:
         return scores > self.threshold
+
+    def save(self, path: str):
+        np.savez(path, **{name: getattr(self, name) for name in self.ARRAYS}, levels=np.int64(self.levels),
+                 norm=np.float64(self.norm), offset=np.float64(self.offset), threshold=np.float64(self.threshold))
+
+    @classmethod
+    def load(cls, path: str) -> "FastIForest":
+        with np.load(path, allow_pickle=False) as data:
+            return cls({name: data[name] for name in cls.ARRAYS}, int(data["levels"]), float(data["norm"]),
+                       float(data["offset"]), float(data["threshold"]))
 
 
 def _node_depths(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -204,6 +189,80 @@ def _node_depths(left: np.ndarray, right: np.ndarray) -> np.ndarray:
             stack.append((left[node], d + 1))
             stack.append((right[node], d + 1))
     return depths
+
+
+def fit(x_train: np.ndarray, seed: int = 42, p_val: float = P_VAL):
+    """The drift test and the outlier scorer fitted on the training rows; returns (drift, outlier, meta)."""
+    from sklearn.ensemble import IsolationForest
+
+    if len(x_train) < 10:
+        raise ValueError(f"detectors need training rows; got {len(x_train)}")
+    cats = observed_categories(x_train)
+    drift = TabularDrift(x_train, cats, p_val=p_val)
+    forest = IsolationForest(n_estimators=N_ESTIMATORS, max_samples=min(256, len(x_train)), random_state=seed)
+    forest.fit(x_train)
+    outlier = FastIForest.from_forest(forest)
+    outlier.threshold = float(np.percentile(outlier.score(x_train), THRESHOLD_PERC))
+    meta = {
+        "features": features.FEATURE_NAMES,
+        "encoding": "features.encode_row: categories as vocabulary index",
+        "categories_per_feature": {str(k): v for k, v in cats.items()},
+        "vocabulary_sizes": {str(k): v for k, v in features.categories_per_feature().items()},
+        "p_val": p_val,
+        "n_reference": int(len(x_train)),
+        "drift": {"kind": "per-feature KS (numeric) and chi-squared (categorical), Bonferroni",
+                  "library": "scipy"},
+        "outlier": {"kind": "IsolationForest", "library": "scikit-learn", "n_estimators": N_ESTIMATORS,
+                    "threshold": outlier.threshold, "threshold_perc": THRESHOLD_PERC},
+        "seed": seed,
+    }
+    return drift, outlier, meta
+
+
+def save(directory: str, drift: TabularDrift, outlier: FastIForest, meta: Dict) -> None:
+    os.makedirs(directory, exist_ok=True)
+    drift.save(os.path.join(directory, DRIFT_FILE))
+    outlier.save(os.path.join(directory, OUTLIER_FILE))
+    with open(os.path.join(directory, META), "w") as fh:
+        json.dump(meta, fh, indent=2, sort_keys=True)
+
+
+class Detectors:
+    """A loaded detector set: the drift test and the outlier scorer."""
+
+    def __init__(self, drift: TabularDrift, outlier: FastIForest, meta: Dict):
+        self.drift = drift
+        self.outlier = outlier
+        self.meta = meta
+        self.threshold = outlier.threshold
+
+    def outlier_scores(self, x: np.ndarray) -> np.ndarray:
+        return self.outlier.score(x)
+
+    def drift_test(self, x: np.ndarray) -> Dict[str, object]:
+        """The drift flag, the p-value per feature and the features that drifted, for one window."""
+        p_vals = {name: float(p) for name, p in zip(features.FEATURE_NAMES, self.drift.p_values(x))}
+        threshold = self.drift.threshold
+        drifted = [name for name, p in p_vals.items() if p < threshold]
+        return {"is_drift": bool(drifted), "p_vals": p_vals, "drifted": drifted,
+                "threshold": threshold, "rows": int(len(x))}
+
+
+def load(directory: str) -> Detectors:
+    """Load a saved set; raises ValueError naming what is wrong when the set does not fit this code."""
+    meta_path = os.path.join(directory, META)
+    if not os.path.exists(meta_path):
+        raise ValueError(f"{directory}: no {META}")
+    with open(meta_path) as fh:
+        meta = json.load(fh)
+    if meta.get("features") != features.FEATURE_NAMES:
+        raise ValueError(f"{directory}: detectors were fitted on features {meta.get('features')}, "
+                         f"this code has {features.FEATURE_NAMES}")
+    missing = [f for f in (DRIFT_FILE, OUTLIER_FILE) if not os.path.exists(os.path.join(directory, f))]
+    if missing:
+        raise ValueError(f"{directory}: no {', '.join(missing)} (a detector set from an older cd4ml?)")
+    return Detectors(TabularDrift.load(os.path.join(directory, DRIFT_FILE)),
+                     FastIForest.load(os.path.join(directory, OUTLIER_FILE)), meta)
 
 
 def read_examples(split_dir: str, limit: Optional[int] = None) -> List[Dict[str, object]]:

@@ -17,7 +17,7 @@ from components import detector_core, features
 
 
 class Detectors(types.Artifact):
-    """A saved detector set: drift/ and outlier/ (alibi-detect format) and meta.json."""
+    """A saved detector set: drift.npz, outlier.npz and meta.json (components/detector_core.py)."""
 
     TYPE_NAME = DETECTORS_ARTIFACT
 

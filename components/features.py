@@ -156,7 +156,7 @@ def transformed_name(name: str) -> str:
 
 
 def categories_per_feature() -> Dict[int, int]:
-    """Column index -> number of categories, in FEATURE_NAMES order, as alibi-detect wants it."""
+    """Column index -> number of categories, in FEATURE_NAMES order (the drift test's categorical columns)."""
     return {i: len(f.vocabulary) for i, f in enumerate(FEATURES) if f.is_categorical}
 
 

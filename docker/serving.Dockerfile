@@ -1,5 +1,5 @@
 # The serving image: seldon-core's Python wrapper around serving.seldon_model.BikeDemandModel.
-# REST on 9000, Prometheus metrics on 6000 (/prometheus). Its own lock: seldon-core 1.18.2 cannot
+# REST on 9000, Prometheus metrics on 6000 (/prometheus). Its own lock: seldon-core 1.17.1 cannot
 # share the pipeline environment (requirements/serving.in).
 # Build from the repository root:  docker build -f docker/serving.Dockerfile -t IMAGE .
 FROM python:3.10-slim

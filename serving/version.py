@@ -70,7 +70,7 @@ class LoadedVersion:
             log.warning("cd4ml serving: version %s ships no detectors: no outlier scores, no drift", self.version)
             return None
         local = source
-        if "://" in source:  # alibi-detect loads from local paths only
+        if "://" in source:  # numpy loads the arrays from local paths only
             local = tempfile.mkdtemp(prefix=f"cd4ml-detectors-{self.version}-")
             _copy_tree(source, local)
         try:

@@ -162,7 +162,7 @@ def test_serving_image_command_ports_and_user():
             [s[0] for s, _ in copies(instrs) if s[0] in ("components/", "serving/")])
     with open(os.path.join(REPO_ROOT, "requirements", "serving.lock")) as fh:
         lock = fh.read()
-    assert "\nseldon-core==1.18.2" in lock and "\nsetuptools==" in lock
+    assert "\nseldon-core==1.17.1" in lock and "\nsetuptools==" in lock
 
 
 def _serving_model_file() -> str:
