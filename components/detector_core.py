@@ -1,9 +1,10 @@
-"""Fit, save, load and score the drift and outlier detectors, without TFX.
+"""Save, load and score the drift and outlier detectors, without TFX or scikit-learn.
 
-Split from the TFX component (`components/detectors.py`) because the server loads these in the
-serving environment, which has no TFX. Permissive libraries only (docs/licences.md): the drift
-test is SciPy's two-sample Kolmogorov-Smirnov test for numeric features and its chi-squared
-contingency test for categorical ones; the outlier detector is scikit-learn's IsolationForest.
+The server loads these in the serving environment, which has neither TFX nor scikit-learn; the
+pipeline fits them (`components/detector_fit.py`, run by the DetectorTrainer component).
+Permissive libraries only (docs/licences.md): the drift test is SciPy's two-sample
+Kolmogorov-Smirnov test for numeric features and its chi-squared contingency test for categorical
+ones; the outlier detector is scikit-learn's IsolationForest, flattened into arrays.
 
 A saved set is plain data, no pickle: `drift.npz` (the reference rows and the categories seen in
 them), `outlier.npz` (the fitted forest flattened into arrays, see FastIForest) and `meta.json`
@@ -105,7 +106,8 @@ class FastIForest:
     sklearn walks the trees one by one in Python: about 1.5 ms for one row with 50 trees on this
     machine, more than the whole serving budget. Here every tree is flattened into arrays and the
     rows descend all trees together, one vectorised step per tree level. The arrays are what a
-    version ships (outlier.npz); the score equals sklearn's (tested).
+    version ships (outlier.npz); `detector_fit.fast_forest` builds them from a fitted forest, and
+    the score equals sklearn's (tested).
     """
 
     ARRAYS = ("left", "right", "feature", "cut", "leaf_value")
@@ -118,35 +120,6 @@ class FastIForest:
         self.offset = float(offset)
         self.threshold = float(threshold)
         self.rows_index = np.arange(self.left.shape[0])
-
-    @classmethod
-    def from_forest(cls, forest, threshold: float = float("inf")) -> "FastIForest":
-        from sklearn.ensemble._iforest import _average_path_length
-
-        trees = [e.tree_ for e in forest.estimators_]
-        width, n = max(t.node_count for t in trees), len(trees)
-        arrays = {"left": np.zeros((n, width), np.int64), "right": np.zeros((n, width), np.int64),
-                  "feature": np.zeros((n, width), np.int64), "cut": np.zeros((n, width), np.float64),
-                  # Path length of a row ending at a leaf: its depth plus the expected depth of the
-                  # unbuilt subtree below it (sklearn: depth + c(n_samples_at_leaf)).
-                  "leaf_value": np.zeros((n, width), np.float64)}
-        depth = 0
-        # sklearn indexes columns per tree only when it subsampled features (as in its scoring).
-        subsample = forest._max_features != forest.n_features_in_
-        identity = np.arange(forest.n_features_in_)
-        for i, (tree, cols) in enumerate(zip(trees, forest.estimators_features_)):
-            cols = cols if subsample else identity
-            c = tree.node_count
-            leaf = tree.children_left[:c] == -1
-            arrays["left"][i, :c] = np.where(leaf, np.arange(c), tree.children_left[:c])
-            arrays["right"][i, :c] = np.where(leaf, np.arange(c), tree.children_right[:c])
-            arrays["feature"][i, :c] = np.where(leaf, 0, np.asarray(cols)[np.maximum(tree.feature[:c], 0)])
-            arrays["cut"][i, :c] = tree.threshold[:c]
-            depths = _node_depths(tree.children_left[:c], tree.children_right[:c])
-            arrays["leaf_value"][i, :c] = depths + _average_path_length(tree.n_node_samples[:c])
-            depth = max(depth, int(depths.max()))
-        norm = n * _average_path_length([forest._max_samples])[0]
-        return cls(arrays, depth, norm, float(forest.offset_), threshold)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32).astype(np.float64)
@@ -179,52 +152,20 @@ class FastIForest:
                        float(data["offset"]), float(data["threshold"]))
 
 
-def _node_depths(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    depths = np.zeros(len(left), np.float64)
-    stack = [(0, 0)]
-    while stack:
-        node, d = stack.pop()
-        depths[node] = d
-        if left[node] != -1:
-            stack.append((left[node], d + 1))
-            stack.append((right[node], d + 1))
-    return depths
-
-
-def fit(x_train: np.ndarray, seed: int = 42, p_val: float = P_VAL):
-    """The drift test and the outlier scorer fitted on the training rows; returns (drift, outlier, meta)."""
-    from sklearn.ensemble import IsolationForest
-
-    if len(x_train) < 10:
-        raise ValueError(f"detectors need training rows; got {len(x_train)}")
-    cats = observed_categories(x_train)
-    drift = TabularDrift(x_train, cats, p_val=p_val)
-    forest = IsolationForest(n_estimators=N_ESTIMATORS, max_samples=min(256, len(x_train)), random_state=seed)
-    forest.fit(x_train)
-    outlier = FastIForest.from_forest(forest)
-    outlier.threshold = float(np.percentile(outlier.score(x_train), THRESHOLD_PERC))
-    meta = {
-        "features": features.FEATURE_NAMES,
-        "encoding": "features.encode_row: categories as vocabulary index",
-        "categories_per_feature": {str(k): v for k, v in cats.items()},
-        "vocabulary_sizes": {str(k): v for k, v in features.categories_per_feature().items()},
-        "p_val": p_val,
-        "n_reference": int(len(x_train)),
-        "drift": {"kind": "per-feature KS (numeric) and chi-squared (categorical), Bonferroni",
-                  "library": "scipy"},
-        "outlier": {"kind": "IsolationForest", "library": "scikit-learn", "n_estimators": N_ESTIMATORS,
-                    "threshold": outlier.threshold, "threshold_perc": THRESHOLD_PERC},
-        "seed": seed,
-    }
-    return drift, outlier, meta
-
-
 def save(directory: str, drift: TabularDrift, outlier: FastIForest, meta: Dict) -> None:
     os.makedirs(directory, exist_ok=True)
     drift.save(os.path.join(directory, DRIFT_FILE))
     outlier.save(os.path.join(directory, OUTLIER_FILE))
     with open(os.path.join(directory, META), "w") as fh:
         json.dump(meta, fh, indent=2, sort_keys=True)
+
+
+class LegacyDetectors(ValueError):
+    """A set saved by an older cd4ml (alibi-detect format, drift/ and outlier/ folders)."""
+
+
+# What older versions in a registry carry instead of the arrays: served, without detectors.
+LEGACY_DIRS = ("drift", "outlier")
 
 
 class Detectors:
@@ -259,8 +200,11 @@ def load(directory: str) -> Detectors:
         raise ValueError(f"{directory}: detectors were fitted on features {meta.get('features')}, "
                          f"this code has {features.FEATURE_NAMES}")
     missing = [f for f in (DRIFT_FILE, OUTLIER_FILE) if not os.path.exists(os.path.join(directory, f))]
+    if missing and os.path.isdir(os.path.join(directory, LEGACY_DIRS[0])):
+        raise LegacyDetectors(f"{directory}: detectors in the alibi-detect format of cd4ml before its "
+                              f"licence change; this server scores no drift or outliers for it")
     if missing:
-        raise ValueError(f"{directory}: no {', '.join(missing)} (a detector set from an older cd4ml?)")
+        raise ValueError(f"{directory}: no {', '.join(missing)}")
     return Detectors(TabularDrift.load(os.path.join(directory, DRIFT_FILE)),
                      FastIForest.load(os.path.join(directory, OUTLIER_FILE)), meta)
 

@@ -13,7 +13,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from cd4ml.contract import DETECTORS_ARTIFACT, SCHEMA_FILE
-from components import detector_core, features
+from components import detector_core, detector_fit, features
 
 
 class Detectors(types.Artifact):
@@ -58,7 +58,7 @@ def DetectorTrainer(
 ):
     check_schema_domains(schema.uri)
     rows = detector_core.read_examples(os.path.join(examples.uri, "Split-train"))
-    drift, outlier, meta = detector_core.fit(detector_core.encode(rows), seed=seed)
+    drift, outlier, meta = detector_fit.fit(detector_core.encode(rows), seed=seed)
     detector_core.save(detectors.uri, drift, outlier, meta)
     detectors.set_int_custom_property("n_reference", meta["n_reference"])
     detectors.set_float_custom_property("outlier_threshold", meta["outlier"]["threshold"])

@@ -75,6 +75,11 @@ class LoadedVersion:
             _copy_tree(source, local)
         try:
             return detector_core.load(local)
+        except detector_core.LegacyDetectors as err:
+            # Versions pushed before the detectors left alibi-detect must still serve (a rollback
+            # target): without outlier scores or drift windows, and said so.
+            log.warning("cd4ml serving: version %s: %s", self.version, err)
+            return None
         except Exception as err:  # noqa: BLE001 - any failure means the version is unusable
             raise VersionError(f"detectors do not load: {err}") from err
         finally:

@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 
-from components import detector_core, features
+from components import detector_core, detector_fit, features
 from serving.core import DEFAULT_DRIFT_WINDOW
 from tests.conftest import read_span
 
@@ -27,7 +27,7 @@ def span1_train():
 
 @pytest.fixture(scope="module")
 def fitted(span1_train):
-    return detector_core.fit(detector_core.encode(span1_train), seed=7)
+    return detector_fit.fit(detector_core.encode(span1_train), seed=7)
 
 
 def _sample(rows, n, seed=0):
@@ -66,7 +66,7 @@ def test_fast_scorer_equals_scikit_learn(span1_train):
 
     x = detector_core.encode(span1_train)
     forest = IsolationForest(n_estimators=detector_core.N_ESTIMATORS, max_samples=256, random_state=3).fit(x)
-    scorer = detector_core.FastIForest.from_forest(forest)
+    scorer = detector_fit.fast_forest(forest)
     odd = np.abs(np.random.default_rng(0).normal(size=(50, x.shape[1]))).astype(np.float32) * 3
     for batch in (x[:1], x[:200], odd):
         np.testing.assert_allclose(scorer.score(batch), -forest.decision_function(batch), rtol=0, atol=1e-12)
@@ -132,3 +132,11 @@ def test_component_checks_the_schema_domains_against_the_feature_module(tmp_path
     (tmp_path / "schema.pbtxt").write_text(text.replace('value: "heavy rain/snow"\n', "", 1))
     with pytest.raises(ValueError, match="weathersit"):
         check_schema_domains(str(tmp_path))
+
+
+def test_a_legacy_detector_set_is_told_apart_from_a_broken_one(tmp_path):
+    (tmp_path / "meta.json").write_text('{"features": %s}' % __import__("json").dumps(features.FEATURE_NAMES))
+    (tmp_path / "drift").mkdir()
+    (tmp_path / "outlier").mkdir()
+    with pytest.raises(detector_core.LegacyDetectors, match="alibi-detect format"):
+        detector_core.load(str(tmp_path))

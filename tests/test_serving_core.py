@@ -237,6 +237,24 @@ def test_new_version_is_picked_up_and_pin_wins(registry, tmp_path, span1_version
 
 
 @pytest.mark.slow
+def test_a_version_with_legacy_detectors_serves_without_them(registry, tmp_path, caplog):
+    """Versions pushed while detectors were saved by alibi-detect stay rollback targets."""
+    core = make_core(registry, tmp_path)
+    legacy = copy_version(registry, "1000", registry, "2500")
+    detectors = os.path.join(legacy, "detectors")
+    for name in os.listdir(detectors):
+        if name.endswith(".npz"):
+            os.remove(os.path.join(detectors, name))
+    os.makedirs(os.path.join(detectors, "drift"))
+    os.makedirs(os.path.join(detectors, "outlier"))
+    with caplog.at_level("WARNING", logger="cd4ml.serving"):
+        assert core.refresh() and core.version == "2500"
+    assert "alibi-detect format" in caplog.text
+    answer = core.predict({"jsonData": [GOOD]})
+    assert answer.version == "2500" and answer.outlier_scores is None and len(answer.predictions) == 1
+
+
+@pytest.mark.slow
 def test_half_written_and_corrupt_versions_are_refused_while_the_old_one_serves(registry, tmp_path, caplog):
     core = make_core(registry, tmp_path)
     half = copy_version(registry, "1000", registry, "3000")
