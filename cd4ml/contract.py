@@ -24,6 +24,9 @@ MANIFEST = "MANIFEST.json"
 # Eval rows with the prediction the SavedModel gave at push time; the server replays them at load.
 HOLDOUT = "holdout.jsonl"
 SCHEMA_FILE = "schema.pbtxt"
+# The features the version was trained on, with their domains (features.spec_to_json): what the
+# server validates a request against, so a version with another domain needs no new server.
+FEATURES_FILE = "features.json"
 EVALUATION_FILE = "evaluation.json"
 DETECTORS_DIR = "detectors"
 SAVED_MODEL_FILES = ("saved_model.pb", "variables/")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -38,9 +38,8 @@ THRESHOLD_PERC = 99.0
 N_ESTIMATORS = 50
 
 
-def encode(rows: Iterable[Dict[str, object]]) -> np.ndarray:
-    return np.asarray([features.encode_row(r) for r in rows], dtype=np.float32).reshape(
-        -1, len(features.FEATURES))
+def encode(rows: Iterable[Dict[str, object]], spec: Sequence[features.Feature] = features.FEATURES) -> np.ndarray:
+    return np.asarray([features.encode_row(r, spec) for r in rows], dtype=np.float32).reshape(-1, len(spec))
 
 
 def observed_categories(x_train: np.ndarray) -> Dict[int, List[int]]:
@@ -182,23 +181,23 @@ class Detectors:
 
     def drift_test(self, x: np.ndarray) -> Dict[str, object]:
         """The drift flag, the p-value per feature and the features that drifted, for one window."""
-        p_vals = {name: float(p) for name, p in zip(features.FEATURE_NAMES, self.drift.p_values(x))}
+        p_vals = {name: float(p) for name, p in zip(self.meta["features"], self.drift.p_values(x))}
         threshold = self.drift.threshold
         drifted = [name for name, p in p_vals.items() if p < threshold]
         return {"is_drift": bool(drifted), "p_vals": p_vals, "drifted": drifted,
                 "threshold": threshold, "rows": int(len(x))}
 
 
-def load(directory: str) -> Detectors:
-    """Load a saved set; raises ValueError naming what is wrong when the set does not fit this code."""
+def load(directory: str, names: Sequence[str] = tuple(features.FEATURE_NAMES)) -> Detectors:
+    """Load a set fitted on the features `names`; ValueError naming what is wrong otherwise."""
     meta_path = os.path.join(directory, META)
     if not os.path.exists(meta_path):
         raise ValueError(f"{directory}: no {META}")
     with open(meta_path) as fh:
         meta = json.load(fh)
-    if meta.get("features") != features.FEATURE_NAMES:
+    if meta.get("features") != list(names):
         raise ValueError(f"{directory}: detectors were fitted on features {meta.get('features')}, "
-                         f"this code has {features.FEATURE_NAMES}")
+                         f"the version has {list(names)}")
     missing = [f for f in (DRIFT_FILE, OUTLIER_FILE) if not os.path.exists(os.path.join(directory, f))]
     if missing and os.path.isdir(os.path.join(directory, LEGACY_DIRS[0])):
         raise LegacyDetectors(f"{directory}: detectors in the alibi-detect format of cd4ml before its "

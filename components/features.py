@@ -160,13 +160,14 @@ def categories_per_feature() -> Dict[int, int]:
     return {i: len(f.vocabulary) for i, f in enumerate(FEATURES) if f.is_categorical}
 
 
-def encode_row(row: Dict[str, Value]) -> List[float]:
-    """A raw row as numbers in FEATURE_NAMES order: categories become their vocabulary index.
+def encode_row(row: Dict[str, Value], spec: Sequence[Feature] = FEATURES) -> List[float]:
+    """A raw row as numbers in the spec's order: categories become their vocabulary index.
 
-    Detectors work on this numeric layout; the index order is the vocabulary order above.
+    Detectors work on this numeric layout; the index order is the vocabulary order of the spec
+    (this module's, or the one a model version was trained with).
     """
     out: List[float] = []
-    for f in FEATURES:
+    for f in spec:
         value = row[f.name]
         out.append(float(f.vocabulary.index(value)) if f.is_categorical else float(value))
     return out
@@ -175,3 +176,36 @@ def encode_row(row: Dict[str, Value]) -> List[float]:
 def parse_row(row: Dict[str, str]) -> Dict[str, Value]:
     """A CSV row (all text) with every known column in its schema type; other columns unchanged."""
     return {k: _BY_NAME[k].parse(v) if k in _BY_NAME else v for k, v in row.items()}
+
+
+# --- the specification a model version ships (contract.FEATURES_FILE) ---------------------------
+# The server validates and encodes a request by the features of the version that answers it, so a
+# version with another domain is served without a new image ("model as data").
+
+def spec_to_json(spec: Sequence[Feature] = FEATURES) -> List[Dict[str, object]]:
+    return [dict(dataclasses.asdict(f), vocabulary=list(f.vocabulary)) for f in spec]
+
+
+def spec_from_json(items) -> Tuple[Feature, ...]:
+    """Features from spec_to_json's form; ValueError naming the entry and the rule otherwise."""
+    if not isinstance(items, list) or not items:
+        raise ValueError("a feature specification is a non-empty list of features")
+    spec, fields = [], {f.name for f in dataclasses.fields(Feature)}
+    for i, item in enumerate(items):
+        where = f"feature {i} ({item.get('name', '?') if isinstance(item, dict) else '?'})"
+        if not isinstance(item, dict) or not {"name", "kind", "dtype"} <= set(item) or set(item) - fields:
+            raise ValueError(f"{where}: expected an object with name, kind and dtype (and {sorted(fields)} only)")
+        if item["kind"] not in (NUMERIC, CATEGORICAL) or item["dtype"] not in _TYPES:
+            raise ValueError(f"{where}: kind must be {NUMERIC} or {CATEGORICAL}, dtype one of {sorted(_TYPES)}")
+        f = Feature(**dict(item, description=item.get("description", ""),
+                           vocabulary=tuple(item.get("vocabulary") or ())))
+        if f.is_categorical and not f.vocabulary:
+            raise ValueError(f"{where}: a categorical feature needs a vocabulary")
+        if not f.is_categorical and (f.low is None or f.high is None or f.low > f.high):
+            raise ValueError(f"{where}: a numeric feature needs low <= high")
+        spec.append(f)
+    names = [f.name for f in spec]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicated feature names in {names}")
+    return tuple(spec)
+

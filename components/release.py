@@ -20,7 +20,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.types.system_artifacts import Metrics
 
-from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, EXAMPLES_INPUT, HOLDOUT,
+from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, FEATURES_FILE, EXAMPLES_INPUT, HOLDOUT,
                             MANIFEST, OVERALL_SLICE, PREDICTIONS, RELEASE_ARTIFACT, SAVED_MODEL_FILES, SCHEMA_FILE)
 from components import evaluation, features
 from components.detectors import Detectors
@@ -73,9 +73,10 @@ def write_version(destination: str, schema_uri: str, eval_uri: str, examples: ty
     summary = evaluation.summarize(eval_uri)
     tf.io.gfile.copy(os.path.join(schema_uri, SCHEMA_FILE), os.path.join(destination, SCHEMA_FILE), overwrite=True)
     _write(os.path.join(destination, EVALUATION_FILE), json.dumps(summary, indent=2, sort_keys=True))
+    _write(os.path.join(destination, FEATURES_FILE), json.dumps(features.spec_to_json(), indent=2))
     sample = holdout_sample(examples.uri, destination)
     _write(os.path.join(destination, HOLDOUT), "".join(json.dumps(r) + "\n" for r in sample))
-    files = [*SAVED_MODEL_FILES, SCHEMA_FILE, EVALUATION_FILE, HOLDOUT]
+    files = [*SAVED_MODEL_FILES, SCHEMA_FILE, FEATURES_FILE, EVALUATION_FILE, HOLDOUT]
     if detectors_uri:
         for src in tf.io.gfile.glob(os.path.join(detectors_uri, "*")):
             _copy_tree(src, os.path.join(destination, DETECTORS_DIR, os.path.basename(src)))

@@ -221,7 +221,7 @@ class ServingCore:
         started = time.perf_counter()
         model = self._current  # one reference for the whole request: reloads cannot touch it
         try:
-            rows = parse(payload, self.max_rows)
+            rows = parse(payload, self.max_rows, model.features)
         except RequestError as err:
             self.reject(err, model.version)
             raise
@@ -229,7 +229,7 @@ class ServingCore:
         scores = flags = None
         encoded = None
         if model.detectors is not None:
-            encoded = detector_core.encode(rows)
+            encoded = detector_core.encode(rows, model.features)
             score_array = model.detectors.outlier_scores(encoded)
             flags = (score_array > model.detectors.threshold).tolist()
             scores = score_array.tolist()
@@ -312,7 +312,7 @@ class ServingCore:
         model = self._current
         if model.detectors is None:
             raise VersionError(f"version {model.version} has no detectors")
-        return model.detectors.drift_test(detector_core.encode(rows))
+        return model.detectors.drift_test(detector_core.encode(rows, model.features))
 
     # ----- feedback --------------------------------------------------------------------------
     def _remember(self, request_id: str, version: str, values: List[float], shadow=None):

@@ -1,12 +1,13 @@
 """Turn a Seldon request body into validated rows, or a 4xx that names the field and the rule.
 
-The rules come from components.features (one source of truth): names, types, categories, ranges.
-Everything is checked before any row is scored, so a batch is answered whole or rejected whole.
+The rules are a feature specification: the one shipped inside the version that will answer
+(serving/version.py), else components.features: names, types, categories, ranges. Everything is
+checked before any row is scored, so a batch is answered whole or rejected whole.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from components import features
 
@@ -23,7 +24,8 @@ class RequestError(Exception):
         self.rule = rule
 
 
-def parse(payload, max_rows: int = DEFAULT_MAX_ROWS) -> List[Dict[str, object]]:
+def parse(payload, max_rows: int = DEFAULT_MAX_ROWS,
+          spec: Sequence[features.Feature] = features.FEATURES) -> List[Dict[str, object]]:
     """Rows as {feature: value} from `data.names` + `data.ndarray`, or `jsonData` records."""
     if not isinstance(payload, dict):
         raise RequestError(f"request body must be a JSON object, got {type(payload).__name__}",
@@ -40,7 +42,7 @@ def parse(payload, max_rows: int = DEFAULT_MAX_ROWS) -> List[Dict[str, object]]:
             if not isinstance(row, dict):
                 raise RequestError(f"field 'jsonData' row {i}: expected an object of feature: value",
                                    rule="malformed")
-            _check_names(list(row), f"jsonData row {i}")
+            _check_names(list(row), f"jsonData row {i}", spec)
     elif "data" in payload:
         data = payload["data"]
         if not isinstance(data, dict):
@@ -55,7 +57,7 @@ def parse(payload, max_rows: int = DEFAULT_MAX_ROWS) -> List[Dict[str, object]]:
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise RequestError(f"field 'data.names': duplicated feature {dup[0]!r}", rule="duplicate")
-        _check_names(names, "data.names")
+        _check_names(names, "data.names", spec)
         ndarray = data["ndarray"]
         if not isinstance(ndarray, list):
             raise RequestError("field 'data.ndarray': expected a list of rows", rule="malformed")
@@ -70,7 +72,7 @@ def parse(payload, max_rows: int = DEFAULT_MAX_ROWS) -> List[Dict[str, object]]:
         raise RequestError("request needs 'data' ({'names': [...], 'ndarray': [[...]]}) or 'jsonData'",
                            rule="malformed")
     for i, row in enumerate(rows):
-        for f in features.FEATURES:
+        for f in spec:
             problem = f.check(row[f.name])
             if problem:
                 raise RequestError(f"row {i}: {problem}", rule=_rule(problem))
@@ -85,15 +87,16 @@ def _check_size(n: int, max_rows: int, field: str):
                            status=413, rule="too_large")
 
 
-def _check_names(names: List[str], field: str):
-    missing = [n for n in features.FEATURE_NAMES if n not in names]
-    extra = [n for n in names if n not in features.FEATURE_NAMES]
+def _check_names(names: List[str], field: str, spec: Sequence[features.Feature]):
+    expected = [f.name for f in spec]
+    missing = [n for n in expected if n not in names]
+    extra = [n for n in names if n not in expected]
     if missing:
         raise RequestError(f"field '{field}': missing feature {missing[0]!r}"
                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), rule="missing")
     if extra:
         raise RequestError(f"field '{field}': unknown feature {extra[0]!r} (the model takes "
-                           f"{', '.join(features.FEATURE_NAMES)})", rule="unknown_feature")
+                           f"{', '.join(expected)})", rule="unknown_feature")
 
 
 def _rule(problem: str) -> str:

@@ -137,7 +137,8 @@ class BikeDemandModel:
     def init_metadata(self) -> Dict:
         from components import features
 
-        inputs = [{"name": f.name, "datatype": f.types.v2, "shape": [1]} for f in features.FEATURES]
+        spec = self.core.current.features if self.core else features.FEATURES
+        inputs = [{"name": f.name, "datatype": f.types.v2, "shape": [1]} for f in spec]
         return {"name": "cd4ml-bikes", "versions": [self.core.version] if self.core else [],
                 "platform": "tensorflow", "inputs": inputs,
                 "outputs": [{"name": PREDICTIONS, "datatype": "FP32", "shape": [1]}]}

@@ -1,8 +1,11 @@
-"""One loaded model version: SavedModel (`serving_raw`), its schema and its detectors.
+"""One loaded model version: SavedModel (`serving_raw`), its feature specification and detectors.
 
 Loading is all-or-nothing and checked before the version is used: the manifest must list files
-that exist, its features must be the ones this code validates, the SavedModel must answer, and it
-must reproduce the predictions recorded in holdout.jsonl at push time. A corrupt or half-copied
+that exist, the version's feature specification (features.json) must name the SavedModel's
+inputs, the SavedModel must answer, and it must reproduce the predictions recorded in
+holdout.jsonl at push time. Requests to this version are validated against its own specification,
+so a version trained on another domain is served by the same server. A version pushed before
+versions carried one is validated against components/features.py, as it was then. A corrupt or half-copied
 version therefore fails here, where the caller can keep the previous one serving.
 """
 
@@ -13,12 +16,12 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from cd4ml.contract import DETECTORS_DIR, HOLDOUT, MANIFEST, PREDICTIONS, RAW_SIGNATURE, SCHEMA_FILE
+from cd4ml.contract import DETECTORS_DIR, FEATURES_FILE, HOLDOUT, MANIFEST, PREDICTIONS, RAW_SIGNATURE, SCHEMA_FILE
 from components import detector_core, features
 
 # Holdout rows replayed at load; the relative tolerance covers float32 reductions on another CPU.
@@ -37,10 +40,12 @@ class LoadedVersion:
         self.version = version
         self.path = os.path.join(registry, version)
         self.manifest = self._manifest()
+        self.features: Tuple[features.Feature, ...] = self._features()
+        self.feature_names = [f.name for f in self.features]
         try:
             self._model = tf.saved_model.load(self.path)
             self._predict = self._model.signatures[RAW_SIGNATURE]
-            self._flat_order = _flat_order(self._predict)
+            self._flat_order = _flat_order(self._predict, self.features)
         except (KeyError, OSError, ValueError, tf.errors.OpError) as err:
             raise VersionError(f"SavedModel does not load: {str(err).splitlines()[0][:300]}") from err
         self.schema_text = _read(os.path.join(self.path, SCHEMA_FILE))
@@ -59,10 +64,23 @@ class LoadedVersion:
         missing = [f for f in manifest.get("files", []) if not tf.io.gfile.exists(os.path.join(self.path, f))]
         if missing:
             raise VersionError(f"files listed in {MANIFEST} are missing: {', '.join(missing)}")
-        if manifest.get("features") != features.FEATURE_NAMES:
-            raise VersionError(f"trained on features {manifest.get('features')}, this server validates "
-                               f"{features.FEATURE_NAMES}")
         return manifest
+
+    def _features(self) -> Tuple[features.Feature, ...]:
+        path = os.path.join(self.path, FEATURES_FILE)
+        if tf.io.gfile.exists(path):
+            try:
+                spec = features.spec_from_json(json.loads(_read(path)))
+            except ValueError as err:
+                raise VersionError(f"{FEATURES_FILE}: {err}") from err
+        else:
+            spec = features.FEATURES
+            log.warning("cd4ml serving: version %s ships no %s: validating against this server's "
+                        "components/features.py", self.version, FEATURES_FILE)
+        if self.manifest.get("features") != [f.name for f in spec]:
+            raise VersionError(f"{MANIFEST} says the model was trained on {self.manifest.get('features')}, "
+                               f"its feature specification has {[f.name for f in spec]}")
+        return spec
 
     def _detectors(self) -> Optional[detector_core.Detectors]:
         source = os.path.join(self.path, DETECTORS_DIR)
@@ -74,7 +92,7 @@ class LoadedVersion:
             local = tempfile.mkdtemp(prefix=f"cd4ml-detectors-{self.version}-")
             _copy_tree(source, local)
         try:
-            return detector_core.load(local)
+            return detector_core.load(local, self.feature_names)
         except detector_core.LegacyDetectors as err:
             # Versions pushed before the detectors left alibi-detect must still serve (a rollback
             # target): without outlier scores or drift windows, and said so.
@@ -116,21 +134,21 @@ class LoadedVersion:
         return self._call_signature(rows)
 
     def _call_signature(self, rows: List[Dict[str, object]]) -> np.ndarray:
-        inputs = {f.name: np.asarray([r[f.name] for r in rows], dtype=f.types.numpy)
-                  for f in features.FEATURES}
+        inputs = {f.name: np.asarray([r[f.name] for r in rows], dtype=f.types.numpy) for f in self.features}
         return self._predict(**inputs)[PREDICTIONS].numpy()
 
 
-def _flat_order(function) -> List:
+def _flat_order(function, spec) -> List:
     """[(feature, numpy dtype)] in the concrete function's parameter order, or [] to use __call__."""
     try:
         names = [p.name for p in function.function_type.parameters.values()]
         function._call_flat  # noqa: B018 - private API of TF 2.16 (pinned); absent -> slow path
     except AttributeError:
         return []
-    if sorted(names) != sorted(features.FEATURE_NAMES):
+    by_name = {f.name: f for f in spec}
+    if sorted(names) != sorted(by_name):
         return []
-    return [(name, features.feature(name).types.numpy) for name in names]
+    return [(name, by_name[name].types.numpy) for name in names]
 
 
 def _read(path: str) -> str:

@@ -236,6 +236,65 @@ def test_new_version_is_picked_up_and_pin_wins(registry, tmp_path, span1_version
     assert core.predict({"jsonData": [GOOD]}).version == "1000"
 
 
+def _with_domains(version_dir: str, **ranges):
+    """Rewrite a copied version's features.json: numeric feature -> (low, high)."""
+    path = os.path.join(version_dir, "features.json")
+    with open(path) as fh:
+        spec = json.load(fh)
+    for item in spec:
+        if item["name"] in ranges:
+            item["low"], item["high"] = ranges[item["name"]]
+    with open(path, "w") as fh:
+        json.dump(spec, fh)
+
+
+@pytest.mark.slow
+def test_each_request_is_validated_by_the_domains_of_the_version_that_answers(registry, tmp_path):
+    """Model as data: a version trained on other domains is served, and enforced, without a new
+    server; the swap happens under traffic and loses no request."""
+    from serving.request import RequestError
+
+    core = make_core(registry, tmp_path)
+    assert "features.json" in json.load(open(os.path.join(registry, "1000", "MANIFEST.json")))["files"]
+    windy, hot = dict(GOOD, windspeed=1.5), dict(GOOD, temp=0.7)
+    with pytest.raises(RequestError, match=r"windspeed.*outside the range \[0.0, 1.0\]"):
+        core.predict({"jsonData": [windy]})
+    assert core.predict({"jsonData": [hot]}).version == "1000"
+
+    answers, errors = [], []
+
+    def send_one():
+        try:
+            answers.append(core.predict({"jsonData": [GOOD]}).version)
+        except Exception as err:  # noqa: BLE001 - any failure is what this test looks for
+            errors.append(err)
+
+    newer = copy_version(registry, "1000", registry, "6000")
+    _with_domains(newer, windspeed=(0.0, 2.0), temp=(0.0, 0.5))
+    with clients(send_one, 3) as stop:
+        assert core.refresh() and core.version == "6000"
+        before = len(answers)
+        assert wait_until(lambda: len(answers) >= before + 20, stop, seconds=100, interval=0.01)
+    assert errors == [] and set(answers) == {"1000", "6000"}
+    assert core.predict({"jsonData": [windy]}).version == "6000"
+    with pytest.raises(RequestError, match=r"temp.*outside the range \[0.0, 0.5\]"):
+        core.predict({"jsonData": [hot]})
+
+
+def test_a_feature_specification_that_breaks_a_rule_is_named():
+    from components import features
+
+    spec = features.spec_to_json()
+    assert features.spec_from_json(spec) == features.FEATURES
+    broken = [dict(spec[0], vocabulary=[])] + spec[1:]
+    with pytest.raises(ValueError, match="feature 0 \\(season\\): a categorical feature needs a vocabulary"):
+        features.spec_from_json(broken)
+    with pytest.raises(ValueError, match="temp.*low <= high"):
+        features.spec_from_json([dict(f, low=2.0) if f["name"] == "temp" else f for f in spec])
+    with pytest.raises(ValueError, match="duplicated"):
+        features.spec_from_json(spec + spec[:1])
+
+
 @pytest.mark.slow
 def test_a_version_with_legacy_detectors_serves_without_them(registry, tmp_path, caplog):
     """Versions pushed while detectors were saved by alibi-detect stay rollback targets."""
