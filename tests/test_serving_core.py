@@ -126,6 +126,19 @@ def registry(tmp_path, span1_version):
     return str(root)
 
 
+def good_requests(core):
+    """(send one GOOD request, versions that answered, errors raised): for client threads."""
+    answers, errors = [], []
+
+    def send_one():
+        try:
+            answers.append(core.predict({"jsonData": [GOOD]}).version)
+        except Exception as err:  # noqa: BLE001 - any failure is what the tests look for
+            errors.append(err)
+
+    return send_one, answers, errors
+
+
 def make_core(registry, tmp_path, **kwargs):
     from serving.core import ServingCore
 
@@ -261,13 +274,7 @@ def test_each_request_is_validated_by_the_domains_of_the_version_that_answers(re
         core.predict({"jsonData": [windy]})
     assert core.predict({"jsonData": [hot]}).version == "1000"
 
-    answers, errors = [], []
-
-    def send_one():
-        try:
-            answers.append(core.predict({"jsonData": [GOOD]}).version)
-        except Exception as err:  # noqa: BLE001 - any failure is what this test looks for
-            errors.append(err)
+    send_one, answers, errors = good_requests(core)
 
     newer = copy_version(registry, "1000", registry, "6000")
     _with_domains(newer, windspeed=(0.0, 2.0), temp=(0.0, 0.5))
@@ -336,13 +343,7 @@ def test_half_written_and_corrupt_versions_are_refused_while_the_old_one_serves(
 @pytest.mark.slow
 def test_reload_under_concurrent_requests_loses_none(registry, tmp_path):
     core = make_core(registry, tmp_path)
-    answers, errors = [], []
-
-    def send_one():
-        try:
-            answers.append(core.predict({"jsonData": [GOOD]}).version)
-        except Exception as err:  # noqa: BLE001 - any failure is what this test looks for
-            errors.append(err)
+    send_one, answers, errors = good_requests(core)
 
     with clients(send_one, 4) as stop:
         copy_version(registry, "1000", registry, "5000")
