@@ -13,8 +13,9 @@ help:  ## list the targets
 setup:  ## build .venv (pipeline environment) from requirements/pipeline.lock; fast when up to date
 	@scripts/setup_env.sh pipeline
 
-serving-setup:  ## build .venv-serving (seldon-core server) from requirements/serving.lock
+serving-setup:  ## build .venv-serving (Seldon v1 server) and .venv-v2 (Open Inference Protocol server)
 	@scripts/setup_env.sh serving
+	@scripts/setup_env.sh v2
 
 demo: setup serving-setup  ## the whole loop: train, serve, drift, drop, retrain, hot-load, roll back/forward
 	$(CD4ML) demo
@@ -31,9 +32,10 @@ lint: setup  ## ruff over the tree
 lock:  ## re-resolve requirements/*.in into exact lock files (needs uv)
 	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/pipeline.in -o requirements/pipeline.lock
 	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/serving.in -o requirements/serving.lock
+	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/v2.in -o requirements/v2.lock
 
 benchmark: setup  ## run the benchmarks, writing JSON under benchmarks/results/
 	$(PY) benchmarks/pipeline.py
 
 clean:  ## remove the environments (not ~/.cd4ml)
-	rm -rf $(VENV) .venv-serving
+	rm -rf $(VENV) .venv-serving .venv-v2

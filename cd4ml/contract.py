@@ -37,6 +37,10 @@ DETECTORS_ARTIFACT = "cd4ml.Detectors"
 PIN_FILE = "SERVING.json"
 SHADOW_FILE = "SHADOW.json"
 
+# --- serving ------------------------------------------------------------------------------------------
+# The model's name on the Open Inference Protocol (/v2/models/bike-demand/...).
+MODEL_NAME = "bike-demand"
+
 # --- the SavedModel --------------------------------------------------------------------------------
 # Serialized tf.Examples in (what TFMA, the Evaluator and batch scoring use) ...
 EXAMPLE_SIGNATURE = "serving_default"

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Make (or refresh) one of the project's two virtual environments from its lock file.
 #   scripts/setup_env.sh pipeline   -> .venv          (TFX, Beam, kfp, notebooks, tests)
-#   scripts/setup_env.sh serving    -> .venv-serving  (seldon-core server image contents)
+#   scripts/setup_env.sh serving    -> .venv-serving  (Seldon v1 server image contents)
+#   scripts/setup_env.sh v2         -> .venv-v2       (Open Inference Protocol server: MLServer)
 # Idempotent: when the venv exists and was built from the same lock, it returns in well under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-kind=${1:?usage: scripts/setup_env.sh pipeline|serving}
+kind=${1:?usage: scripts/setup_env.sh pipeline|serving|v2}
 case "$kind" in
   pipeline) venv=.venv ;;
   serving)  venv=.venv-serving ;;
-  *) echo "setup_env: unknown environment '$kind' (pipeline or serving)" >&2; exit 2 ;;
+  v2)       venv=.venv-v2 ;;
+  *) echo "setup_env: unknown environment '$kind' (pipeline, serving or v2)" >&2; exit 2 ;;
 esac
 lock=requirements/$kind.lock
 [ -f "$lock" ] || { echo "setup_env: $lock is missing" >&2; exit 2; }

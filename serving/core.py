@@ -217,11 +217,13 @@ class ServingCore:
         return True
 
     # ----- requests --------------------------------------------------------------------------
-    def predict(self, payload) -> Prediction:
+    def predict(self, payload, parser=parse) -> Prediction:
+        """Answer a request body; `parser` turns it into validated rows (the Seldon v1 body by
+        default, request.parse_v2 for the Open Inference Protocol's inputs)."""
         started = time.perf_counter()
         model = self._current  # one reference for the whole request: reloads cannot touch it
         try:
-            rows = parse(payload, self.max_rows, model.features)
+            rows = parser(payload, self.max_rows, model.features)
         except RequestError as err:
             self.reject(err, model.version)
             raise

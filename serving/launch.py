@@ -1,4 +1,5 @@
-"""How to start the server: `seldon-core-microservice` from .venv-serving with our model class.
+"""How to start a server: the Open Inference Protocol (V2) server, `mlserver start` from .venv-v2
+with our runtime, or the Seldon v1 wrapper, `seldon-core-microservice` from .venv-serving.
 
 Shared by `cd4ml serve`, the demo loop, the tests and the benchmark, so all of them start (and stop)
 the same thing. The serving environment is separate from the pipeline one (its pins clash with
@@ -8,14 +9,18 @@ TFX: docs/stack.md), hence a path to another venv rather than an import.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from cd4ml.contract import MODEL_NAME
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CLASS = "serving.seldon_model.BikeDemandModel"
+V2_RUNTIME = "serving.mlserver_runtime.BikeDemandRuntime"
 
 
 class ServingEnvMissing(RuntimeError):
@@ -26,22 +31,24 @@ def serving_venv() -> str:
     return os.environ.get("CD4ML_SERVING_VENV") or os.path.join(REPO_ROOT, ".venv-serving")
 
 
-def microservice_binary() -> str:
-    path = os.path.join(serving_venv(), "bin", "seldon-core-microservice")
+def v2_venv() -> str:
+    return os.environ.get("CD4ML_V2_VENV") or os.path.join(REPO_ROOT, ".venv-v2")
+
+
+def _binary(venv: str, name: str) -> str:
+    path = os.path.join(venv, "bin", name)
     if not os.access(path, os.X_OK):
-        raise ServingEnvMissing(f"the serving environment is missing ({path} not found): "
-                                f"run `make serving-setup`")
+        raise ServingEnvMissing(f"the serving environment is missing ({path} not found): run `make serving-setup`")
     return path
 
 
-def command(registry: str, port: int, metrics_port: int, version: Optional[str] = None,
-            log_dir: Optional[str] = None, workers: int = 1, poll_seconds: Optional[float] = None,
-            drift_window: Optional[int] = None, model_class: str = MODEL_CLASS,
-            base_env: Optional[Dict[str, str]] = None) -> Tuple[List[str], Dict[str, str]]:
-    """(argv, env) for one REST server; gRPC is off (one process per model, no second copy)."""
-    argv = [microservice_binary(), model_class, "--http-port", str(port),
-            "--metrics-port", str(metrics_port), "--grpc-workers", "0", "--workers", str(workers),
-            "--log-level", "WARNING"]
+def microservice_binary() -> str:
+    return _binary(serving_venv(), "seldon-core-microservice")
+
+
+def _server_env(registry: str, version=None, log_dir=None, poll_seconds=None, drift_window=None,
+                base_env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The CD4ML_* settings both servers read (serving/seldon_model.py, serving/mlserver_runtime.py)."""
     env = dict(os.environ if base_env is None else base_env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
     env["CD4ML_REGISTRY"] = registry
@@ -52,7 +59,39 @@ def command(registry: str, port: int, metrics_port: int, version: Optional[str] 
         else:
             env.pop(name, None)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return argv, env
+    return env
+
+
+def command(registry: str, port: int, metrics_port: int, version: Optional[str] = None,
+            log_dir: Optional[str] = None, workers: int = 1, poll_seconds: Optional[float] = None,
+            drift_window: Optional[int] = None, model_class: str = MODEL_CLASS,
+            base_env: Optional[Dict[str, str]] = None) -> Tuple[List[str], Dict[str, str]]:
+    """(argv, env) for the Seldon v1 REST server; gRPC is off (one process per model, no second copy)."""
+    argv = [microservice_binary(), model_class, "--http-port", str(port),
+            "--metrics-port", str(metrics_port), "--grpc-workers", "0", "--workers", str(workers),
+            "--log-level", "WARNING"]
+    return argv, _server_env(registry, version, log_dir, poll_seconds, drift_window, base_env)
+
+
+def v2_command(registry: str, port: int, metrics_port: int, settings_dir: str, grpc_port: Optional[int] = None,
+               version: Optional[str] = None, log_dir: Optional[str] = None, poll_seconds: Optional[float] = None,
+               drift_window: Optional[int] = None, host: str = "127.0.0.1",
+               base_env: Optional[Dict[str, str]] = None) -> Tuple[List[str], Dict[str, str]]:
+    """(argv, env) for the Open Inference Protocol server: `mlserver start` over a settings folder
+    written here (server settings + the bike-demand model's), the model in the server's process.
+    It listens on `host` (loopback by default; 0.0.0.0 in a container)."""
+    binary = _binary(v2_venv(), "mlserver")
+    model_dir = os.path.join(settings_dir, MODEL_NAME)
+    os.makedirs(model_dir, exist_ok=True)
+    server = {"host": host, "http_port": port, "grpc_port": grpc_port or free_port(), "metrics_port": metrics_port,
+              "parallel_workers": 0, "debug": False, "load_models_at_startup": True}
+    model = {"name": MODEL_NAME, "implementation": V2_RUNTIME}
+    for path, body in ((os.path.join(settings_dir, "settings.json"), server),
+                       (os.path.join(model_dir, "model-settings.json"), model)):
+        with open(path, "w") as fh:
+            json.dump(body, fh, indent=2)
+    return [binary, "start", settings_dir], _server_env(registry, version, log_dir, poll_seconds, drift_window,
+                                                        base_env)
 
 
 def free_port() -> int:
@@ -62,24 +101,36 @@ def free_port() -> int:
 
 
 class Microservice:
-    """seldon-core-microservice on free localhost ports, in its own process group (so stopping it
-    also stops the worker processes Seldon forks)."""
+    """A server on free localhost ports, in its own process group (so stopping it also stops the
+    worker processes it forks): the Seldon v1 wrapper, or with protocol="v2" MLServer."""
 
-    def __init__(self, registry: str, log_dir: str, model_class: Optional[str] = None, **kwargs):
+    def __init__(self, registry: str, log_dir: str, model_class: Optional[str] = None, protocol: str = "seldon",
+                 **kwargs):
+        self.protocol = protocol
         self.port, self.metrics_port = free_port(), free_port()
+        os.makedirs(log_dir, exist_ok=True)
         try:
-            extra = {"model_class": model_class} if model_class else {}
-            argv, env = command(registry, self.port, self.metrics_port, log_dir=log_dir, **kwargs, **extra)
+            if protocol == "v2":
+                argv, env = v2_command(registry, self.port, self.metrics_port, os.path.join(log_dir, "mlserver"),
+                                       log_dir=log_dir, **kwargs)
+            else:
+                extra = {"model_class": model_class} if model_class else {}
+                argv, env = command(registry, self.port, self.metrics_port, log_dir=log_dir, **kwargs, **extra)
         except ServingEnvMissing as err:
             raise RuntimeError(f"{err} (make test and make demo build it)") from err
-        os.makedirs(log_dir, exist_ok=True)
         self.log_path = os.path.join(log_dir, "server.log")
         with open(self.log_path, "w") as out:
             self.process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.predict_url = f"{self.url}/api/v1.0/predictions"
-        self.feedback_url = f"{self.url}/api/v1.0/feedback"
+        if protocol == "v2":
+            base = f"{self.url}/v2/models/{MODEL_NAME}"
+            self.predict_url, self.feedback_url, self.ready_url = f"{base}/infer", f"{base}/feedback", \
+                f"{self.url}/v2/health/ready"
+        else:
+            self.predict_url = f"{self.url}/api/v1.0/predictions"
+            self.feedback_url = f"{self.url}/api/v1.0/feedback"
+            self.ready_url = f"{self.url}/health/status"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def log(self) -> str:
@@ -90,15 +141,15 @@ class Microservice:
         return self.process.poll() is None
 
     def wait_ready(self, timeout: float = 300):
-        """Until /health/status answers 200; raises with the server's log if it dies or times out."""
+        """Until the readiness probe answers 200; raises with the server's log if it dies or times out."""
         import requests
 
         deadline = time.monotonic() + timeout
         while True:
             if not self.alive():
-                raise RuntimeError(f"seldon-core-microservice exited at start:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"the {self.protocol} server exited at start:\n{self.log()[-4000:]}")
             try:
-                if requests.get(f"{self.url}/health/status", timeout=2).status_code == 200:
+                if requests.get(self.ready_url, timeout=2).status_code == 200:
                     return
             except requests.RequestException:
                 pass

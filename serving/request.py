@@ -105,3 +105,57 @@ def _rule(problem: str) -> str:
         if needle in problem:
             return rule
     return "invalid"
+
+
+# --- the Open Inference Protocol (V2): one input tensor per feature ------------------------------
+V2_NUMERIC = {"BOOL": False, "UINT8": True, "UINT16": True, "UINT32": True, "UINT64": True, "INT8": True,
+              "INT16": True, "INT32": True, "INT64": True, "FP16": True, "FP32": True, "FP64": True}
+
+
+def parse_v2(inputs, max_rows: int = DEFAULT_MAX_ROWS,
+             spec: Sequence[features.Feature] = features.FEATURES) -> List[Dict[str, object]]:
+    """Rows from V2 request inputs ([{name, datatype, shape, data}], one per feature, shape [N] or
+    [N, 1]); then the same value rules as every other request. Any numeric datatype is accepted for
+    a numeric or integer-coded feature, BYTES for a string one."""
+    if not isinstance(inputs, list) or not inputs:
+        raise RequestError("field 'inputs': expected one input per feature", rule="malformed")
+    by_name: Dict[str, Dict] = {}
+    for i, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise RequestError(f"field 'inputs' item {i}: expected an object with a 'name'", rule="malformed")
+        if tensor["name"] in by_name:
+            raise RequestError(f"input '{tensor['name']}': given twice", rule="duplicate")
+        by_name[tensor["name"]] = tensor
+    _check_names(list(by_name), "inputs", spec)
+    columns, n_rows = {}, None
+    for f in spec:
+        values = _v2_column(by_name[f.name], f)
+        if n_rows is not None and len(values) != n_rows:
+            raise RequestError(f"input '{f.name}': {len(values)} rows, other inputs have {n_rows} "
+                               f"(every input needs one value per row)", rule="shape")
+        n_rows = len(values)
+        columns[f.name] = values
+    _check_size(n_rows, max_rows, "inputs")
+    rows = [{name: columns[name][i] for name in columns} for i in range(n_rows)]
+    return parse({"jsonData": rows}, max_rows, spec)
+
+
+def _v2_column(tensor: Dict, f: features.Feature) -> list:
+    name, datatype, shape, data = f.name, tensor.get("datatype"), tensor.get("shape"), tensor.get("data")
+    if f.types.python is str:
+        if datatype != "BYTES":
+            raise RequestError(f"input '{name}': datatype must be BYTES (a category name), got {datatype!r}",
+                               rule="datatype")
+    elif not V2_NUMERIC.get(datatype):
+        raise RequestError(f"input '{name}': datatype must be numeric (INT*, UINT*, FP*), got {datatype!r}",
+                           rule="datatype")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            and (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1))):
+        raise RequestError(f"input '{name}': shape must be [N] or [N, 1], got {shape!r}", rule="shape")
+    if not isinstance(data, list):
+        raise RequestError(f"input '{name}': 'data' must be a list", rule="malformed")
+    flat = [v for item in data for v in (item if isinstance(item, list) else [item])]
+    if len(flat) != shape[0]:
+        raise RequestError(f"input '{name}': shape says {shape[0]} rows, data has {len(flat)} values", rule="shape")
+    return flat
+

@@ -1,0 +1,157 @@
+"""The Open Inference Protocol (V2) server: our serving core as an MLServer runtime.
+
+    mlserver start <settings dir>       (serving.launch writes it; `cd4ml serve` does both)
+
+MLServer (Apache-2.0) is the reference V2 runtime of Seldon Core v2 and KServe: it owns the
+protocol (health, model metadata, infer, errors as {"error": ...}), this class owns the model. The
+core is the same as behind the Seldon v1 wrapper (serving/core.py): each request is validated
+against the feature specification of the version that answers it, scored, given outlier scores,
+fed to the drift window and logged; versions hot-load from the registry, pins and shadows are
+followed, and feedback joins by request id.
+
+Model name `bike-demand`. Inputs: one tensor per feature, shape [N] or [N, 1] (any numeric
+datatype for a numeric feature, BYTES for a string one). Outputs: `predictions` (FP32), and with
+detectors `outlier_score` (FP64) and `is_outlier` (BOOL). `model_version` names the version that
+answered, `parameters.request_id` the id feedback joins on:
+
+    POST /v2/models/bike-demand/feedback  {"request_id": "...", "truth": [31, 12]}
+
+Configured like the v1 wrapper by CD4ML_* variables: CD4ML_REGISTRY (required),
+CD4ML_SERVING_VERSION, CD4ML_SERVING_LOG_DIR, CD4ML_DRIFT_WINDOW, CD4ML_POLL_SECONDS,
+CD4ML_MAX_ROWS. Core metrics are exported on MLServer's metrics port (`/metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional
+
+from fastapi import Request
+from mlserver import MLModel
+from mlserver.errors import MLServerError
+from mlserver.handlers import custom_handler
+from mlserver.types import (InferenceRequest, InferenceResponse, MetadataModelResponse, MetadataTensor,
+                            Parameters, ResponseOutput)
+
+from cd4ml.contract import MODEL_NAME, PREDICTIONS
+from components import features
+from serving.request import RequestError, parse_v2
+
+OUTLIER_SCORE, IS_OUTLIER = "outlier_score", "is_outlier"
+
+
+def _env(name: str, cast=str):
+    raw = os.environ.get(name)
+    return cast(raw) if raw not in (None, "") else None
+
+
+class RequestRefused(MLServerError):
+    """A request the core refused: its status (400, 413) and a message naming the input and rule."""
+
+    def __init__(self, err: RequestError):
+        super().__init__(err.message, status_code=err.status)
+
+
+class BikeDemandRuntime(MLModel):
+    async def load(self) -> bool:
+        from serving.core import ServingCore
+
+        registry = _env("CD4ML_REGISTRY")
+        if not registry:
+            raise MLServerError("BikeDemandRuntime needs CD4ML_REGISTRY (the model registry)", status_code=500)
+        kwargs = {k: v for k, v in (("drift_window", _env("CD4ML_DRIFT_WINDOW", int)),
+                                    ("poll_seconds", _env("CD4ML_POLL_SECONDS", float)),
+                                    ("max_rows", _env("CD4ML_MAX_ROWS", int))) if v is not None}
+        self.core = ServingCore(registry, version=_env("CD4ML_SERVING_VERSION"),
+                                log_dir=_env("CD4ML_SERVING_LOG_DIR"), **kwargs).load()
+        _export_metrics(self.core)
+        return True
+
+    async def unload(self) -> bool:
+        self.core.close()
+        return True
+
+    async def metadata(self) -> MetadataModelResponse:
+        spec = self.core.current.features if getattr(self, "core", None) else features.FEATURES
+        return MetadataModelResponse(
+            name=self.name, platform="tensorflow", versions=[self.core.version] if getattr(self, "core", None) else [],
+            inputs=[MetadataTensor(name=f.name, datatype=f.types.v2, shape=[-1]) for f in spec],
+            outputs=[MetadataTensor(name=PREDICTIONS, datatype="FP32", shape=[-1]),
+                     MetadataTensor(name=OUTLIER_SCORE, datatype="FP64", shape=[-1]),
+                     MetadataTensor(name=IS_OUTLIER, datatype="BOOL", shape=[-1])])
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        inputs = [i.model_dump(include={"name", "datatype", "shape", "data"}) for i in payload.inputs]
+        try:
+            result = self.core.predict(inputs, parser=parse_v2)
+        except RequestError as err:
+            raise RequestRefused(err) from None
+        n = len(result.predictions)
+        outputs = [ResponseOutput(name=PREDICTIONS, datatype="FP32", shape=[n], data=result.predictions)]
+        if result.outlier_scores is not None:
+            outputs += [ResponseOutput(name=OUTLIER_SCORE, datatype="FP64", shape=[n], data=result.outlier_scores),
+                        ResponseOutput(name=IS_OUTLIER, datatype="BOOL", shape=[n], data=result.is_outlier)]
+        return InferenceResponse(id=payload.id or result.request_id, model_name=self.name,
+                                 model_version=result.version, outputs=outputs,
+                                 parameters=Parameters(request_id=result.request_id))
+
+    @custom_handler(rest_path=f"/v2/models/{MODEL_NAME}/feedback")
+    async def feedback(self, request: Request) -> Dict:
+        """Ground truth for an answered request: {"request_id", "truth": [one per row]}."""
+        try:
+            body = json.loads(await request.body())
+        except ValueError as err:
+            raise MLServerError(f"feedback body is not JSON: {err}", status_code=400) from None
+        if not isinstance(body, dict):
+            raise MLServerError("feedback body must be an object with 'request_id' and 'truth'", status_code=400)
+        try:
+            return self.core.feedback(body.get("truth"), request_id=body.get("request_id"),
+                                      predictions=body.get("predictions"), version=body.get("version"))
+        except RequestError as err:
+            raise RequestRefused(err) from None
+
+
+class _CoreMetrics:
+    """A Prometheus collector over the core's metric increments (drained at each scrape)."""
+
+    def __init__(self, core):
+        self.core = core
+        self._metrics: Dict[str, object] = {}
+
+    def _metric(self, kind: str, name: str, labels: List[str]):
+        import prometheus_client as prom
+
+        if name not in self._metrics:
+            cls = {"COUNTER": prom.Counter, "GAUGE": prom.Gauge, "TIMER": prom.Histogram}[kind]
+            # Counters are named *_total by the core; prometheus_client adds the suffix itself.
+            base = name[:-len("_total")] if kind == "COUNTER" and name.endswith("_total") else name
+            self._metrics[name] = cls(base, name, labels, registry=None)
+        return self._metrics[name]
+
+    def collect(self):
+        for m in self.core.metrics():
+            tags = {k: str(v) for k, v in m["tags"].items()}
+            metric = self._metric(m["type"], m["key"], sorted(tags))
+            child = metric.labels(**tags) if tags else metric
+            if m["type"] == "COUNTER":
+                child.inc(m["value"])
+            elif m["type"] == "GAUGE":
+                child.set(m["value"])
+            else:
+                child.observe(m["value"] / 1000.0)  # the core times in milliseconds
+        for metric in self._metrics.values():
+            yield from metric.collect()
+
+
+_exported: Optional[_CoreMetrics] = None
+
+
+def _export_metrics(core):
+    global _exported
+    import prometheus_client
+
+    if _exported is None:
+        _exported = _CoreMetrics(core)
+        prometheus_client.REGISTRY.register(_exported)
+    _exported.core = core

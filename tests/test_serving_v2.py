@@ -1,0 +1,193 @@
+"""The Open Inference Protocol (V2) server: real MLServer (.venv-v2) with our runtime, over HTTP,
+driven by two third-party clients (tritonclient.http and open-inference-openapi) and raw HTTP for
+the error bodies.
+
+Same contract as the Seldon v1 path (test_serving_http.py): the pushed holdout sample is answered
+as recorded at push, `model_version` names the version that answered, every bad input gets a 4xx
+naming the input and the rule while the server stays up, feedback joins by request id, a newly
+pushed version hot-loads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from cd4ml.contract import MODEL_NAME
+from components import features
+from serving.launch import running
+from tests.test_serving_core import GOOD, copy_version, holdout
+
+pytestmark = pytest.mark.slow
+
+NUMPY_TYPES = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, trained_home):
+    path = trained_home.span1.pushed_path
+    root = str(tmp_path_factory.mktemp("v2-registry"))
+    copy_version(os.path.dirname(path), os.path.basename(path.rstrip("/")), root, "1000")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(registry, tmp_path_factory):
+    with running(registry, str(tmp_path_factory.mktemp("v2-logs")), protocol="v2", poll_seconds=0.5) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def triton(server):
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(url=server.url[len("http://"):])
+
+
+def v2_inputs(rows, datatypes=None, column=False):
+    """One V2 input per feature; `datatypes` overrides a feature's datatype, `column` sends [N, 1]."""
+    out = []
+    for f in features.FEATURES:
+        values = [r[f.name] for r in rows]
+        out.append({"name": f.name, "datatype": (datatypes or {}).get(f.name, f.types.v2),
+                    "shape": [len(values), 1] if column else [len(values)],
+                    "data": [[v] for v in values] if column else values})
+    return out
+
+
+def infer(server, inputs, **extra):
+    return requests.post(server.predict_url, json={"inputs": inputs, **extra}, timeout=60)
+
+
+def test_health_and_metadata_with_tritonclient(triton):
+    assert triton.is_server_live() and triton.is_server_ready() and triton.is_model_ready(MODEL_NAME)
+    meta = triton.get_model_metadata(MODEL_NAME)
+    assert meta["name"] == MODEL_NAME and meta["versions"] == ["1000"]
+    assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [(f.name, f.types.v2) for f in features.FEATURES]
+    assert {"predictions", "outlier_score", "is_outlier"} == {o["name"] for o in meta["outputs"]}
+    assert {i["datatype"] for i in meta["inputs"]} == {"INT64", "BYTES", "FP32"}
+
+
+def test_tritonclient_infer_answers_the_holdout_as_recorded(triton, registry):
+    import tritonclient.http as httpclient
+
+    sample = holdout(registry)
+    rows = [r["features"] for r in sample]
+    inputs = []
+    for f in features.FEATURES:
+        tensor = httpclient.InferInput(f.name, [len(rows)], f.types.v2)
+        tensor.set_data_from_numpy(np.array([r[f.name] for r in rows], dtype=NUMPY_TYPES[f.types.v2]),
+                                 binary_data=False)  # JSON tensors: the protocol proper, no Triton extension
+        inputs.append(tensor)
+    outputs = [httpclient.InferRequestedOutput(n, binary_data=False)
+               for n in ("predictions", "outlier_score", "is_outlier")]
+    result = triton.infer(MODEL_NAME, inputs, outputs=outputs)
+    response = result.get_response()
+    assert response["model_name"] == MODEL_NAME and response["model_version"] == "1000"
+    assert response["parameters"]["request_id"]
+    np.testing.assert_allclose(result.as_numpy("predictions"), [r["expected"] for r in sample], rtol=1e-3, atol=1e-3)
+    assert result.as_numpy("outlier_score").shape == (len(rows),) and result.as_numpy("is_outlier").dtype == bool
+
+
+def test_any_numeric_datatype_and_column_shape_are_accepted(server):
+    plain = infer(server, v2_inputs([GOOD]))
+    widened = infer(server, v2_inputs([GOOD], {"temp": "FP64", "hr": "INT32", "season": "FP32"}, column=True))
+    assert plain.status_code == widened.status_code == 200, widened.text
+    assert plain.json()["outputs"][0]["data"] == pytest.approx(widened.json()["outputs"][0]["data"])
+
+
+BAD_V2 = [
+    ("out of range", lambda: v2_inputs([dict(GOOD, hum=1.5)]), 400, "'hum'"),
+    ("unknown category", lambda: v2_inputs([dict(GOOD, weathersit="sunny")]), 400, "'weathersit'"),
+    ("float for an integer feature", lambda: v2_inputs([dict(GOOD, hr=8.5)], {"hr": "FP32"}), 400, "'hr'"),
+    ("numbers for a category name", lambda: v2_inputs([GOOD], {"mnth": "INT64"}), 400, "input 'mnth': datatype"),
+    ("text for a number", lambda: v2_inputs([dict(GOOD, temp="warm")], {"temp": "BYTES"}), 400, "input 'temp'"),
+    ("missing input", lambda: [i for i in v2_inputs([GOOD]) if i["name"] != "atemp"], 400, "'atemp'"),
+    ("unknown input", lambda: v2_inputs([GOOD]) + [{"name": "casual", "datatype": "INT64", "shape": [1],
+                                                     "data": [3]}], 400, "'casual'"),
+    ("duplicated input", lambda: v2_inputs([GOOD]) + v2_inputs([GOOD])[:1], 400, "'season': given twice"),
+    ("rows disagree", lambda: [dict(i, shape=[2], data=i["data"] * 2) if i["name"] == "temp" else i
+                               for i in v2_inputs([GOOD])], 400, "input 'temp': 2 rows"),
+    ("shape says otherwise", lambda: [dict(i, shape=[3]) if i["name"] == "hum" else i for i in v2_inputs([GOOD])],
+     400, "input 'hum': shape says 3 rows"),
+    ("matrix shape", lambda: [dict(i, shape=[1, 2]) if i["name"] == "hr" else i for i in v2_inputs([GOOD])],
+     400, "shape must be [N] or [N, 1]"),
+    ("too many rows", lambda: v2_inputs([GOOD] * 1001), 413, "limit"),
+]
+
+
+@pytest.mark.parametrize("name,make,status,needle", BAD_V2, ids=[b[0] for b in BAD_V2])
+def test_bad_requests_get_a_4xx_naming_input_and_rule(server, name, make, status, needle):
+    reply = infer(server, make())
+    assert reply.status_code == status, reply.text
+    assert needle in reply.json()["error"], reply.json()
+    assert infer(server, v2_inputs([GOOD])).status_code == 200  # and the server stays up
+
+
+def test_tritonclient_surfaces_the_rule(triton):
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    inputs = []
+    for f in features.FEATURES:
+        tensor = httpclient.InferInput(f.name, [1], f.types.v2)
+        value = 1.5 if f.name == "windspeed" else GOOD[f.name]
+        tensor.set_data_from_numpy(np.array([value], dtype=NUMPY_TYPES[f.types.v2]), binary_data=False)
+        inputs.append(tensor)
+    with pytest.raises(InferenceServerException, match=r"windspeed.*outside the range"):
+        triton.infer(MODEL_NAME, inputs)
+
+
+def test_open_inference_openapi_client(server):
+    """A second, independently generated client of the protocol's OpenAPI description."""
+    from open_inference.openapi.client import OpenInferenceClient
+    from open_inference.openapi.errors.bad_request_error import BadRequestError
+    from open_inference.openapi.types import InferenceRequest, RequestInput
+
+    client = OpenInferenceClient(base_url=server.url)
+    client.check_server_liveness()  # each raises on an answer other than 2xx
+    client.check_model_readiness(MODEL_NAME)
+    meta = client.read_model_metadata(MODEL_NAME)
+    assert meta.name == MODEL_NAME and [i.name for i in meta.inputs] == features.FEATURE_NAMES
+    request = InferenceRequest(inputs=[RequestInput(**i) for i in v2_inputs([GOOD, GOOD])])
+    answer = client.model_infer(MODEL_NAME, request=request)
+    assert answer.model_version == "1000" and answer.outputs[0].name == "predictions"
+    assert len(answer.outputs[0].data.__root__) == 2
+    bad = InferenceRequest(inputs=[RequestInput(**i) for i in v2_inputs([dict(GOOD, temp=3.0)])])
+    with pytest.raises(BadRequestError):
+        client.model_infer(MODEL_NAME, request=bad)
+
+
+def test_feedback_joins_by_request_id(server):
+    first = infer(server, v2_inputs([GOOD, GOOD])).json()
+    rid = first["parameters"]["request_id"]
+    reply = requests.post(server.feedback_url, json={"request_id": rid, "truth": [10, 20]}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["matched"] and body["version"] == "1000" and body["rows"] == 2 and body["live_mae"] > 0
+    wrong = requests.post(server.feedback_url, json={"request_id": rid, "truth": [1]}, timeout=30)
+    assert wrong.status_code == 400 and "'truth'" in wrong.json()["error"]
+    unknown = requests.post(server.feedback_url, json={"request_id": "nope", "truth": [1]}, timeout=30)
+    assert unknown.status_code == 400 and "request_id" in unknown.json()["error"]
+
+
+def test_core_metrics_reach_prometheus(server):
+    infer(server, v2_inputs([dict(GOOD, hum=1.5)]))
+    text = requests.get(server.metrics_url, timeout=30).text
+    assert 'cd4ml_requests_total{version="1000"}' in text
+    assert 'cd4ml_rejected_requests_total{rule="out_of_range",version="1000"}' in text
+
+
+def test_a_pushed_version_hot_loads(server, registry):
+    copy_version(registry, "1000", registry, "2000")
+    versions = set()
+    for _ in range(240):
+        versions.add(infer(server, v2_inputs([GOOD])).json()["model_version"])
+        if "2000" in versions:
+            break
+        time.sleep(0.25)
+    assert "2000" in versions
