@@ -5,7 +5,7 @@
     .venv/bin/python scripts/licences.py --check    # exit 1 if it is stale or a licence is not allowed
 
 The licences come from each installed package's own metadata, read by pip-licenses in the
-environments the lock files built (.venv, .venv-serving), so the list is what a fresh machine
+environments the lock files built (.venv, .venv-serving, .venv-v2), so the list is what a fresh machine
 installs. cd4ml must be usable in production: a Business Source License, or a licence nobody can
 name, fails the check (tests/test_licences.py runs it).
 """
@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVIRONMENTS = {  # name -> (virtual environment, lock file)
     "pipeline": (".venv", "requirements/pipeline.lock"),
     "serving": (".venv-serving", "requirements/serving.lock"),
+    "v2": (".venv-v2", "requirements/v2.lock"),
 }
 OUTPUT = os.path.join(ROOT, "docs", "licences.md")
 FORBIDDEN = re.compile(r"business source|\bbusl\b|\bbsl\b", re.IGNORECASE)
@@ -31,6 +32,7 @@ FORBIDDEN = re.compile(r"business source|\bbusl\b|\bbsl\b", re.IGNORECASE)
 KNOWN = {
     "cd4ml": "Apache-2.0 (this project)",
     "namex": "Apache-2.0 (the LICENSE file of keras-team/namex; its metadata names none)",
+    "py-grpc-prometheus": "Apache-2.0 (lchenn/py-grpc-prometheus, as conda-forge records it; its metadata names none)",
 }
 
 

@@ -46,6 +46,10 @@ def microservice_binary() -> str:
     return _binary(serving_venv(), "seldon-core-microservice")
 
 
+def mlserver_binary() -> str:
+    return _binary(v2_venv(), "mlserver")
+
+
 def _server_env(registry: str, version=None, log_dir=None, poll_seconds=None, drift_window=None,
                 base_env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The CD4ML_* settings both servers read (serving/seldon_model.py, serving/mlserver_runtime.py)."""
@@ -80,7 +84,7 @@ def v2_command(registry: str, port: int, metrics_port: int, settings_dir: str, g
     """(argv, env) for the Open Inference Protocol server: `mlserver start` over a settings folder
     written here (server settings + the bike-demand model's), the model in the server's process.
     It listens on `host` (loopback by default; 0.0.0.0 in a container)."""
-    binary = _binary(v2_venv(), "mlserver")
+    binary = mlserver_binary()
     model_dir = os.path.join(settings_dir, MODEL_NAME)
     os.makedirs(model_dir, exist_ok=True)
     server = {"host": host, "http_port": port, "grpc_port": grpc_port or free_port(), "metrics_port": metrics_port,

@@ -159,3 +159,10 @@ def _v2_column(tensor: Dict, f: features.Feature) -> list:
         raise RequestError(f"input '{name}': shape says {shape[0]} rows, data has {len(flat)} values", rule="shape")
     return flat
 
+
+def v2_inputs(rows: List[Dict[str, object]], spec: Sequence[features.Feature] = features.FEATURES) -> List[Dict]:
+    """Rows as a V2 request's inputs, one [N] tensor per feature: what a client sends, and what
+    parse_v2 reads back."""
+    return [{"name": f.name, "datatype": f.types.v2, "shape": [len(rows)], "data": [r[f.name] for r in rows]}
+            for f in spec]
+

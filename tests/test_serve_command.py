@@ -8,11 +8,35 @@ from cd4ml import cli
 from serving import launch
 
 
-def test_serve_says_how_to_build_a_missing_serving_env(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("CD4ML_SERVING_VENV", str(tmp_path / "no-venv"))
+import json
+
+import pytest
+
+
+@pytest.mark.parametrize("protocol,variable", [("v2", "CD4ML_V2_VENV"), ("seldon", "CD4ML_SERVING_VENV")])
+def test_serve_says_how_to_build_a_missing_serving_env(tmp_path, monkeypatch, capsys, protocol, variable):
+    monkeypatch.setenv(variable, str(tmp_path / "no-venv"))
     (tmp_path / "registry").mkdir()
-    assert cli.main(["serve", "--registry", str(tmp_path / "registry")]) == 1
+    assert cli.main(["serve", "--protocol", protocol, "--registry", str(tmp_path / "registry")]) == 1
     assert "make serving-setup" in capsys.readouterr().err
+
+
+def test_v2_command_starts_mlserver_on_our_runtime(tmp_path, monkeypatch):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    binary = venv / "bin" / "mlserver"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("CD4ML_V2_VENV", str(venv))
+    settings = tmp_path / "settings"
+    argv, env = launch.v2_command("/r", 9200, 9201, str(settings), version="42", base_env={})
+    assert argv == [str(binary), "start", str(settings)]
+    server = json.loads((settings / "settings.json").read_text())
+    assert server["http_port"] == 9200 and server["metrics_port"] == 9201 and server["host"] == "127.0.0.1"
+    assert server["parallel_workers"] == 0  # the model (and TensorFlow) in the server's own process
+    model = json.loads((settings / "bike-demand" / "model-settings.json").read_text())
+    assert model == {"name": "bike-demand", "implementation": launch.V2_RUNTIME}
+    assert env["CD4ML_REGISTRY"] == "/r" and env["CD4ML_SERVING_VERSION"] == "42"
 
 
 def test_serve_refuses_a_missing_registry(tmp_path, capsys):

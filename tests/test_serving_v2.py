@@ -19,6 +19,7 @@ import requests
 
 from cd4ml.contract import MODEL_NAME
 from components import features
+from serving import request
 from serving.launch import running
 from tests.test_serving_core import GOOD, copy_version, holdout
 
@@ -49,13 +50,12 @@ def triton(server):
 
 
 def v2_inputs(rows, datatypes=None, column=False):
-    """One V2 input per feature; `datatypes` overrides a feature's datatype, `column` sends [N, 1]."""
-    out = []
-    for f in features.FEATURES:
-        values = [r[f.name] for r in rows]
-        out.append({"name": f.name, "datatype": (datatypes or {}).get(f.name, f.types.v2),
-                    "shape": [len(values), 1] if column else [len(values)],
-                    "data": [[v] for v in values] if column else values})
+    """request.v2_inputs; `datatypes` overrides a feature's datatype, `column` sends shape [N, 1]."""
+    out = request.v2_inputs(rows)
+    for tensor in out:
+        tensor["datatype"] = (datatypes or {}).get(tensor["name"], tensor["datatype"])
+        if column:
+            tensor["shape"], tensor["data"] = [len(rows), 1], [[v] for v in tensor["data"]]
     return out
 
 

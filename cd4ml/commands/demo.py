@@ -1,7 +1,8 @@
 """The demo on one machine: the whole continuous-delivery loop, timed.
 
 Starts a local bucket (gcp-storage-emulator) and a fresh project home, trains on span 1
-(January-June), serves it with Seldon Core, sends span-2 (July-December) traffic with feedback until
+(January-June), serves it over the Open Inference Protocol (MLServer; --protocol seldon for Seldon
+Core v1), sends span-2 (July-December) traffic with feedback until
 the drift detector fires, drops span 2 into the bucket, lets the watcher retrain, validate, bless and
 push, sees the server hot-load the new version, rolls back and forward, and prints a timeline.
 Everything it starts is stopped at the end.
@@ -20,6 +21,8 @@ def register(parser):
     add_config_flags(parser)
     parser.add_argument("--pipeline-only", action="store_true", help="only train span 1 then span 2")
     parser.add_argument("--keep", action="store_true", help="keep the demo's temporary home")
+    parser.add_argument("--protocol", choices=("v2", "seldon"), default="v2",
+                        help="the server: v2, the Open Inference Protocol on MLServer (default), or seldon v1")
     parser.add_argument("--json", metavar="FILE", help="also write the timeline as JSON")
     add_verbose_flag(parser)
 
@@ -28,17 +31,18 @@ def main(args) -> int:
     quiet_libraries(args.verbose)
     if args.pipeline_only:
         return pipeline_only(args)
-    from serving.launch import ServingEnvMissing, microservice_binary
+    from serving.launch import ServingEnvMissing, microservice_binary, mlserver_binary
 
     try:
-        microservice_binary()
+        (mlserver_binary if args.protocol == "v2" else microservice_binary)()
     except ServingEnvMissing as err:
         print(f"cd4ml demo: {err}; running the pipeline-only demo instead", file=sys.stderr)
         return pipeline_only(args)
     from cd4ml.demo import loop
 
     try:
-        result = loop.run_loop(loop.LoopSettings(home=getattr(args, "home", None), keep=args.keep))
+        result = loop.run_loop(loop.LoopSettings(home=getattr(args, "home", None), keep=args.keep,
+                                                 protocol=args.protocol))
     except RuntimeError as exc:
         print(f"cd4ml demo: {exc}", file=sys.stderr)
         return 1

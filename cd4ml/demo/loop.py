@@ -2,7 +2,7 @@
 
   1. start a local bucket (gcp-storage-emulator, in this process) and a fresh project home
   2. train on span 1 (the real pipeline)          -> version A
-  3. serve it (seldon-core-microservice from .venv-serving, registry poll every second)
+  3. serve it (the Open Inference Protocol server, MLServer from .venv-v2; or Seldon v1)
   4. send span-2 traffic with feedback             -> the server's drift detector fires
   5. the drift trigger decides (debounce, cooldown, labelled rows; shown, not acted on: the drop is)
   6. drop span 2 into the bucket; the watcher makes it span 2 and runs the pipeline -> version B
@@ -33,6 +33,7 @@ from components import features
 from pipelines import local_runner
 from pipelines.config import REPO_ROOT, PipelineConfig
 from serving.launch import Microservice
+from serving.request import v2_inputs
 
 SPAN_DATA = os.path.join(REPO_ROOT, "data", "bikeshare")
 BUCKET = "cd4ml-demo"
@@ -80,30 +81,47 @@ class Timeline:
 
 
 class Server(Microservice):
-    """The real seldon-core-microservice (serving.launch), plus the client calls the demo makes."""
+    """The real server (serving.launch) and the client calls the demo makes, in either protocol.
+
+    Answers are normalised to {"version", "request_id", "predictions"}.
+    """
+
+    def __init__(self, registry: str, log_dir: str, protocol: str = "v2", **kwargs):
+        super().__init__(registry, log_dir, protocol=protocol, **kwargs)
 
     def predict(self, rows: List[Dict]) -> Dict:
         import requests
 
+        if self.protocol == "v2":
+            reply = requests.post(self.predict_url, json={"inputs": v2_inputs(rows)}, timeout=30)
+            reply.raise_for_status()
+            body = reply.json()
+            return {"version": body["model_version"], "request_id": body["parameters"]["request_id"],
+                    "predictions": body["outputs"][0]["data"]}
         names = features.FEATURE_NAMES
         body = {"data": {"names": names, "ndarray": [[r[n] for n in names] for r in rows]}}
-        response = requests.post(f"{self.url}/api/v1.0/predictions", json=body, timeout=30)
-        response.raise_for_status()
-        return response.json()
+        reply = requests.post(self.predict_url, json=body, timeout=30)
+        reply.raise_for_status()
+        answer = reply.json()
+        return {"version": answer["meta"]["tags"]["model_version"], "request_id": answer["meta"]["tags"]["request_id"],
+                "predictions": answer["data"]["ndarray"]}
 
     def feedback(self, answer: Dict, truth: List[float]):
         import requests
 
-        # Only request id and version go back with the predictions: the server joins by request id.
-        tags = {k: answer["meta"]["tags"][k] for k in ("request_id", "model_version")}
-        response = {"meta": {"tags": tags}, "data": answer["data"]}
-        reply = requests.post(f"{self.url}/api/v1.0/feedback", timeout=30,
-                              json={"response": response, "truth": {"data": {"ndarray": truth}}})
+        if self.protocol == "v2":
+            body = {"request_id": answer["request_id"], "truth": truth}
+        else:  # Seldon's shape: the response's tags (the server joins by request id) and the truth
+            body = {"response": {"meta": {"tags": {"request_id": answer["request_id"],
+                                                   "model_version": answer["version"]}},
+                                 "data": {"ndarray": answer["predictions"]}},
+                    "truth": {"data": {"ndarray": truth}}}
+        reply = requests.post(self.feedback_url, json=body, timeout=30)
         if reply.status_code != 200:
             raise RuntimeError(f"feedback refused ({reply.status_code}): {reply.text[:300]}")
 
     def version(self, row: Dict) -> str:
-        return self.predict([row])["meta"]["tags"]["model_version"]
+        return self.predict([row])["version"]
 
     def wait_for_version(self, version: str, row: Dict, timeout: float = 120) -> float:
         """Seconds until a request is answered by `version` (requests keep flowing meanwhile)."""
@@ -131,7 +149,8 @@ class LoopSettings:
     epochs: Optional[int] = None          # trainer epochs (None: the configured default)
     keep: bool = False
     data_dir: str = SPAN_DATA             # holds span-1/ and span-2/
-    server_class: type = Server           # Server (seldon-core-microservice) or a test double of it
+    protocol: str = "v2"                  # the server's protocol: v2 (MLServer) or seldon
+    server_class: type = Server           # Server, or a test double of it
 
 
 class Loop:
@@ -163,10 +182,11 @@ class Loop:
 
     def start_server(self) -> Dict:
         with self.timeline.step("start the server") as s:
-            self.server = self.s.server_class(self.config.registry, self.log_dir)
+            self.server = self.s.server_class(self.config.registry, self.log_dir, protocol=self.s.protocol)
             self.server.wait_ready()
             probe = _features(typed_rows(_csv(self.s.data_dir, 1))[0])
-            s.detail = f"{self.server.url} answers with version {self.server.version(probe)}"
+            s.detail = (f"{self.s.protocol} protocol at {self.server.url} answers with version "
+                        f"{self.server.version(probe)}")
         return probe
 
     def send_traffic(self):
