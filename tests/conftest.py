@@ -6,6 +6,7 @@ end-to-end test (pipeline, serving, lineage, notebooks, triggers) reads instead 
 from __future__ import annotations
 
 import csv
+import json
 import dataclasses
 import os
 import shutil
@@ -67,3 +68,28 @@ def trained_home(tmp_path_factory, sample_data_root) -> TrainedHome:
     span2 = run_and_report(dataclasses.replace(config, span=2))
     assert span2.exit_code == local_runner.OK, local_runner.format_summary(span2)
     return TrainedHome(config=config, span1=span1, span2=span2)
+
+
+def copy_version(src_registry: str, version: str, dst_registry: str, new_name: str = None) -> str:
+    """Copy a version like a pusher would: everything first, MANIFEST.json last."""
+    from serving import registry as reg
+
+    new_name = new_name or version
+    src, dst = os.path.join(src_registry, version), os.path.join(dst_registry, new_name)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(reg.MANIFEST))
+    with open(os.path.join(src, reg.MANIFEST)) as fh:
+        manifest = json.load(fh)
+    manifest["version"] = new_name
+    with open(os.path.join(dst, reg.MANIFEST), "w") as fh:
+        json.dump(manifest, fh)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def span1_registry(tmp_path_factory, trained_home) -> str:
+    """A registry of its own (per test module: tests push into it) holding the span-1 version as 1000."""
+    path = trained_home.span1.pushed_path
+    root = str(tmp_path_factory.mktemp("registry"))
+    copy_version(os.path.dirname(path), os.path.basename(path.rstrip("/")), root, "1000")
+    return root
+

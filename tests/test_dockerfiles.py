@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import json
 import os
 import shlex
 import subprocess
@@ -19,7 +20,12 @@ from pipelines.config import REPO_ROOT
 DOCKER_DIR = os.path.join(REPO_ROOT, "docker")
 PIPELINE = os.path.join(DOCKER_DIR, "pipeline.Dockerfile")
 SERVING = os.path.join(DOCKER_DIR, "serving.Dockerfile")
+SERVING_V2 = os.path.join(DOCKER_DIR, "serving-v2.Dockerfile")
 SERVING_VENV_PY = os.path.join(REPO_ROOT, ".venv-serving", "bin", "python")
+V2_VENV_PY = os.path.join(REPO_ROOT, ".venv-v2", "bin", "python")
+# Each serving image: its Dockerfile, the module its command runs, and its environment.
+SERVERS = {"seldon": (SERVING, "serving.seldon_model", SERVING_VENV_PY),
+           "v2": (SERVING_V2, "serving.mlserver_runtime", V2_VENV_PY)}
 REPO_PACKAGES = {"cd4ml", "pipelines", "components", "serving"}
 
 
@@ -81,7 +87,7 @@ def exec_form(rest: str) -> list[str]:
     return value
 
 
-@pytest.fixture(params=[PIPELINE, SERVING], ids=["pipeline", "serving"])
+@pytest.fixture(params=[PIPELINE, SERVING, SERVING_V2], ids=["pipeline", "serving", "serving-v2"])
 def dockerfile(request):
     return request.param
 
@@ -108,7 +114,9 @@ def test_every_copied_path_exists_and_is_in_the_build_context(dockerfile):
 
 
 def test_installs_its_lock_file_exactly_after_copying_it(dockerfile):
-    lock = "requirements/pipeline.lock" if dockerfile == PIPELINE else "requirements/serving.lock"
+    locks = {PIPELINE: "requirements/pipeline.lock", SERVING: "requirements/serving.lock",
+             SERVING_V2: "requirements/v2.lock"}
+    lock = locks[dockerfile]
     assert os.path.exists(os.path.join(REPO_ROOT, lock)), f"{lock} is missing"
     instrs = instructions(dockerfile)
     copied_at = next(i for i, (w, r) in enumerate(instrs) if w == "COPY" and lock in r)
@@ -119,8 +127,8 @@ def test_installs_its_lock_file_exactly_after_copying_it(dockerfile):
         for command in run.split("&&"):
             if f"-r {lock}" in command:
                 assert "--no-deps" in command, f"install the lock with --no-deps: {command}"
-    other = "serving.lock" if dockerfile == PIPELINE else "pipeline.lock"
-    assert all(other not in r for _, r in instrs), f"{dockerfile} mixes in {other}"
+    for other in set(locks.values()) - {lock}:
+        assert all(other not in r for _, r in instrs), f"{dockerfile} mixes in {other}"
 
 
 def test_site_packages_are_byte_compiled_when_the_image_writes_no_bytecode(dockerfile):
@@ -217,28 +225,59 @@ def test_serving_command_names_a_module_and_class_the_image_carries():
         tree = ast.parse(fh.read(), path)
     classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
     assert "BikeDemandModel" in classes, "serving/seldon_model.py defines no class BikeDemandModel"
-    modules, _ = _repo_closure("serving.seldon_model")
-    copied = [src for sources, _ in copies(instructions(SERVING)) for src in sources]
 
-    def in_image(module: str) -> bool:
-        base = os.path.join(*module.split("."))
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_each_serving_image_carries_every_module_its_server_imports(server):
+    dockerfile, module, _ = SERVERS[server]
+    modules, _ = _repo_closure(module)
+    copied = [src for sources, _ in copies(instructions(dockerfile)) for src in sources]
+
+    def in_image(name: str) -> bool:
+        base = os.path.join(*name.split("."))
         files = [f for f in (base + ".py", os.path.join(base, "__init__.py"))
                  if os.path.exists(os.path.join(REPO_ROOT, f))]
         return not files or any(f == src or f.startswith(src.rstrip("/") + "/") for f in files for src in copied)
 
     missing = sorted(m for m in modules if not in_image(m))
-    assert not missing, (f"serving.seldon_model imports {missing}, which docker/serving.Dockerfile does not "
-                         "copy: add a COPY for that package (or move the code)")
+    assert not missing, (f"{module} imports {missing}, which {os.path.basename(dockerfile)} does not copy: "
+                         "add a COPY for that package (or move the code)")
+    assert not any(m.startswith(("cd4ml.commands", "pipelines")) for m in modules), modules
 
 
-@pytest.mark.skipif(not os.path.exists(SERVING_VENV_PY), reason=".venv-serving not built (make serving-setup)")
-def test_serving_imports_resolve_in_the_serving_environment():
-    _serving_model_file()
-    _, third_party = _repo_closure("serving.seldon_model")
+def test_v2_image_runs_mlserver_on_the_settings_cd4ml_serve_writes(tmp_path):
+    from serving import launch
+
+    instrs = instructions(SERVING_V2)
+    cmd = exec_form(next(r for w, r in instrs if w == "CMD"))
+    assert cmd[:2] == ["mlserver", "start"]
+    assert (["docker/mlserver/"], cmd[2] + "/") in [(s, d.rstrip("/") + "/") for s, d in copies(instrs)]
+    assert {p for w, r in instrs if w == "EXPOSE" for p in r.split()} == {"8080", "8081", "8082"}
+    assert next(r for w, r in instrs if w == "USER") == "8888"
+    # The image's settings are what `cd4ml serve --protocol v2` writes for the same ports and host.
+    shipped = os.path.join(REPO_ROOT, "docker", "mlserver")
+    with open(os.path.join(shipped, "settings.json")) as fh:
+        server = json.load(fh)
+    os.environ.setdefault("CD4ML_V2_VENV", os.path.dirname(os.path.dirname(V2_VENV_PY)))
+    if not os.path.exists(os.path.join(os.environ["CD4ML_V2_VENV"], "bin", "mlserver")):
+        pytest.fail(".venv-v2 is not built (make serving-setup)")
+    launch.v2_command("/mnt/models", server["http_port"], server["metrics_port"], str(tmp_path),
+                      grpc_port=server["grpc_port"], host=server["host"])
+    for rel in ("settings.json", os.path.join("bike-demand", "model-settings.json")):
+        with open(os.path.join(shipped, rel)) as a, open(os.path.join(tmp_path, rel)) as b:
+            assert json.load(a) == json.load(b), rel
+    assert env_of(instrs)["CD4ML_REGISTRY"] == "/mnt/models"  # where KServe's storage initializer puts storageUri
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_serving_imports_resolve_in_their_serving_environment(server):
+    _, module, python = SERVERS[server]
+    assert os.path.exists(python), f"{python} is not built (make serving-setup)"
+    _, third_party = _repo_closure(module)
     third_party -= {"__future__"}
     probe = ("import importlib.util, sys; names = sys.argv[1:]; "
              "missing = [n for n in names if importlib.util.find_spec(n) is None]; print(' '.join(missing))")
-    proc = subprocess.run([SERVING_VENV_PY, "-c", probe, *sorted(third_party)], check=False, capture_output=True,
+    proc = subprocess.run([python, "-c", probe, *sorted(third_party)], check=False, capture_output=True,
                           text=True, timeout=60, cwd="/")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "", f"not installed by requirements/serving.lock: {proc.stdout.strip()}"
+    assert proc.stdout.strip() == "", f"not installed by its lock: {proc.stdout.strip()}"

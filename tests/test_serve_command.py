@@ -21,13 +21,19 @@ def test_serve_says_how_to_build_a_missing_serving_env(tmp_path, monkeypatch, ca
     assert "make serving-setup" in capsys.readouterr().err
 
 
-def test_v2_command_starts_mlserver_on_our_runtime(tmp_path, monkeypatch):
+def fake_venv(tmp_path, monkeypatch, variable: str, name: str):
+    """An environment holding an executable `name`, pointed at by `variable`; returns the binary."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
-    binary = venv / "bin" / "mlserver"
+    binary = venv / "bin" / name
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
-    monkeypatch.setenv("CD4ML_V2_VENV", str(venv))
+    monkeypatch.setenv(variable, str(venv))
+    return binary
+
+
+def test_v2_command_starts_mlserver_on_our_runtime(tmp_path, monkeypatch):
+    binary = fake_venv(tmp_path, monkeypatch, "CD4ML_V2_VENV", "mlserver")
     settings = tmp_path / "settings"
     argv, env = launch.v2_command("/r", 9200, 9201, str(settings), version="42", base_env={})
     assert argv == [str(binary), "start", str(settings)]
@@ -45,12 +51,7 @@ def test_serve_refuses_a_missing_registry(tmp_path, capsys):
 
 
 def test_command_runs_the_model_class_from_the_serving_env(tmp_path, monkeypatch):
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    binary = venv / "bin" / "seldon-core-microservice"
-    binary.write_text("#!/bin/sh\n")
-    binary.chmod(0o755)
-    monkeypatch.setenv("CD4ML_SERVING_VENV", str(venv))
+    binary = fake_venv(tmp_path, monkeypatch, "CD4ML_SERVING_VENV", "seldon-core-microservice")
     argv, env = launch.command("/r", 9100, 9101, version="42", poll_seconds=1.5, base_env={})
     assert argv[:2] == [str(binary), launch.MODEL_CLASS]
     assert argv[argv.index("--http-port") + 1] == "9100" and argv[argv.index("--grpc-workers") + 1] == "0"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from components import features
 from serving import registry as reg
 from serving.request import RequestError, parse
 from tests.concurrency import clients, wait_until
-from tests.conftest import read_span
+from tests.conftest import copy_version, read_span
 
 GOOD = {"season": 1, "mnth": "Jan", "hr": 8, "holiday": 0, "weekday": 1, "workingday": 1,
         "weathersit": "clear", "temp": 0.2, "atemp": 0.21, "hum": 0.5, "windspeed": 0.1}
@@ -96,19 +95,6 @@ def test_registry_picks_the_newest_complete_version_unless_pinned(tmp_path):
 
 
 # ----- with the pipeline's pushed version -----------------------------------------------------
-
-def copy_version(src_registry: str, version: str, dst_registry: str, new_name: str = None) -> str:
-    """Copy a version like a pusher would: everything first, MANIFEST.json last."""
-    new_name = new_name or version
-    src, dst = os.path.join(src_registry, version), os.path.join(dst_registry, new_name)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(reg.MANIFEST))
-    with open(os.path.join(src, reg.MANIFEST)) as fh:
-        manifest = json.load(fh)
-    manifest["version"] = new_name
-    with open(os.path.join(dst, reg.MANIFEST), "w") as fh:
-        json.dump(manifest, fh)
-    return dst
-
 
 @pytest.fixture(scope="module")
 def span1_version(trained_home):

@@ -19,17 +19,15 @@ import requests
 from components import features
 from serving.launch import running
 from tests.concurrency import clients, wait_until
-from tests.test_serving_core import BAD_REQUESTS, GOOD, copy_version, holdout
+from tests.conftest import copy_version
+from tests.test_serving_core import BAD_REQUESTS, GOOD, holdout
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, trained_home):
-    path = trained_home.span1.pushed_path
-    root = str(tmp_path_factory.mktemp("http-registry"))
-    copy_version(os.path.dirname(path), os.path.basename(path.rstrip("/")), root, "1000")
-    return root
+def registry(span1_registry):
+    return span1_registry
 
 
 @pytest.fixture(scope="module")

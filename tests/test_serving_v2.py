@@ -10,7 +10,6 @@ pushed version hot-loads.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -21,7 +20,8 @@ from cd4ml.contract import MODEL_NAME
 from components import features
 from serving import request
 from serving.launch import running
-from tests.test_serving_core import GOOD, copy_version, holdout
+from tests.conftest import copy_version
+from tests.test_serving_core import GOOD, holdout
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +29,8 @@ NUMPY_TYPES = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "FP64":
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, trained_home):
-    path = trained_home.span1.pushed_path
-    root = str(tmp_path_factory.mktemp("v2-registry"))
-    copy_version(os.path.dirname(path), os.path.basename(path.rstrip("/")), root, "1000")
-    return root
+def registry(span1_registry):
+    return span1_registry
 
 
 @pytest.fixture(scope="module")

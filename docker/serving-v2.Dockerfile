@@ -1,0 +1,41 @@
+# The Open Inference Protocol (V2) serving image: MLServer with our runtime
+# (serving.mlserver_runtime.BikeDemandRuntime), what KServe and Seldon Core v2 run
+# (k8s/kserve/, k8s/seldon-v2/). HTTP on 8080, gRPC on 8081, Prometheus metrics on 8082 (/metrics):
+# MLServer's defaults, which both platforms expect. Its own lock: MLServer needs protobuf 5, which
+# the pipeline's TF 2.16 cannot share (requirements/v2.in).
+# Build from the repository root:  docker build -f docker/serving-v2.Dockerfile -t IMAGE .
+FROM python:3.10-slim
+
+# No .pyc written at run time (read-only root filesystems); the site-packages are byte-compiled
+# once at build instead, or every container start would recompile TensorFlow's sources (20-30 s).
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_USE_LEGACY_KERAS=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    PYTHONPATH=/microservice \
+    CD4ML_HOME=/var/lib/cd4ml \
+    CD4ML_REGISTRY=/mnt/models
+
+# Non-root, the uid the Kubernetes manifests run as (runAsUser 8888).
+RUN useradd --uid 8888 --create-home --home-dir /home/mlserver mlserver \
+ && mkdir -p /var/lib/cd4ml && chown 8888 /var/lib/cd4ml
+
+WORKDIR /microservice
+
+COPY requirements/v2.lock requirements/v2.lock
+RUN python -m pip install "pip==24.2" \
+ && python -m pip install --no-deps -r requirements/v2.lock \
+ && (python -m compileall -q -j 0 /usr/local/lib/python3.10/site-packages >/dev/null || true)
+
+# The server needs the contract but none of the command layer: only those two files of cd4ml go in.
+COPY cd4ml/__init__.py cd4ml/contract.py /microservice/cd4ml/
+COPY components/ /microservice/components/
+COPY serving/ /microservice/serving/
+COPY docker/mlserver/ /microservice/mlserver/
+RUN python -c "import mlserver, cd4ml.contract, components.features, serving.mlserver_runtime"
+
+USER 8888
+EXPOSE 8080 8081 8082
+CMD ["mlserver", "start", "/microservice/mlserver"]
