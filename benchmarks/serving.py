@@ -1,11 +1,14 @@
-"""Serving benchmark: in-process SavedModel call, a trivial model behind seldon-core-microservice,
-and our server (validation, detectors, prediction log on), at 1 and 100 rows per request, with 1
-and several concurrent clients. Writes benchmarks/results/serving.json.
+"""Serving benchmark, both protocols, in one run: the in-process SavedModel call; the Open
+Inference Protocol (V2) server (MLServer + our runtime: validation, detectors, prediction log on)
+against the same runtime serving a trivial model; the Seldon v1 path against a trivial Seldon
+model. 1 and 100 rows per request, 1 and 8 concurrent keep-alive clients; resident memory of
+each server. Writes benchmarks/results/serving.json.
 
-    .venv/bin/python benchmarks/serving.py [--registry DIR] [--requests N] [--clients 1,4]
+    .venv/bin/python benchmarks/serving.py [--registry DIR] [--requests N] [--clients 1,8]
 
-Target (issue 3): our single-row p50 <= 1.3 x (trivial Seldon p50 + in-process p50). Everything is
-localhost and bounded by request counts, so a run takes a minute or two on a 2-core machine.
+Targets: V2 single-row p50 <= 1.2x the trivial V2 model, V2 throughput with 8 clients >= 0.8x
+of it, and the V2 path at least as fast as the v1 path (single-row p50). Everything is localhost
+and bounded by request counts, so a run takes a few minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from components import features  # noqa: E402
 from pipelines.config import PipelineConfig  # noqa: E402
 from serving import registry as reg  # noqa: E402
 from serving.launch import running  # noqa: E402
+from serving.request import v2_inputs  # noqa: E402
 
 RESULTS = os.path.join(REPO, "benchmarks", "results", "serving.json")
 
@@ -78,7 +82,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--registry", default=PipelineConfig.from_env().registry)
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
-    parser.add_argument("--clients", default="1,4")
+    parser.add_argument("--clients", default="1,8")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",")]
@@ -94,41 +98,54 @@ def main(argv=None) -> int:
         sample = [json.loads(line)["features"] for line in fh]
     rows = {1: sample[:1], 100: (sample * (100 // len(sample) + 1))[:100]}
     names = features.FEATURE_NAMES
-    payloads = {n: {"data": {"names": names, "ndarray": [[r[k] for k in names] for r in rs]}}
-                for n, rs in rows.items()}
-
+    payloads = {"seldon": {n: {"data": {"names": names, "ndarray": [[r[k] for k in names] for r in rs]}}
+                           for n, rs in rows.items()},
+                "v2": {n: {"inputs": v2_inputs(rs)} for n, rs in rows.items()}}
+    servers = {  # key -> (protocol, Microservice arguments)
+        "trivial_v2": ("v2", {"model_class": "benchmarks.trivial_runtime.TrivialRuntime"}),
+        "cd4ml_v2": ("v2", {"poll_seconds": 5}),
+        "trivial_seldon": ("seldon", {"model_class": "benchmarks.trivial_model.TrivialModel"}),
+        "cd4ml_seldon": ("seldon", {"poll_seconds": 5}),
+    }
     result = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()},
               "version": version, "detectors": model.detectors is not None,
-              "requests_per_measurement": args.requests, "in_process": {}, "trivial_seldon": {},
-              "cd4ml_server": {}}
+              "requests_per_measurement": args.requests, "in_process": {},
+              **{key: {} for key in servers}, "resident_mb": {}}
     print(f"benchmark: version {version} (detectors: {model.detectors is not None})", flush=True)
     for n, rs in rows.items():
-        # The raw-feature signature our server calls, and the tf.Example one (stack-notes floor).
         result["in_process"][f"{n}_rows"] = {"serving_raw": measure(lambda rs=rs: model.predict(rs), args.requests, 1)}
         print(f"  in-process {n} rows: {result['in_process'][f'{n}_rows']}", flush=True)
 
     with tempfile.TemporaryDirectory() as logs:
-        for key, kwargs in (("trivial_seldon", {"model_class": "benchmarks.trivial_model.TrivialModel"}),
-                            ("cd4ml_server", {"poll_seconds": 5})):
-            with running(args.registry, os.path.join(logs, key), **kwargs) as srv:
-                for n, payload in payloads.items():
+        for key, (protocol, kwargs) in servers.items():
+            with running(args.registry, os.path.join(logs, key), protocol=protocol, **kwargs) as srv:
+                for n, payload in payloads[protocol].items():
                     for c in clients:
                         figures = measure(http_call(srv.predict_url, payload), args.requests, c)
                         result[key][f"{n}_rows_{c}_clients"] = figures
                         print(f"  {key} {n} rows, {c} clients: {figures}", flush=True)
+                result["resident_mb"][key] = srv.resident_mb()
 
-    floor = (result["trivial_seldon"]["1_rows_1_clients"]["p50_ms"]
-             + result["in_process"]["1_rows"]["serving_raw"]["p50_ms"])
-    ours = result["cd4ml_server"]["1_rows_1_clients"]["p50_ms"]
-    result["single_row_p50_ratio"] = {"ours_ms": ours, "trivial_seldon_plus_in_process_ms": round(floor, 3),
-                                      "ratio": round(ours / floor, 3), "target": 1.3,
-                                      "met": ours / floor <= 1.3}
+    def p50(key):
+        return result[key]["1_rows_1_clients"]["p50_ms"]
+
+    most = max(clients)
+    throughput = (result["cd4ml_v2"][f"1_rows_{most}_clients"]["req_per_s"]
+                  / result["trivial_v2"][f"1_rows_{most}_clients"]["req_per_s"])
+    result["targets"] = {
+        "v2_single_row_p50_vs_trivial_v2": {"ratio": round(p50("cd4ml_v2") / p50("trivial_v2"), 3), "target": 1.2,
+                                            "met": p50("cd4ml_v2") / p50("trivial_v2") <= 1.2},
+        f"v2_throughput_{most}_clients_vs_trivial_v2": {"ratio": round(throughput, 3), "target": 0.8,
+                                                         "met": throughput >= 0.8},
+        "v2_single_row_p50_vs_seldon_v1": {"ratio": round(p50("cd4ml_v2") / p50("cd4ml_seldon"), 3), "target": 1.0,
+                                           "met": p50("cd4ml_v2") <= p50("cd4ml_seldon")},
+    }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=2)
-    print(json.dumps(result["single_row_p50_ratio"]), f"\nwrote {args.out}")
+    print(json.dumps(result["targets"], indent=2), f"\nwrote {args.out}")
     return 0
 
 

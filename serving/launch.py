@@ -79,7 +79,7 @@ def command(registry: str, port: int, metrics_port: int, version: Optional[str] 
 
 def v2_command(registry: str, port: int, metrics_port: int, settings_dir: str, grpc_port: Optional[int] = None,
                version: Optional[str] = None, log_dir: Optional[str] = None, poll_seconds: Optional[float] = None,
-               drift_window: Optional[int] = None, host: str = "127.0.0.1",
+               drift_window: Optional[int] = None, host: str = "127.0.0.1", runtime: str = V2_RUNTIME,
                base_env: Optional[Dict[str, str]] = None) -> Tuple[List[str], Dict[str, str]]:
     """(argv, env) for the Open Inference Protocol server: `mlserver start` over a settings folder
     written here (server settings + the bike-demand model's), the model in the server's process.
@@ -89,7 +89,7 @@ def v2_command(registry: str, port: int, metrics_port: int, settings_dir: str, g
     os.makedirs(model_dir, exist_ok=True)
     server = {"host": host, "http_port": port, "grpc_port": grpc_port or free_port(), "metrics_port": metrics_port,
               "parallel_workers": 0, "debug": False, "load_models_at_startup": True}
-    model = {"name": MODEL_NAME, "implementation": V2_RUNTIME}
+    model = {"name": MODEL_NAME, "implementation": runtime}
     for path, body in ((os.path.join(settings_dir, "settings.json"), server),
                        (os.path.join(model_dir, "model-settings.json"), model)):
         with open(path, "w") as fh:
@@ -110,13 +110,15 @@ class Microservice:
 
     def __init__(self, registry: str, log_dir: str, model_class: Optional[str] = None, protocol: str = "seldon",
                  **kwargs):
+        """`model_class`: another Seldon model class, or with protocol="v2" another MLServer runtime."""
         self.protocol = protocol
         self.port, self.metrics_port = free_port(), free_port()
         os.makedirs(log_dir, exist_ok=True)
         try:
             if protocol == "v2":
+                extra = {"runtime": model_class} if model_class else {}
                 argv, env = v2_command(registry, self.port, self.metrics_port, os.path.join(log_dir, "mlserver"),
-                                       log_dir=log_dir, **kwargs)
+                                       log_dir=log_dir, **kwargs, **extra)
             else:
                 extra = {"model_class": model_class} if model_class else {}
                 argv, env = command(registry, self.port, self.metrics_port, log_dir=log_dir, **kwargs, **extra)
@@ -136,6 +138,21 @@ class Microservice:
             self.feedback_url = f"{self.url}/api/v1.0/feedback"
             self.ready_url = f"{self.url}/health/status"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def resident_mb(self) -> float:
+        """Resident memory of the server's process group (its workers included), in MB."""
+        total = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                if os.getpgid(int(pid)) != self.process.pid:
+                    continue
+                with open(f"/proc/{pid}/status") as fh:
+                    total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+            except (OSError, StopIteration, ValueError):
+                continue
+        return round(total / 1024, 1)
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as fh:
