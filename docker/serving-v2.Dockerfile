@@ -15,8 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_USE_LEGACY_KERAS=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     PYTHONPATH=/microservice \
-    CD4ML_HOME=/var/lib/cd4ml \
-    CD4ML_REGISTRY=/mnt/models
+    CD4ML_HOME=/var/lib/cd4ml
 
 # Non-root, the uid the Kubernetes manifests run as (runAsUser 8888).
 RUN useradd --uid 8888 --create-home --home-dir /home/mlserver mlserver \

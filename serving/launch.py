@@ -89,13 +89,15 @@ def v2_command(registry: str, port: int, metrics_port: int, settings_dir: str, g
     os.makedirs(model_dir, exist_ok=True)
     server = {"host": host, "http_port": port, "grpc_port": grpc_port or free_port(), "metrics_port": metrics_port,
               "parallel_workers": 0, "debug": False, "load_models_at_startup": True}
-    model = {"name": MODEL_NAME, "implementation": runtime}
+    # The registry is the model's URI, as KServe and Seldon Core v2 hand a model its folder.
+    model = {"name": MODEL_NAME, "implementation": runtime, "parameters": {"uri": registry}}
     for path, body in ((os.path.join(settings_dir, "settings.json"), server),
                        (os.path.join(model_dir, "model-settings.json"), model)):
         with open(path, "w") as fh:
             json.dump(body, fh, indent=2)
-    return [binary, "start", settings_dir], _server_env(registry, version, log_dir, poll_seconds, drift_window,
-                                                        base_env)
+    env = _server_env(registry, version, log_dir, poll_seconds, drift_window, base_env)
+    env.pop("CD4ML_REGISTRY")  # the runtime reads the registry from the model's URI
+    return [binary, "start", settings_dir], env
 
 
 def free_port() -> int:

@@ -16,9 +16,11 @@ answered, `parameters.request_id` the id feedback joins on:
 
     POST /v2/models/bike-demand/feedback  {"request_id": "...", "truth": [31, 12]}
 
-Configured like the v1 wrapper by CD4ML_* variables: CD4ML_REGISTRY (required),
-CD4ML_SERVING_VERSION, CD4ML_SERVING_LOG_DIR, CD4ML_DRIFT_WINDOW, CD4ML_POLL_SECONDS,
-CD4ML_MAX_ROWS. Core metrics are exported on MLServer's metrics port (`/metrics`).
+The registry is the model's URI (model-settings.json `parameters.uri`: what `cd4ml serve` writes,
+and the folder KServe or Seldon Core v2 place the model in), or CD4ML_REGISTRY. The rest is
+configured like the v1 wrapper by CD4ML_* variables: CD4ML_SERVING_VERSION, CD4ML_SERVING_LOG_DIR,
+CD4ML_DRIFT_WINDOW, CD4ML_POLL_SECONDS, CD4ML_MAX_ROWS. Core metrics are exported on MLServer's
+metrics port (`/metrics`).
 """
 
 from __future__ import annotations
@@ -57,9 +59,13 @@ class BikeDemandRuntime(MLModel):
     async def load(self) -> bool:
         from serving.core import ServingCore
 
-        registry = _env("CD4ML_REGISTRY")
+        # The model's URI is the registry (model-settings.json `parameters.uri`, or the folder KServe
+        # or Seldon Core v2 placed the model in); CD4ML_REGISTRY overrides it.
+        uri = self.settings.parameters.uri if self.settings.parameters else None
+        registry = _env("CD4ML_REGISTRY") or uri
         if not registry:
-            raise MLServerError("BikeDemandRuntime needs CD4ML_REGISTRY (the model registry)", status_code=500)
+            raise MLServerError("BikeDemandRuntime needs a registry: the model's `parameters.uri` or CD4ML_REGISTRY",
+                                status_code=500)
         kwargs = {k: v for k, v in (("drift_window", _env("CD4ML_DRIFT_WINDOW", int)),
                                     ("poll_seconds", _env("CD4ML_POLL_SECONDS", float)),
                                     ("max_rows", _env("CD4ML_MAX_ROWS", int))) if v is not None}

@@ -266,7 +266,8 @@ def test_v2_image_runs_mlserver_on_the_settings_cd4ml_serve_writes(tmp_path):
     for rel in ("settings.json", os.path.join("bike-demand", "model-settings.json")):
         with open(os.path.join(shipped, rel)) as a, open(os.path.join(tmp_path, rel)) as b:
             assert json.load(a) == json.load(b), rel
-    assert env_of(instrs)["CD4ML_REGISTRY"] == "/mnt/models"  # where KServe's storage initializer puts storageUri
+    with open(os.path.join(shipped, "bike-demand", "model-settings.json")) as fh:
+        assert json.load(fh)["parameters"]["uri"] == "/mnt/models"  # where KServe puts the storageUri
 
 
 @pytest.mark.parametrize("server", sorted(SERVERS))

@@ -46,6 +46,14 @@ CORE_KINDS = {
 }
 SELDON = ("machinelearning.seldon.io/v1", "SeldonDeployment")
 SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
+# The Open Inference Protocol on a cluster: KServe and Seldon Core v2 kinds, each with the CRD schema
+# of its own project, vendored (tests/schemas/README.md) and made strict like the SeldonDeployment's.
+V2_KINDS = {
+    ("serving.kserve.io/v1beta1", "InferenceService"): "kserve-inferenceservice-v1beta1.openapi.json",
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"): "kserve-servingruntime-v1alpha1.openapi.json",
+    ("mlops.seldon.io/v1alpha1", "Server"): "seldon-v2-server-v1alpha1.openapi.json",
+    ("mlops.seldon.io/v1alpha1", "Model"): "seldon-v2-model-v1alpha1.openapi.json",
+}
 
 
 
@@ -126,17 +134,11 @@ def assert_passed(body: dict, output: str):
     assert line in output and "ERROR" not in output, output
 
 
-def strictify(schema: dict) -> dict:
-    """A copy of an OpenAPI v3 structural schema that rejects properties it does not name.
-
-    - objects with `properties` and no `additionalProperties` get `additionalProperties: false`,
-      unless they carry x-kubernetes-preserve-unknown-fields (then anything goes, as in the API);
-    - maps (`additionalProperties` given) keep their rule;
-    - the CRD truncates the recursive inference graph (`graph.children.items` is `{}`): children
-      are validated as graph nodes again, through a $ref;
-    - the top-level ObjectMeta is an untyped object in the CRD: it gets the ObjectMeta the CRD
-      itself copies for componentSpecs[].metadata.
-    """
+def strict_objects(schema: dict) -> dict:
+    """A copy of an OpenAPI v3 structural schema that rejects properties it does not name: objects
+    with `properties` and no `additionalProperties` get `additionalProperties: false`, unless they
+    carry x-kubernetes-preserve-unknown-fields (then anything goes, as in the API); maps
+    (`additionalProperties` given) keep their rule."""
     schema = copy.deepcopy(schema)
 
     def walk(node):
@@ -150,17 +152,30 @@ def strictify(schema: dict) -> dict:
             for value in node:
                 walk(value)
 
-    predictor = schema["properties"]["spec"]["properties"]["predictors"]["items"]
-    object_meta = copy.deepcopy(predictor["properties"]["componentSpecs"]["items"]["properties"]["metadata"])
-    schema["properties"]["metadata"] = object_meta
     walk(schema)
+    return schema
+
+
+def strictify(schema: dict) -> dict:
+    """The SeldonDeployment schema made strict (strict_objects), plus two repairs of that CRD:
+
+    - the CRD truncates the recursive inference graph (`graph.children.items` is `{}`): children
+      are validated as graph nodes again, through a $ref;
+    - the top-level ObjectMeta is an untyped object in the CRD: it gets the ObjectMeta the CRD
+      itself copies for componentSpecs[].metadata.
+    """
+    schema = copy.deepcopy(schema)
+    predictor = schema["properties"]["spec"]["properties"]["predictors"]["items"]
+    schema["properties"]["metadata"] = copy.deepcopy(
+        predictor["properties"]["componentSpecs"]["items"]["properties"]["metadata"])
+    schema = strict_objects(schema)
+    predictor = schema["properties"]["spec"]["properties"]["predictors"]["items"]
     graph = predictor["properties"]["graph"]
     assert graph["properties"]["children"]["items"] == {}, "CRD graph.children changed: revisit strictify"
     schema["$defs"] = {"graph": graph}
     graph["properties"]["children"]["items"] = {"$ref": "#/$defs/graph"}
     predictor["properties"]["graph"] = {"$ref": "#/$defs/graph"}
-    for meta in (schema["properties"]["metadata"],):
-        meta.setdefault("required", []).append("name")
+    schema["properties"]["metadata"].setdefault("required", []).append("name")
     return schema
 
 
@@ -246,10 +261,10 @@ def sdeps(docs):
 def test_manifests_exist_and_every_kind_has_a_validator(docs):
     assert docs, "no manifests under k8s/"
     kinds = {d.key for d in docs}
-    unknown = [d for d in docs if d.key not in CORE_KINDS | {SELDON, SERVICE_MONITOR}]
+    unknown = [d for d in docs if d.key not in CORE_KINDS | {SELDON, SERVICE_MONITOR} | set(V2_KINDS)]
     assert not unknown, f"kinds with no validator here (add one, do not let them pass unchecked): {unknown}"
     for wanted in [("v1", "Namespace"), ("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("v1", "Service"),
-                   ("autoscaling/v2", "HorizontalPodAutoscaler"), SELDON, SERVICE_MONITOR]:
+                   ("autoscaling/v2", "HorizontalPodAutoscaler"), SELDON, SERVICE_MONITOR, *V2_KINDS]:
         assert wanted in kinds, f"missing a {wanted[1]}"
     for d in docs:
         assert d.body.get("metadata", {}).get("namespace") in (None, "cd4ml") or d.key == ("v1", "Namespace"), d
@@ -275,6 +290,57 @@ def test_servicemonitor_passes_its_schema(docs, servicemonitor_schema):
     assert found
     for d in found:
         assert schema_errors(servicemonitor_schema, d.body) == [], d
+
+
+@pytest.fixture(scope="module")
+def v2_schemas() -> dict:
+    out = {}
+    for key, name in V2_KINDS.items():
+        with open(os.path.join(REPO_ROOT, "tests", "schemas", name)) as fh:
+            out[key] = strict_objects(json.load(fh))
+    return out
+
+
+def test_open_inference_protocol_manifests_pass_their_strict_crd_schemas(docs, v2_schemas):
+    for key in V2_KINDS:
+        found = by_kind(docs, key)
+        assert found, f"no {key[1]} under k8s/"
+        for d in found:
+            assert schema_errors(v2_schemas[key], d.body) == [], d
+
+
+def test_the_v2_crd_schemas_reject_a_typo_and_a_wrong_type(docs, v2_schemas):
+    isvc_key = ("serving.kserve.io/v1beta1", "InferenceService")
+    isvc = copy.deepcopy(by_kind(docs, isvc_key)[0].body)
+    isvc["spec"]["predictor"]["model"]["storageUrl"] = isvc["spec"]["predictor"]["model"].pop("storageUri")
+    assert any("storageUrl" in e for e in schema_errors(v2_schemas[isvc_key], isvc))
+    wrong = copy.deepcopy(by_kind(docs, isvc_key)[0].body)
+    wrong["spec"]["predictor"]["canaryTrafficPercent"] = "ten"
+    assert schema_errors(v2_schemas[isvc_key], wrong)
+    model_key = ("mlops.seldon.io/v1alpha1", "Model")
+    model = copy.deepcopy(by_kind(docs, model_key)[0].body)
+    del model["spec"]["storageUri"]
+    assert any("storageUri" in e for e in schema_errors(v2_schemas[model_key], model))
+
+
+def test_v2_manifests_run_the_v2_image_on_its_ports_and_protocol(docs):
+    runtime = by_kind(docs, ("serving.kserve.io/v1alpha1", "ServingRuntime"))[0].body
+    isvc = by_kind(docs, ("serving.kserve.io/v1beta1", "InferenceService"))[0].body
+    server = by_kind(docs, ("mlops.seldon.io/v1alpha1", "Server"))[0].body
+    model = by_kind(docs, ("mlops.seldon.io/v1alpha1", "Model"))[0].body
+    container = runtime["spec"]["containers"][0]
+    assert runtime["spec"]["protocolVersions"] == ["v2"] and container["image"].startswith("cd4ml-serving-v2")
+    assert {p["containerPort"] for p in container["ports"]} == {8080, 8082}  # docker/mlserver/settings.json
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["model"]["protocolVersion"] == "v2"
+    assert predictor["model"]["runtime"] == runtime["metadata"]["name"]
+    assert predictor["model"]["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    assert 0 < predictor["canaryTrafficPercent"] < 100
+    assert isvc["metadata"]["name"] == model["metadata"]["name"] == "bike-demand"  # contract.MODEL_NAME
+    assert server["spec"]["serverConfig"] == "mlserver" and model["spec"]["server"] == server["metadata"]["name"]
+    assert set(model["spec"]["requirements"]) <= set(server["spec"]["capabilities"])
+    assert server["spec"]["podSpec"]["containers"][0]["image"] == container["image"]
 
 
 # ---------------------------------------------------------------- the validators can fail

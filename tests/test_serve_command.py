@@ -41,8 +41,8 @@ def test_v2_command_starts_mlserver_on_our_runtime(tmp_path, monkeypatch):
     assert server["http_port"] == 9200 and server["metrics_port"] == 9201 and server["host"] == "127.0.0.1"
     assert server["parallel_workers"] == 0  # the model (and TensorFlow) in the server's own process
     model = json.loads((settings / "bike-demand" / "model-settings.json").read_text())
-    assert model == {"name": "bike-demand", "implementation": launch.V2_RUNTIME}
-    assert env["CD4ML_REGISTRY"] == "/r" and env["CD4ML_SERVING_VERSION"] == "42"
+    assert model == {"name": "bike-demand", "implementation": launch.V2_RUNTIME, "parameters": {"uri": "/r"}}
+    assert "CD4ML_REGISTRY" not in env and env["CD4ML_SERVING_VERSION"] == "42"  # the URI names the registry
 
 
 def test_serve_refuses_a_missing_registry(tmp_path, capsys):
