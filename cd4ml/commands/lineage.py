@@ -10,7 +10,6 @@ Add --json for the same answers as JSON (the tree as artifacts, executions and a
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from cd4ml.commands.common import add_config_flags, config_from
@@ -35,8 +34,8 @@ def main(args) -> int:
     from cd4ml import mlmd
 
     config = config_from(args)
-    if not os.path.exists(config.metadata_path):
-        print(f"no ML Metadata store at {config.metadata_path}: nothing has run in this home yet "
+    if not mlmd.exists(config.metadata_path):
+        print(f"no ML Metadata store at {mlmd.describe(config.metadata_path)}: nothing has run in this home yet "
               f"(run `cd4ml run --home {config.home}`)", file=sys.stderr)
         return 1
     store = mlmd.open_store(config.metadata_path)

@@ -38,7 +38,7 @@ def collect(config):
     from cd4ml import mlmd
 
     runs = []
-    if os.path.exists(config.metadata_path):
+    if mlmd.exists(config.metadata_path):
         for run in mlmd.list_runs(mlmd.open_store(config.metadata_path)):
             entry = run.to_dict()
             summary = _summary(config.runs_dir, run.run_id)
