@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CD4ML := $(VENV)/bin/cd4ml
 PYTEST_ARGS ?=
 
-.PHONY: help setup serving-setup demo test test-fast lint lock benchmark clean
+.PHONY: help setup serving-setup system-deps demo test test-fast lint lock benchmark clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -17,10 +17,13 @@ serving-setup:  ## build .venv-serving (Seldon v1 server) and .venv-v2 (Open Inf
 	@scripts/setup_env.sh serving
 	@scripts/setup_env.sh v2
 
+system-deps:  ## Debian packages the tests use (mariadb-server), installed when missing
+	@scripts/system_deps.sh
+
 demo: setup serving-setup  ## the whole loop: train, serve, drift, drop, retrain, hot-load, roll back/forward
 	$(CD4ML) demo
 
-test: setup serving-setup  ## run the whole test suite (unit, end-to-end pipeline, serving, triggers)
+test: setup serving-setup system-deps  ## run the whole test suite (unit, end-to-end pipeline, serving, triggers, MySQL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## the tests that need no pipeline run

@@ -53,8 +53,7 @@ class TrainedHome:
     span2: object
 
 
-@pytest.fixture(scope="session")
-def trained_home(tmp_path_factory, sample_data_root) -> TrainedHome:
+def _train(tmp_path_factory, sample_data_root, **overrides) -> TrainedHome:
     """The real pipeline on the sample: span 1, then span 2 (drifted), in one home."""
     from cd4ml.runner import run_and_report
     from pipelines import local_runner
@@ -62,12 +61,33 @@ def trained_home(tmp_path_factory, sample_data_root) -> TrainedHome:
     home = str(tmp_path_factory.mktemp("home"))
     data_root = os.path.join(home, "data")
     shutil.copytree(sample_data_root, data_root)
-    config = PipelineConfig.from_env(environ={}, home=home, data_root=data_root, epochs=15)
+    config = PipelineConfig.from_env(environ={}, home=home, data_root=data_root, epochs=15, **overrides)
     span1 = run_and_report(dataclasses.replace(config, span=1))
     assert span1.exit_code == local_runner.OK, local_runner.format_summary(span1)
     span2 = run_and_report(dataclasses.replace(config, span=2))
     assert span2.exit_code == local_runner.OK, local_runner.format_summary(span2)
     return TrainedHome(config=config, span1=span1, span2=span2)
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory, sample_data_root) -> TrainedHome:
+    """Span 1 then span 2, ML Metadata in the embedded SQLite file."""
+    return _train(tmp_path_factory, sample_data_root)
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory):
+    """A real MariaDB server for the session (tests/mariadb.py)."""
+    from tests.mariadb import running
+
+    with running(str(tmp_path_factory.mktemp("mariadb"))) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mysql_home(tmp_path_factory, sample_data_root, mariadb) -> TrainedHome:
+    """Span 1 then span 2, ML Metadata on the MariaDB server: the store a team shares."""
+    return _train(tmp_path_factory, sample_data_root, metadata_path=mariadb.new_database())
 
 
 def copy_version(src_registry: str, version: str, dst_registry: str, new_name: str = None) -> str:

@@ -1,5 +1,5 @@
 """Lineage queries and the `cd4ml lineage` / `cd4ml runs` commands, against the real pipeline's
-ML Metadata (the session's `trained_home`: span 1, then span 2)."""
+ML Metadata (the session's `home`: span 1, then span 2)."""
 
 from __future__ import annotations
 
@@ -37,15 +37,22 @@ def test_runs_lists_a_run_that_never_reached_the_pipeline(tmp_path, capsys):
     assert runs[0]["status"] == "not started" and runs[0]["span"] == 7
 
 
+@pytest.fixture(scope="module", params=["sqlite", "mysql"])
+def home(request):
+    """The same two runs with ML Metadata in SQLite and on a MariaDB server: every query and
+    command must answer the same on both."""
+    return request.getfixturevalue("trained_home" if request.param == "sqlite" else "mysql_home")
+
+
 @pytest.fixture(scope="module")
-def store(trained_home):
-    return mlmd.open_store(trained_home.config.metadata_path)
+def store(home):
+    return mlmd.open_store(home.config.metadata_path)
 
 
 @pytest.mark.slow
-def test_runs_have_component_states_and_timing(trained_home, store):
+def test_runs_have_component_states_and_timing(home, store):
     runs = {r.run_id: r for r in mlmd.list_runs(store)}
-    first, second = runs[trained_home.span1.run_id], runs[trained_home.span2.run_id]
+    first, second = runs[home.span1.run_id], runs[home.span2.run_id]
     assert first.status == second.status == "complete"
     assert first.span == 1 and second.span == 2
     assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(first.ran)
@@ -58,20 +65,20 @@ def test_runs_have_component_states_and_timing(trained_home, store):
     # Span 2 is new data: it trains again; the unchanged curated schema comes from the cache.
     assert {"CsvExampleGen", "Trainer"} <= set(second.ran)
     assert "ImportSchemaGen" in second.cached
-    assert second.pushed_version == trained_home.span2.pushed_version and second.new_push
-    assert first.blessed is True and first.pushed_version == trained_home.span1.pushed_version
+    assert second.pushed_version == home.span2.pushed_version and second.new_push
+    assert first.blessed is True and first.pushed_version == home.span1.pushed_version
 
 
 @pytest.mark.slow
-def test_latest_blessed_and_pushed(trained_home, store):
+def test_latest_blessed_and_pushed(home, store):
     pushed = mlmd.latest_pushed_model(store)
-    assert pushed["version"] == trained_home.span2.pushed_version
-    assert pushed["run_id"] == trained_home.span2.run_id
+    assert pushed["version"] == home.span2.pushed_version
+    assert pushed["run_id"] == home.span2.run_id
     assert os.path.isdir(pushed["destination"])
     blessed = mlmd.latest_blessed_model(store)
     assert blessed["model_id"] == pushed["model_id"]
     assert [p["version"] for p in mlmd.pushed_models(store)] == [
-        trained_home.span1.pushed_version, trained_home.span2.pushed_version]
+        home.span1.pushed_version, home.span2.pushed_version]
 
 
 def _producer(doc, artifact):
@@ -86,8 +93,8 @@ def _input(doc, execution, key):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("span", [1, 2])
-def test_provenance_walks_from_pushed_model_to_span_files(trained_home, store, span):
-    result = trained_home.span1 if span == 1 else trained_home.span2
+def test_provenance_walks_from_pushed_model_to_span_files(home, store, span):
+    result = home.span1 if span == 1 else home.span2
     doc = mlmd.provenance(store, result.pushed_version)
     assert doc["version"] == result.pushed_version
     pushed = next(a for a in doc["artifacts"].values() if a["type"] == "PushedModel")
@@ -108,20 +115,20 @@ def test_provenance_walks_from_pushed_model_to_span_files(trained_home, store, s
 
     summary = doc["summary"]
     assert summary["span"] == span
-    expected_file = os.path.join(trained_home.config.data_root, f"span-{span}", "bikeshare.csv")
+    expected_file = os.path.join(home.config.data_root, f"span-{span}", "bikeshare.csv")
     assert [f["name"] for f in summary["span_files"]] == [expected_file]
     assert not summary["span_files"][0].get("changed_since_run")
     for role in ("schema", "statistics", "transform_graph", "evaluation", "examples"):
         assert summary[role] and all(os.path.exists(uri) for uri in summary[role]), role
     assert summary["anomalies"] and summary["anomalies"][0]["clean_splits"]
     assert summary["blessed"] is True and summary["model"] == model["uri"]
-    assert summary["trainer"]["custom_config"]["seed"] == trained_home.config.seed
+    assert summary["trainer"]["custom_config"]["seed"] == home.config.seed
     assert summary["pusher"]["destination"] == result.pushed_path
     assert summary["metrics"]["mean_absolute_error"] > 0
     if any(e["node"] == "DetectorTrainer" for e in doc["executions"].values()):
         assert summary["detectors"] and all(os.path.exists(uri) for uri in summary["detectors"])
     if span == 2:  # compared with span 1's model, which is a leaf, not an ancestor
-        first = mlmd.provenance(store, trained_home.span1.pushed_version)["summary"]["model"]
+        first = mlmd.provenance(store, home.span1.pushed_version)["summary"]["model"]
         assert summary["baseline_model"] == [first]
         assert all(e["run_id"] == result.run_id or e["node"] == "ImportSchemaGen"
                    for e in doc["executions"].values())
@@ -130,47 +137,49 @@ def test_provenance_walks_from_pushed_model_to_span_files(trained_home, store, s
 
 
 @pytest.mark.slow
-def test_models_from_span(trained_home, store):
+def test_models_from_span(home, store):
     one, two = mlmd.models_from_span(store, 1), mlmd.models_from_span(store, 2)
-    assert [m["versions"] for m in one] == [[trained_home.span1.pushed_version]]
-    assert [m["versions"] for m in two] == [[trained_home.span2.pushed_version]]
-    assert one[0]["run_id"] == trained_home.span1.run_id and one[0]["blessed"] is True
+    assert [m["versions"] for m in one] == [[home.span1.pushed_version]]
+    assert [m["versions"] for m in two] == [[home.span2.pushed_version]]
+    assert one[0]["run_id"] == home.span1.run_id and one[0]["blessed"] is True
     assert mlmd.models_from_span(store, 9) == []
 
 
 @pytest.mark.slow
-def test_lineage_command(trained_home, capsys):
-    home = trained_home.config.home
-    code, out, _ = run_cli(capsys, "lineage", "--home", home)
+def test_lineage_command(home, capsys, monkeypatch):
+    monkeypatch.setenv("CD4ML_METADATA_PATH", home.config.metadata_path)  # SQLite or MySQL
+    home_dir = home.config.home
+    code, out, _ = run_cli(capsys, "lineage", "--home", home_dir)
     assert code == 0
-    assert f"model version {trained_home.span2.pushed_version}" in out
+    assert f"model version {home.span2.pushed_version}" in out
     for node in ("Pusher", "Trainer", "Transform", "CsvExampleGen", "Evaluator", "ExampleValidator"):
         assert f"<- {node} (execution" in out, node
     assert os.path.join("span-2", "bikeshare.csv") in out and "baseline_model:" in out
 
-    code, out, _ = run_cli(capsys, "lineage", "--home", home, trained_home.span1.pushed_version, "--json")
+    code, out, _ = run_cli(capsys, "lineage", "--home", home_dir, home.span1.pushed_version, "--json")
     doc = json.loads(out)
     assert code == 0 and doc["summary"]["span"] == 1
     assert {e["node"] for e in doc["executions"]} >= {"Pusher", "Trainer", "Transform", "CsvExampleGen"}
 
-    code, out, _ = run_cli(capsys, "lineage", "--home", home, "--span", "1", "--json")
-    assert json.loads(out)["models"][0]["versions"] == [trained_home.span1.pushed_version]
-    code, out, _ = run_cli(capsys, "lineage", "--home", home, "--blessed")
-    assert trained_home.span2.pushed_version in out
-    code, _, err = run_cli(capsys, "lineage", "--home", home, "no-such-version")
+    code, out, _ = run_cli(capsys, "lineage", "--home", home_dir, "--span", "1", "--json")
+    assert json.loads(out)["models"][0]["versions"] == [home.span1.pushed_version]
+    code, out, _ = run_cli(capsys, "lineage", "--home", home_dir, "--blessed")
+    assert home.span2.pushed_version in out
+    code, _, err = run_cli(capsys, "lineage", "--home", home_dir, "no-such-version")
     assert code == 1 and "never pushed" in err
 
 
 @pytest.mark.slow
-def test_runs_command(trained_home, capsys):
-    code, out, _ = run_cli(capsys, "runs", "--home", trained_home.config.home, "--json")
+def test_runs_command(home, capsys, monkeypatch):
+    monkeypatch.setenv("CD4ML_METADATA_PATH", home.config.metadata_path)  # SQLite or MySQL
+    code, out, _ = run_cli(capsys, "runs", "--home", home.config.home, "--json")
     runs = json.loads(out)[:2]  # other test files may add runs to the shared home later
     assert code == 0
-    assert [r["run_id"] for r in runs] == [trained_home.span1.run_id, trained_home.span2.run_id]
+    assert [r["run_id"] for r in runs] == [home.span1.run_id, home.span2.run_id]
     assert [r["result"] for r in runs] == ["ok", "ok"]
     assert "ImportSchemaGen" in runs[1]["cached"] and runs[1]["pushed_version"]
-    code, out, _ = run_cli(capsys, "runs", "--home", trained_home.config.home, "--steps")
-    assert "Trainer" in out and "cached" in out and trained_home.span2.pushed_version in out
+    code, out, _ = run_cli(capsys, "runs", "--home", home.config.home, "--steps")
+    assert "Trainer" in out and "cached" in out and home.span2.pushed_version in out
 
 
 def test_bucket_objects_come_from_the_trigger_ledger(tmp_path):
