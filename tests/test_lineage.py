@@ -182,10 +182,20 @@ def test_runs_command(home, capsys, monkeypatch):
     assert "Trainer" in out and "cached" in out and home.span2.pushed_version in out
 
 
-def test_bucket_objects_come_from_the_trigger_ledger(tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.slow)])
+def new_store(request, tmp_path):
+    """A factory of empty ML Metadata stores (their CD4ML_METADATA_PATH): SQLite files, or
+    databases on the session's MariaDB server."""
+    if request.param == "sqlite":
+        return lambda name: str(tmp_path / f"{name}.sqlite")
+    server = request.getfixturevalue("mariadb")
+    return lambda name: server.new_database(name)
+
+
+def test_bucket_objects_come_from_the_trigger_ledger(new_store):
     from cd4ml.triggers import drop as triggers
 
-    ledger = triggers.MlmdLedger(str(tmp_path / "m.sqlite"), "lake", "incoming/")
+    ledger = triggers.MlmdLedger(new_store("m"), "lake", "incoming/")
     claim = ledger.claim("lake", "incoming/2011-h2.csv", 1717171717)
     ledger.update(claim, done=True, span=3, run_id="r-3", outcome="trained")
     other = ledger.claim("lake", "incoming/other.csv", 5)
@@ -193,17 +203,17 @@ def test_bucket_objects_come_from_the_trigger_ledger(tmp_path):
     objects = mlmd.bucket_objects(ledger.store, 3, "r-3")
     assert objects == [{"name": "gs://lake/incoming/2011-h2.csv", "generation": 1717171717,
                         "drop_run_id": "r-3", "outcome": "trained", "source": "bucket drop"}]
-    assert mlmd.bucket_objects(mlmd.open_store(str(tmp_path / "empty.sqlite")), 3) == []
+    assert mlmd.bucket_objects(mlmd.open_store(new_store("empty")), 3) == []
 
 
-def test_operator_decisions_on_a_version(tmp_path):
+def test_operator_decisions_on_a_version(new_store):
     from cd4ml import promotion
 
-    path = str(tmp_path / "m.sqlite")
+    path = new_store("m")
     promotion.record(path, "/reg", promotion.Decision("promote", "200", "100", "hotfix", "2026-01-01T00:00:00"))
     promotion.record(path, "/reg", promotion.Decision("rollback", "100", "200", "bad canary", "2026-01-02T00:00:00"))
     store = mlmd.open_store(path)
     assert [(d["action"], d["reason"]) for d in mlmd.decisions_for(store, "200")] == [
         ("promote", "hotfix"), ("rollback", "bad canary")]
     assert mlmd.decisions_for(store, "999") == []
-    assert mlmd.decisions_for(mlmd.open_store(str(tmp_path / "empty.sqlite")), "1") == []
+    assert mlmd.decisions_for(mlmd.open_store(new_store("empty")), "1") == []
