@@ -35,6 +35,8 @@ RELEASE_ARTIFACT = "cd4ml.ModelRelease"
 DETECTORS_ARTIFACT = "cd4ml.Detectors"
 # Beside the versions: an operator's pin (promote/rollback) and the shadow challenger.
 PIN_FILE = "SERVING.json"
+# `.<version>.claim`: a version name reserved by a push in progress (components/pusher.py).
+CLAIM_SUFFIX = ".claim"
 SHADOW_FILE = "SHADOW.json"
 
 # --- serving ------------------------------------------------------------------------------------------

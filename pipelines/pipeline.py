@@ -26,6 +26,7 @@ from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGe
 from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
 from tfx.components.transform.component import Transform
+from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration.pipeline import Pipeline
@@ -36,6 +37,7 @@ from tfx.types.standard_artifacts import Model, ModelBlessing
 from cd4ml.contract import EXAMPLE_SIGNATURE, PREDICTIONS, SCHEMA_FILE
 from components import features, schema as curated_schema
 from components.baseline import BaselineModelStrategy
+from components.pusher import Executor as UniqueVersionPusher
 from components.detectors import DetectorTrainer
 from components.release import ReleaseBundle
 from components.validation_gate import DataValidationGate
@@ -183,6 +185,8 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
         model_blessing=evaluator.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.registry)),
+        # Version names two concurrent runs cannot share (components/pusher.py).
+        custom_executor_spec=executor_spec.ExecutorClassSpec(UniqueVersionPusher),
     )
     release = ReleaseBundle(
         pushed_model=pusher.outputs["pushed_model"],

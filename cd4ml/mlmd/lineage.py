@@ -257,7 +257,7 @@ def bucket_objects(store: metadata_store.MetadataStore, span, run_id: str = "") 
     object it came from."""
     if span is None:
         return []
-    found = [{"name": f"gs://{d['bucket']}/{d['object']}", "generation": d["generation"],
+    found = [{"name": f"gs://{d['bucket']}/{d['object']}", "generation": records.generation(d),
               "drop_run_id": d["run_id"], "outcome": d["outcome"], "source": "bucket drop"}
              for d in records.read(store, records.DROP) if d["span"] == span]
     return sorted(found, key=lambda d: (d["drop_run_id"] != run_id, str(d["generation"])))

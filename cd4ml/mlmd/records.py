@@ -37,8 +37,11 @@ class RecordType:
 
 
 # A bucket object the drop trigger claimed, turned into a span and trained on (or quarantined).
+# The object's generation is a string: GCS generations (microsecond stamps, ~1.8e18) overflow the
+# 32-bit int_value column of MLMD's MySQL schema. `generation` (int) is what older cd4ml wrote.
 DROP = RecordType("cd4ml.Drop", context="cd4ml.Bucket",
-                  strings=("bucket", "object", "outcome", "detail", "run_id", "version", "quarantine"),
+                  strings=("bucket", "object", "outcome", "detail", "run_id", "version", "quarantine",
+                           "object_generation"),
                   ints=("generation", "span"))
 # An operator's (or the demo's) decision about which version serves.
 PROMOTION = RecordType("cd4ml.Promotion", context="cd4ml.Registry",
@@ -145,6 +148,11 @@ def as_dict(execution: pb.Execution, rtype: RecordType) -> Dict[str, object]:
     row.update(id=execution.id, name=execution.name,
                state=STATE_NAMES.get(execution.last_known_state, "unknown"))
     return row
+
+
+def generation(drop: Dict[str, object]) -> int:
+    """A Drop record's object generation, whichever way it was written."""
+    return int(drop["object_generation"]) if drop.get("object_generation") else int(drop.get("generation") or 0)
 
 
 def read(store: metadata_store.MetadataStore, rtype: RecordType) -> List[Dict[str, object]]:

@@ -95,7 +95,7 @@ class MlmdLedger:
         if existing is None:
             try:
                 execution_id = self.records.put(
-                    self.store, self.records.DROP, {"bucket": bucket, "object": name, "generation": int(generation)},
+                    self.store, self.records.DROP, {"bucket": bucket, "object": name, "object_generation": generation},
                     name=key, state=self.records.RUNNING, context_name=self.context_name)
             except errors.AlreadyExistsError:  # another watcher claimed it between get and put
                 return Claim(key, new=False, outcome="claimed elsewhere")
@@ -113,7 +113,8 @@ class MlmdLedger:
         return [row["span"] for row in self.records.read(self.store, self.records.DROP) if row["span"]]
 
     def history(self) -> List[Dict[str, object]]:
-        return [dict(row, key=row["name"]) for row in self.records.read(self.store, self.records.DROP)]
+        return [dict(row, key=row["name"], generation=self.records.generation(row))
+                for row in self.records.read(self.store, self.records.DROP)]
 
 
 class GcsLedger:
