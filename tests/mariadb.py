@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
 from typing import Iterator
+
+from serving.launch import free_port
 
 SERVER_CANDIDATES = ("mariadbd", "/usr/sbin/mariadbd", "mysqld", "/usr/sbin/mysqld")
 INSTALL_CANDIDATES = ("mariadb-install-db", "mysql_install_db")
@@ -31,18 +32,12 @@ def _which(candidates) -> str:
                        f"(make test does it on Debian/Ubuntu)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MariaDB:
     def __init__(self, root: str):
         self.root = root
         self.datadir = os.path.join(root, "data")
         self.socket = os.path.join(root, "mysqld.sock")
-        self.port = _free_port()
+        self.port = free_port()
         self.process = None
 
     def start(self, timeout: float = 60) -> "MariaDB":

@@ -4,12 +4,10 @@ Function through functions-framework's own test client. The slow test runs the r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import shutil
-import socket
 
 import pytest
 
@@ -20,12 +18,6 @@ from tests.conftest import sample_rows, write_rows
 from tests.kfp_fake import FakeKfp
 
 BUCKET = "cd4ml-drops"
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
