@@ -32,12 +32,16 @@ def test_notebooks_are_stored_without_outputs(path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("store", ["sqlite", "mysql"])
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
-def test_notebook_runs_top_to_bottom(trained_home, path, monkeypatch):
+def test_notebook_runs_top_to_bottom(request, store, path, monkeypatch):
     from nbclient import NotebookClient
 
-    # The kernel inherits this process's environment: the home comes from CD4ML_HOME as a user's would.
+    trained_home = request.getfixturevalue("trained_home" if store == "sqlite" else "mysql_home")
+    # The kernel inherits this process's environment: the home (and its ML Metadata store, a SQLite
+    # file or a MySQL server) come from CD4ML_HOME and CD4ML_METADATA_PATH, as a user's would.
     monkeypatch.setenv("CD4ML_HOME", trained_home.config.home)
+    monkeypatch.setenv("CD4ML_METADATA_PATH", trained_home.config.metadata_path)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     book = nbformat.read(path, as_version=4)
     client = NotebookClient(book, timeout=900, kernel_name="python3",
