@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 
@@ -206,26 +206,3 @@ def load(directory: str, names: Sequence[str] = tuple(features.FEATURE_NAMES)) -
         raise ValueError(f"{directory}: no {', '.join(missing)}")
     return Detectors(TabularDrift.load(os.path.join(directory, DRIFT_FILE)),
                      FastIForest.load(os.path.join(directory, OUTLIER_FILE)), meta)
-
-
-def read_examples(split_dir: str, limit: Optional[int] = None) -> List[Dict[str, object]]:
-    """Raw rows (feature columns only) from ExampleGen's gzip TFRecords of tf.Examples."""
-    import tensorflow as tf
-
-    files = sorted(tf.io.gfile.glob(os.path.join(split_dir, "*")))
-    if not files:
-        raise ValueError(f"no example files under {split_dir}")
-    rows = []
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    if limit:
-        dataset = dataset.take(limit)
-    for record in dataset:
-        example = tf.train.Example.FromString(record.numpy())
-        row = {}
-        for name in features.FEATURE_NAMES:
-            feat = example.features.feature[name]
-            kind = feat.WhichOneof("kind")
-            value = getattr(feat, kind).value[0]
-            row[name] = value.decode() if isinstance(value, bytes) else value
-        rows.append(row)
-    return rows

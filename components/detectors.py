@@ -57,7 +57,7 @@ def DetectorTrainer(
     seed: Parameter[int] = 42,
 ):
     check_schema_domains(schema.uri)
-    rows = detector_core.read_examples(os.path.join(examples.uri, "Split-train"))
+    rows = detector_fit.read_examples(os.path.join(examples.uri, "Split-train"))
     drift, outlier, meta = detector_fit.fit(detector_core.encode(rows), seed=seed)
     detector_core.save(detectors.uri, drift, outlier, meta)
     detectors.set_int_custom_property("n_reference", meta["n_reference"])

@@ -140,3 +140,30 @@ def test_a_legacy_detector_set_is_told_apart_from_a_broken_one(tmp_path):
     (tmp_path / "outlier").mkdir()
     with pytest.raises(detector_core.LegacyDetectors, match="alibi-detect format"):
         detector_core.load(str(tmp_path))
+
+
+def test_the_fit_reads_an_even_sample_of_a_large_split(tmp_path):
+    import tensorflow as tf
+
+    def example(i):
+        row = dict(_rows(1, lambda d: True)[0], hr=i % 24, temp=i / 1000)
+        feats = {}
+        for f in features.FEATURES:
+            value = row[f.name]
+            if f.dtype == "string":
+                feats[f.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+            elif f.dtype == "int":
+                feats[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+            else:
+                feats[f.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+        return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+    split = tmp_path / "Split-train"
+    split.mkdir()
+    with tf.io.TFRecordWriter(str(split / "data.gz"), options="GZIP") as writer:
+        for i in range(100):
+            writer.write(example(i))
+    assert len(detector_fit.read_examples(str(split), sample=None)) == 100
+    sampled = detector_fit.read_examples(str(split), sample=30)
+    assert len(sampled) == 25  # every 4th record: an even spread over the split, not its head
+    assert [round(r["temp"] * 1000) for r in sampled[:3]] == [0, 4, 8] and round(sampled[-1]["temp"] * 1000) == 96
