@@ -113,3 +113,19 @@ def span1_registry(tmp_path_factory, trained_home) -> str:
     copy_version(os.path.dirname(path), os.path.basename(path.rstrip("/")), root, "1000")
     return root
 
+
+def tf_example(row: Dict[str, object], columns) -> bytes:
+    """A serialized tf.Example of `row`'s values for `columns` (features.Feature), as ExampleGen writes them."""
+    import tensorflow as tf
+
+    feats = {}
+    for col in columns:
+        v = row[col.name]
+        if col.dtype == "string":
+            feats[col.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+        elif col.dtype == "int":
+            feats[col.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+        else:
+            feats[col.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+

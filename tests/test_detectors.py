@@ -13,7 +13,7 @@ import pytest
 
 from components import detector_core, detector_fit, features
 from serving.core import DEFAULT_DRIFT_WINDOW
-from tests.conftest import read_span
+from tests.conftest import read_span, tf_example
 
 
 def _rows(span, days):
@@ -146,17 +146,7 @@ def test_the_fit_reads_an_even_sample_of_a_large_split(tmp_path):
     import tensorflow as tf
 
     def example(i):
-        row = dict(_rows(1, lambda d: True)[0], hr=i % 24, temp=i / 1000)
-        feats = {}
-        for f in features.FEATURES:
-            value = row[f.name]
-            if f.dtype == "string":
-                feats[f.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
-            elif f.dtype == "int":
-                feats[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-            else:
-                feats[f.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-        return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+        return tf_example(dict(_rows(1, lambda d: True)[0], hr=i % 24, temp=i / 1000), features.FEATURES)
 
     split = tmp_path / "Split-train"
     split.mkdir()

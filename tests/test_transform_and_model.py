@@ -11,7 +11,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
 from components import features, model, schema, transform
-from tests.conftest import read_span
+from tests.conftest import read_span, tf_example
 
 ROWS = 120
 
@@ -84,16 +84,7 @@ def test_model_signatures_agree_and_return_counts(transform_output, tmp_path):
     by_raw = loaded.signatures[model.RAW_SIGNATURE](**raw_inputs)[model.PREDICTIONS].numpy()
 
     def example(r):
-        feats = {}
-        for col in features.all_columns():
-            v = r[col.name][0]
-            if col.dtype == "string":
-                feats[col.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
-            elif col.dtype == "int":
-                feats[col.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
-            else:
-                feats[col.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
-        return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+        return tf_example({k: v[0] for k, v in r.items()}, features.all_columns())
 
     by_example = loaded.signatures[model.EXAMPLE_SIGNATURE](
         examples=tf.constant([example(r) for r in sample]))[model.PREDICTIONS].numpy()
