@@ -17,16 +17,14 @@ answered, `parameters.request_id` the id feedback joins on:
     POST /v2/models/bike-demand/feedback  {"request_id": "...", "truth": [31, 12]}
 
 The registry is the model's URI (model-settings.json `parameters.uri`: what `cd4ml serve` writes,
-and the folder KServe or Seldon Core v2 place the model in), or CD4ML_REGISTRY. The rest is
-configured like the v1 wrapper by CD4ML_* variables: CD4ML_SERVING_VERSION, CD4ML_SERVING_LOG_DIR,
-CD4ML_DRIFT_WINDOW, CD4ML_POLL_SECONDS, CD4ML_MAX_ROWS. Core metrics are exported on MLServer's
+and the folder KServe or Seldon Core v2 place the model in), or CD4ML_REGISTRY. The rest comes
+from the same CD4ML_* variables as the v1 wrapper (serving/settings.py). Core metrics are exported on MLServer's
 metrics port (`/metrics`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Dict, List, Optional
 
 from fastapi import Request
@@ -39,13 +37,9 @@ from mlserver.types import (InferenceRequest, InferenceResponse, MetadataModelRe
 from cd4ml.contract import MODEL_NAME, PREDICTIONS
 from components import features
 from serving.request import RequestError, parse_v2
+from serving.settings import CoreSettings
 
 OUTLIER_SCORE, IS_OUTLIER = "outlier_score", "is_outlier"
-
-
-def _env(name: str, cast=str):
-    raw = os.environ.get(name)
-    return cast(raw) if raw not in (None, "") else None
 
 
 class RequestRefused(MLServerError):
@@ -60,17 +54,13 @@ class BikeDemandRuntime(MLModel):
         from serving.core import ServingCore
 
         # The model's URI is the registry (model-settings.json `parameters.uri`, or the folder KServe
-        # or Seldon Core v2 placed the model in); CD4ML_REGISTRY overrides it.
+        # or Seldon Core v2 placed the model in); without one, CD4ML_REGISTRY.
         uri = self.settings.parameters.uri if self.settings.parameters else None
-        registry = _env("CD4ML_REGISTRY") or uri
-        if not registry:
-            raise MLServerError("BikeDemandRuntime needs a registry: the model's `parameters.uri` or CD4ML_REGISTRY",
-                                status_code=500)
-        kwargs = {k: v for k, v in (("drift_window", _env("CD4ML_DRIFT_WINDOW", int)),
-                                    ("poll_seconds", _env("CD4ML_POLL_SECONDS", float)),
-                                    ("max_rows", _env("CD4ML_MAX_ROWS", int))) if v is not None}
-        self.core = ServingCore(registry, version=_env("CD4ML_SERVING_VERSION"),
-                                log_dir=_env("CD4ML_SERVING_LOG_DIR"), **kwargs).load()
+        try:
+            settings = CoreSettings.resolve(registry=uri)
+        except ValueError as err:
+            raise MLServerError(str(err), status_code=500) from None
+        self.core = ServingCore(**settings.core_kwargs()).load()
         _export_metrics(self.core)
         return True
 
@@ -79,9 +69,10 @@ class BikeDemandRuntime(MLModel):
         return True
 
     async def metadata(self) -> MetadataModelResponse:
-        spec = self.core.current.features if getattr(self, "core", None) else features.FEATURES
+        core = getattr(self, "core", None)  # None until load() ran
+        spec = core.current.features if core else features.FEATURES
         return MetadataModelResponse(
-            name=self.name, platform="tensorflow", versions=[self.core.version] if getattr(self, "core", None) else [],
+            name=self.name, platform="tensorflow", versions=[core.version] if core else [],
             inputs=[MetadataTensor(name=f.name, datatype=f.types.v2, shape=[-1]) for f in spec],
             outputs=[MetadataTensor(name=PREDICTIONS, datatype="FP32", shape=[-1]),
                      MetadataTensor(name=OUTLIER_SCORE, datatype="FP64", shape=[-1]),

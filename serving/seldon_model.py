@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from typing import Dict, List, Optional
 
 from cd4ml.contract import PREDICTIONS
 from serving.request import RequestError
+from serving.settings import CoreSettings, setting
 
 log = logging.getLogger("cd4ml.serving")
 
@@ -34,13 +34,6 @@ DEFAULT_METRICS_FLUSH_SECONDS = 1.0
 _PREDICT_PATHS = ("/predict", "/api/v1.0/predictions", "/api/v0.1/predictions")
 
 
-def _env(name: str, value, cast=str):
-    if value not in (None, ""):
-        return cast(value)
-    raw = os.environ.get(name)
-    return cast(raw) if raw not in (None, "") else None
-
-
 class BikeDemandModel:
     """Seldon's Python model contract: load, predict_raw, send_feedback_raw, metrics, tags,
     health_status. Heavy work (TensorFlow, the SavedModel) happens in `load()`, which Seldon calls
@@ -49,17 +42,10 @@ class BikeDemandModel:
     def __init__(self, registry: Optional[str] = None, version: Optional[str] = None,
                  log_dir: Optional[str] = None, drift_window=None, poll_seconds=None, max_rows=None,
                  max_request_bytes=None):
-        self.registry = _env("CD4ML_REGISTRY", registry)
-        if not self.registry:
-            raise ValueError("BikeDemandModel needs a registry: parameter 'registry' or CD4ML_REGISTRY")
-        self.version = _env("CD4ML_SERVING_VERSION", version)
-        self.log_dir = _env("CD4ML_SERVING_LOG_DIR", log_dir)
-        self.drift_window = _env("CD4ML_DRIFT_WINDOW", drift_window, int)
-        self.poll_seconds = _env("CD4ML_POLL_SECONDS", poll_seconds, float)
-        self.max_rows = _env("CD4ML_MAX_ROWS", max_rows, int)
-        self.max_request_bytes = (_env("CD4ML_MAX_REQUEST_BYTES", max_request_bytes, int)
+        self.settings = CoreSettings.resolve(registry, version, log_dir, drift_window, poll_seconds, max_rows)
+        self.max_request_bytes = (setting("CD4ML_MAX_REQUEST_BYTES", max_request_bytes, int)
                                   or DEFAULT_MAX_REQUEST_BYTES)
-        self.metrics_flush_seconds = _env("CD4ML_METRICS_FLUSH_SECONDS", None, float)
+        self.metrics_flush_seconds = setting("CD4ML_METRICS_FLUSH_SECONDS", None, float)
         if self.metrics_flush_seconds is None:
             self.metrics_flush_seconds = DEFAULT_METRICS_FLUSH_SECONDS
         self._flushed = 0.0
@@ -71,11 +57,9 @@ class BikeDemandModel:
     def load(self):
         from serving.core import ServingCore
 
-        kwargs = {k: v for k, v in (("drift_window", self.drift_window), ("poll_seconds", self.poll_seconds),
-                                    ("max_rows", self.max_rows)) if v is not None}
-        self.core = ServingCore(self.registry, version=self.version, log_dir=self.log_dir, **kwargs).load()
+        self.core = ServingCore(**self.settings.core_kwargs()).load()
         _publish_only_when_given()
-        log.info("cd4ml serving: ready, version %s from %s", self.core.version, self.registry)
+        log.info("cd4ml serving: ready, version %s from %s", self.core.version, self.settings.registry)
 
     # ----- Seldon hooks ----------------------------------------------------------------------
     def predict_raw(self, request: Dict) -> Dict:

@@ -58,12 +58,13 @@ V2_KINDS = {
 
 
 def serving_settings() -> set:
-    """CD4ML_* names the server reads (serving/seldon_model.py's `_env("CD4ML_...")` calls)."""
-    path = os.path.join(REPO_ROOT, "serving", "seldon_model.py")
-    if not os.path.exists(path):
-        return {"CD4ML_SERVING_VERSION"}
-    with open(path) as fh:
-        return set(re.findall(r"""_env\(\s*["'](CD4ML_\w+)["']""", fh.read()))
+    """CD4ML_* names the servers read (the `setting("CD4ML_...")` calls in serving/)."""
+    found = set()
+    for path in glob.glob(os.path.join(REPO_ROOT, "serving", "*.py")):
+        with open(path) as fh:
+            found |= set(re.findall(r"""setting\(\s*["'](CD4ML_\w+)["']""", fh.read()))
+    assert {"CD4ML_REGISTRY", "CD4ML_SERVING_VERSION", "CD4ML_MAX_REQUEST_BYTES"} <= found, found
+    return found
 
 
 SERVING_IMAGE = "cd4ml-serving"

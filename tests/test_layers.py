@@ -96,7 +96,7 @@ def test_nothing_below_the_command_layer_names_it():
     assert hits == []
 
 
-def test_the_rule_checker_sees_a_violation(tmp_path, monkeypatch):
+def test_the_rule_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "serving_bad.py"
     bad.write_text("def f():\n    from cd4ml import report\n    import pipelines.local_runner\n")
     names = [n for _, n in _repo_imports(str(bad))]

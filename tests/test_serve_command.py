@@ -57,3 +57,18 @@ def test_command_runs_the_model_class_from_the_serving_env(tmp_path, monkeypatch
     assert argv[argv.index("--http-port") + 1] == "9100" and argv[argv.index("--grpc-workers") + 1] == "0"
     assert env["CD4ML_REGISTRY"] == "/r" and env["CD4ML_SERVING_VERSION"] == "42"
     assert env["CD4ML_POLL_SECONDS"] == "1.5" and launch.REPO_ROOT in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_server_settings_explicit_first_then_environment(monkeypatch):
+    from serving.settings import CoreSettings
+
+    monkeypatch.setenv("CD4ML_REGISTRY", "/from-env")
+    monkeypatch.setenv("CD4ML_DRIFT_WINDOW", "300")
+    monkeypatch.delenv("CD4ML_POLL_SECONDS", raising=False)
+    settings = CoreSettings.resolve(registry="/from-uri", poll_seconds="2.5")
+    assert (settings.registry, settings.drift_window, settings.poll_seconds) == ("/from-uri", 300, 2.5)
+    assert settings.core_kwargs() == {"registry": "/from-uri", "drift_window": 300, "poll_seconds": 2.5}
+    assert CoreSettings.resolve().registry == "/from-env"
+    monkeypatch.delenv("CD4ML_REGISTRY")
+    with pytest.raises(ValueError, match="needs a model registry"):
+        CoreSettings.resolve()
