@@ -52,7 +52,6 @@ RETRAIN_REQUEST = RecordType("cd4ml.RetrainRequest",
                                       "run_id", "version", "reason", "labelled_file"),
                              ints=("labelled_rows",))
 
-TYPES = (DROP, PROMOTION, RETRAIN_REQUEST)
 COMPLETE, RUNNING, FAILED = pb.Execution.COMPLETE, pb.Execution.RUNNING, pb.Execution.FAILED
 
 
