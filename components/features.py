@@ -8,9 +8,13 @@ entry here (see docs/adding-a-feature in the README).
 Raw columns fall in three groups:
 - features: what the model sees, each with a kind and a domain;
 - the label (`bikers`);
-- carried columns: present in the lake files and required by the schema, never given to the model.
-  `casual` and `registered` sum to the label (they would leak it); `day` is the day of the year,
-  which only identifies time (it is what the split groups by, so a day never straddles splits).
+- carried columns: in the data files, never given to the model. `day` is the day of the year
+  (required). `casual` and `registered` sum to the label (they would leak it); production traffic
+  cannot know them, so they are *optional*: a span harvested from the server's logs has no such
+  columns, and the schema allows their absence (docs/loop.md). `split_group` is what the
+  train/eval split hashes on: ExampleGen (components/example_gen.py) fills it with `day-<day>`
+  when a file does not carry it, so all hours of a day land in the same split; a harvested span
+  carries its own groups (the event day, or the request: see cd4ml/triggers/harvest.py).
 
 This module must stay importable without TensorFlow: the serving validator and the CLI use it.
 """
@@ -22,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
+KEY = "key"  # a string that only groups rows (no domain)
 
 Value = Union[int, float, str]
 
@@ -41,6 +46,7 @@ class Feature:
     low: Optional[float] = None
     high: Optional[float] = None
     vocabulary: Tuple[Value, ...] = ()
+    optional: bool = False   # a column a data file may leave out (never a feature)
 
     @property
     def is_categorical(self) -> bool:
@@ -71,6 +77,8 @@ class Feature:
                 return f"feature '{self.name}': NaN and infinity are not allowed"
             if self.dtype == "int" and float(value) != int(value):
                 return f"feature '{self.name}': expected an integer, got {value!r}"
+        if self.kind == KEY:
+            return None
         if self.is_categorical:
             if value not in self.vocabulary:
                 shown = ", ".join(repr(v) for v in self.vocabulary)
@@ -119,27 +127,39 @@ LABEL = Feature("bikers", NUMERIC, "int", "rentals in the hour (casual + registe
 
 CARRIED: Tuple[Feature, ...] = (
     Feature("day", NUMERIC, "int", "day of the year; groups the split, never a feature", low=1, high=366),
-    Feature("casual", NUMERIC, "int", "casual rentals: part of the label, never a feature", low=0, high=100000),
+    Feature("casual", NUMERIC, "int", "casual rentals: part of the label, never a feature", low=0, high=100000,
+            optional=True),
     Feature("registered", NUMERIC, "int", "registered rentals: part of the label, never a feature",
-            low=0, high=100000),
+            low=0, high=100000, optional=True),
+    Feature("split_group", KEY, "string", "what the train/eval split hashes on (day-<day> unless a file "
+            "carries it)", optional=True),
 )
 
-# The column the train/eval split hashes on: all hours of one day land in the same split.
-SPLIT_KEY = "day"
+# The column the train/eval split hashes on, and how ExampleGen fills it when a file has none:
+# all hours of one day land in the same split, so the eval split holds whole unseen days.
+SPLIT_KEY = "split_group"
+
+
+def day_group(day: int) -> str:
+    return f"day-{int(day)}"
 
 FEATURE_NAMES: List[str] = [f.name for f in FEATURES]
 NUMERIC_FEATURES: List[str] = [f.name for f in FEATURES if not f.is_categorical]
 CATEGORICAL_FEATURES: List[str] = [f.name for f in FEATURES if f.is_categorical]
 LABEL_KEY = LABEL.name
-# Columns every data file must carry, in the order of the published CSV.
+# The columns of the published CSV, in its order (a data drop has these).
 RAW_COLUMNS: List[str] = ["season", "mnth", "day", "hr", "holiday", "weekday", "workingday",
                           "weathersit", "temp", "atemp", "hum", "windspeed",
                           "casual", "registered", "bikers"]
+# Every column the schema describes: the published ones and the split group ExampleGen adds.
+SCHEMA_COLUMNS: List[str] = RAW_COLUMNS + [SPLIT_KEY]
 # Slices the evaluator reports, each a single feature.
 SLICES: List[str] = ["season", "weathersit", "workingday", "hr"]
 
 _BY_NAME: Dict[str, Feature] = {f.name: f for f in (*FEATURES, LABEL, *CARRIED)}
-assert sorted(_BY_NAME) == sorted(RAW_COLUMNS), "RAW_COLUMNS and the feature lists disagree"
+assert sorted(_BY_NAME) == sorted(SCHEMA_COLUMNS), "SCHEMA_COLUMNS and the feature lists disagree"
+# What every data file must carry: the schema's columns but the optional ones.
+REQUIRED_COLUMNS: List[str] = [c for c in RAW_COLUMNS if not _BY_NAME[c].optional]
 
 
 def feature(name: str) -> Feature:
@@ -148,7 +168,7 @@ def feature(name: str) -> Feature:
 
 def all_columns() -> Sequence[Feature]:
     """Every raw column the schema describes: features, label and carried columns."""
-    return [_BY_NAME[name] for name in RAW_COLUMNS]
+    return [_BY_NAME[name] for name in SCHEMA_COLUMNS]
 
 
 def transformed_name(name: str) -> str:

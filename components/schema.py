@@ -30,13 +30,23 @@ def build_schema() -> schema_pb2.Schema:
         f = schema.feature.add()
         f.name = col.name
         f.type = _TYPES[col.dtype]
-        f.presence.min_fraction = 1.0
-        f.presence.min_count = 1
-        # A fixed shape of one value: tf.Transform and the serving signature get dense tensors.
-        f.shape.dim.add().size = 1
+        if col.optional and col.name != features.SPLIT_KEY:
+            # May be absent from a whole file (a harvested span has no casual/registered): no
+            # presence rule, and one value where present (a fixed shape would demand it everywhere).
+            f.presence.min_count = 0
+            f.value_count.min = 1
+            f.value_count.max = 1
+        else:
+            # ExampleGen adds the split group to every example, so in examples it is always there.
+            f.presence.min_fraction = 1.0
+            f.presence.min_count = 1
+            # A fixed shape of one value: tf.Transform and the serving signature get dense tensors.
+            f.shape.dim.add().size = 1
         if col.description:
             f.annotation.comment.append(col.description)
-        if col.dtype == "string":
+        if col.kind == features.KEY:
+            pass  # free-form group names: no domain
+        elif col.dtype == "string":
             f.string_domain.name = col.name
             f.string_domain.value.extend(col.vocabulary)
             f.distribution_constraints.min_domain_mass = 1.0

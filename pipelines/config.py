@@ -29,6 +29,8 @@ class PipelineConfig:
     registry: str = ""             # default: <home>/registry (pushed model versions)
     metadata_path: str = ""        # SQLite file (default <home>/metadata.sqlite) or mysql://user:pw@host:port/db
     span: Optional[int] = None     # None: the latest span-N directory under data_root
+    # Spans a run trains on: this run's span and the trusted spans before it (components/window.py).
+    train_window_spans: int = 2
     # Model and training.
     seed: int = 42
     epochs: int = 20

@@ -1,10 +1,11 @@
 """The one pipeline factory: every runner (local, Kubeflow) builds its DAG here.
 
 span files -> CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema from
-ImportSchemaGen; SchemaGen proposes updates) -> DataValidationGate -> Transform -> Trainer ->
-Evaluator (vs. the latest blessed model other than the candidate) -> Pusher -> ReleaseBundle.
-DetectorTrainer fits drift/outlier detectors on the train split after the gate; ReleaseBundle
-ships them inside the pushed version.
+ImportSchemaGen; SchemaGen proposes updates) -> DataValidationGate -> the training window (this
+span and the trusted spans before it, components/window.py) -> Transform -> Trainer -> Evaluator
+(vs. the latest blessed model other than the candidate) -> Pusher -> ReleaseBundle.
+DetectorTrainer fits drift/outlier detectors on the new span's train split after the gate (what
+production looks like now); ReleaseBundle ships them inside the pushed version.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tensorflow_model_analysis as tfma
 # Each component from its own module, never `tfx.v1`: that imports all of TFX, 20 s more per run
 # (components/lazy_tfx.py, installed by this package's __init__, does the same for tfx.components).
 from tfx.components.evaluator.component import Evaluator
-from tfx.components.example_gen.csv_example_gen.component import CsvExampleGen
+from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.pusher.component import Pusher
 from tfx.components.schema_gen.component import SchemaGen
@@ -32,25 +33,28 @@ from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import La
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types.channel import Channel
-from tfx.types.standard_artifacts import Model, ModelBlessing
+from tfx.types.standard_artifacts import Examples, Model, ModelBlessing
 
 from cd4ml.contract import EXAMPLE_SIGNATURE, PREDICTIONS, SCHEMA_FILE
 from components import features, schema as curated_schema
+from components import example_gen as grouped_csv
 from components.baseline import BaselineModelStrategy
 from components.pusher import Executor as UniqueVersionPusher
 from components.detectors import DetectorTrainer
 from components.release import ReleaseBundle
 from components.validation_gate import DataValidationGate
+from components.window import SpanWindowStrategy
 from pipelines.config import PipelineConfig
 
 SPAN_PATTERN = "span-{SPAN}/*.csv"
+EXAMPLE_GEN = "CsvExampleGen"
 
 
 def example_gen(config: PipelineConfig):
     input_config = example_gen_pb2.Input(splits=[
         example_gen_pb2.Input.Split(name="single_split", pattern=SPAN_PATTERN)])
-    # Hash on the day, not the row: all hours of a day fall in the same split, so the eval split
-    # holds whole unseen days instead of neighbours of training hours.
+    # Hash on the split group, not the row: all hours of a day (or a harvested request) fall in the
+    # same split, so the eval split holds whole unseen days instead of neighbours of training hours.
     output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
         splits=[
             example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=config.eval_buckets - 1),
@@ -61,8 +65,27 @@ def example_gen(config: PipelineConfig):
     if config.span is not None:
         range_config = range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
             start_span_number=config.span, end_span_number=config.span))
-    return CsvExampleGen(input_base=config.data_root, input_config=input_config,
-                         output_config=output_config, range_config=range_config)
+    # CsvExampleGen's executor plus the split group (components/example_gen.py), under its usual id.
+    return FileBasedExampleGen(
+        input_base=config.data_root, input_config=input_config, output_config=output_config,
+        range_config=range_config,
+        custom_executor_spec=executor_spec.BeamExecutorSpec(grouped_csv.Executor)).with_id(EXAMPLE_GEN)
+
+
+def training_window(config: PipelineConfig, gen, gate, target: str) -> Optional[Resolver]:
+    """The examples Transform, Trainer and Evaluator read: a window of the latest trusted spans
+    ending at this run's span (components/window.py), resolved once the gate has passed it.
+    The Kubeflow target cannot compile that resolver: it trains on the ingested span alone."""
+    if target == "kubeflow" or config.train_window_spans <= 1:
+        return None
+    window = Resolver(
+        strategy_class=SpanWindowStrategy,
+        config={"num_spans": config.train_window_spans},
+        current=gen.outputs["examples"],
+        examples=Channel(type=Examples),
+    ).with_id("training_window")
+    window.add_upstream_node(gate)
+    return window
 
 
 def curated_schema_file(config: PipelineConfig) -> str:
@@ -145,10 +168,12 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
                               schema=schema_import.outputs["schema"])
     schema = gate.outputs["validated_schema"]
     detectors = DetectorTrainer(examples=gen.outputs["examples"], schema=schema, seed=config.seed)
+    window = training_window(config, gen, gate, target)
+    examples = window.outputs["examples"] if window else gen.outputs["examples"]
     # StatisticsGen already profiled the raw span; Transform's own pre/post statistics would
-    # double that work on every run for numbers nobody reads. Each run analyzes one whole span,
-    # so an analyzer cache (for re-analyzing overlapping spans) would be written and never read.
-    transform = Transform(examples=gen.outputs["examples"], schema=schema, disable_statistics=True,
+    # double that work on every run for numbers nobody reads. A window of a few small spans is
+    # analyzed in seconds, so no analyzer cache (one more artifact per span) is kept.
+    transform = Transform(examples=examples, schema=schema, disable_statistics=True,
                           disable_analyzer_cache=True, **user_code(config, "transform"))
     trainer = Trainer(
         **user_code(config, "trainer"),
@@ -175,7 +200,7 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
             model_blessing=Channel(type=ModelBlessing),
         ).with_id("baseline_model_resolver")
     evaluator = Evaluator(
-        examples=gen.outputs["examples"],
+        examples=examples,
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config),
@@ -196,8 +221,10 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
         detectors=detectors.outputs["detectors"],
         pipeline_name=config.pipeline_name,
     )
-    return [gen, statistics, schema_import, schema_proposal, validator, gate, detectors, transform,
-            trainer, baseline, evaluator, pusher, release]
+    nodes = [gen, statistics, schema_import, schema_proposal, validator, gate, detectors]
+    if window:
+        nodes.append(window)
+    return nodes + [transform, trainer, baseline, evaluator, pusher, release]
 
 
 def create_pipeline(config: PipelineConfig,

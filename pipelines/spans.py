@@ -56,10 +56,11 @@ def check_csv(path: str) -> int:
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None) or []
-        missing = [c for c in features.RAW_COLUMNS if c not in header]
+        missing = [c for c in features.REQUIRED_COLUMNS if c not in header]
         if missing:
             raise SpanError(f"{path}: missing required column(s) {', '.join(missing)} "
-                            f"(rule: every column of components/features.py is required)")
+                            f"(rule: every column of components/features.py but the optional "
+                            f"{', '.join(c.name for c in features.CARRIED if c.optional)} is required)")
         rows = 0
         for lineno, row in enumerate(reader, start=2):
             if len(row) != len(header):
