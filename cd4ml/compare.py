@@ -15,16 +15,17 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional, Tuple
 
-from cd4ml.contract import FEEDBACK_LOG, PREDICTIONS_LOG, labelled_requests, read_jsonl
+from cd4ml.contract import FEEDBACK_LOG, PREDICTIONS_LOG
+from cd4ml.logstore import labelled_requests, read_records
 
 
 def live(log_dir: str) -> Dict[str, Dict[str, float]]:
     out: Dict[str, Dict[str, float]] = {}
-    for p in read_jsonl(log_dir, PREDICTIONS_LOG):
+    for p in read_records(log_dir, PREDICTIONS_LOG):
         v = out.setdefault(str(p.get("version")), {"requests": 0, "rows": 0, "labelled": 0, "abs_error": 0.0})
         v["requests"] += 1
         v["rows"] += len(p.get("predictions") or [])
-    for f in read_jsonl(log_dir, FEEDBACK_LOG):
+    for f in read_records(log_dir, FEEDBACK_LOG):
         v = out.setdefault(str(f.get("version")), {"requests": 0, "rows": 0, "labelled": 0, "abs_error": 0.0})
         errors = f.get("abs_errors") or []
         v["labelled"] += len(errors)

@@ -16,7 +16,7 @@ import datetime
 import glob
 import json
 import os
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List
 
 # --- a model version in the registry: <registry>/<version>/ ---------------------------------------
 # Written last by ReleaseBundle: a version without it is incomplete and is never served.
@@ -42,6 +42,10 @@ SHADOW_FILE = "SHADOW.json"
 # --- serving ------------------------------------------------------------------------------------------
 # The model's name on the Open Inference Protocol (/v2/models/bike-demand/...).
 MODEL_NAME = "bike-demand"
+
+# A request may say when each row happens (ISO 8601 date or date-time), beside the features: a
+# harvested row then keeps its real day. Logged per row as `event_times`; never a model input.
+EVENT_TIME = "event_time"
 
 # --- the SavedModel --------------------------------------------------------------------------------
 # Serialized tf.Examples in (what TFMA, the Evaluator and batch scoring use) ...
@@ -103,18 +107,3 @@ def read_jsonl(log_dir: str, name: str) -> Iterator[Dict]:
 def parse_ts(value: str) -> datetime.datetime:
     """A log record's `ts` (ISO 8601, UTC)."""
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def labelled_requests(log_dir: str, since: Optional[datetime.datetime] = None) -> List[Tuple[Dict, Dict]]:
-    """(prediction record, feedback record) for every answered request whose truth came back,
-    in feedback order: joined by request id, one truth per predicted row; feedback scored for a
-    shadow challenger is left out (it repeats the champion's truth), and so is feedback older
-    than `since`."""
-    feedback = [f for f in read_jsonl(log_dir, FEEDBACK_LOG)
-                if f.get("request_id") and not f.get("shadow") and (since is None or parse_ts(f["ts"]) > since)]
-    if not feedback:
-        return []
-    wanted = {f["request_id"] for f in feedback}
-    answered = {p["request_id"]: p for p in read_jsonl(log_dir, PREDICTIONS_LOG) if p.get("request_id") in wanted}
-    pairs = [(answered.get(f["request_id"]), f) for f in feedback]
-    return [(p, f) for p, f in pairs if p is not None and len(p.get("rows", [])) == len(f.get("truth", []))]

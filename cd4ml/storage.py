@@ -1,15 +1,17 @@
-"""Google Cloud Storage for the triggers and the demo: one client, the emulator when it is set.
+"""Google Cloud Storage for the triggers and the demo: the bucket helpers and the local emulator.
 
-The real google-cloud-storage client everywhere; against `STORAGE_EMULATOR_HOST` (the local
-gcp-storage-emulator of the demo and the tests) it goes anonymous, as the emulator expects.
+The real google-cloud-storage client everywhere (cd4ml.logstore.gcs_client, shared with the
+server's log sink); against `STORAGE_EMULATOR_HOST` (the local gcp-storage-emulator of the demo
+and the tests) it goes anonymous, as the emulator expects.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
+from cd4ml.logstore import gcs_client
 from serving.launch import free_port
 
 
@@ -20,13 +22,32 @@ def parse_bucket(bucket: str) -> str:
 
 def client(project: Optional[str] = None):
     """google-cloud-storage client; anonymous against STORAGE_EMULATOR_HOST (the local emulator)."""
-    from google.cloud import storage
+    return gcs_client(project)
 
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=project or "cd4ml-local", credentials=AnonymousCredentials())
-    return storage.Client(project=project or None)
+def remote_spans(client, data_root: str) -> List[int]:
+    """The span numbers under a gs:// data root (`<root>/span-N/...`)."""
+    from pipelines import spans
+
+    bucket, _, root = data_root[len("gs://"):].partition("/")
+    root = root.strip("/")
+    found = set()
+    for blob in client.bucket(bucket).list_blobs(prefix=(root + "/") if root else None):
+        m = spans.SPAN_DIR.match(blob.name[len(root) + 1 if root else 0:].split("/")[0])
+        if m:
+            found.add(int(m.group(1)))
+    return sorted(found)
+
+
+def next_span(data_root: str, recorded, client=None) -> int:
+    """One past every span in the data root and every span a trigger recorded (`recorded`), so
+    a number is never reused, not even one whose data was quarantined."""
+    from pipelines import spans
+
+    used = set(recorded)
+    used |= set(remote_spans(client or gcs_client(), data_root) if data_root.startswith("gs://")
+                else spans.list_spans(data_root))
+    return max(used, default=0) + 1
 
 
 def ensure_bucket(bucket: str, gcs=None):

@@ -29,6 +29,7 @@ class RunResult:
     run_id: str
     exit_code: int
     span: Optional[int] = None
+    window: List[int] = dataclasses.field(default_factory=list)  # the spans trained on, newest first
     rows: int = 0
     seconds: float = 0.0
     steps: List[Dict[str, object]] = dataclasses.field(default_factory=list)
@@ -162,6 +163,7 @@ def _read_back(config: PipelineConfig, result: RunResult):
         if result.exit_code == OK and not result.blessed:
             result.exit_code = NOT_BLESSED
     result.pushed_version, result.pushed_path, result.new_push = run.pushed_version, run.pushed_path, run.new_push
+    result.window = run.window
 
 
 def _finish(result: RunResult, started: float) -> RunResult:
@@ -178,6 +180,8 @@ def _finish(result: RunResult, started: float) -> RunResult:
 def format_summary(result: RunResult) -> str:
     lines = [f"run {result.run_id}: {result.status} in {result.seconds:.1f} s (span {result.span}, "
              f"{result.rows} rows)"]
+    if len(result.window) > 1:
+        lines.append(f"  trained on spans {', '.join(map(str, result.window))} (the window ending at span {result.span})")
     if result.steps:
         lines.append(f"  components: {len(result.ran)} ran, {len(result.cached)} cached"
                      + (f" ({', '.join(result.cached)})" if result.cached and result.ran else ""))

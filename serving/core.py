@@ -28,8 +28,8 @@ import tensorflow as tf
 from cd4ml.contract import DRIFT_LOG, FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir
 from components import detector_core
 from serving import registry as reg
-from serving.logs import JsonlLog, now
-from serving.request import DEFAULT_MAX_ROWS, RequestError, parse
+from serving.logs import now, open_log
+from serving.request import DEFAULT_MAX_ROWS, RequestError, parse, split_event_times
 from serving.version import LoadedVersion, VersionError
 
 log = logging.getLogger("cd4ml.serving")
@@ -89,7 +89,7 @@ class ServingCore:
         self.drift_window = drift_window
         self.poll_seconds = poll_seconds
         self.max_rows = max_rows
-        self._log_kwargs = {"max_bytes": log_max_bytes} if log_max_bytes else {}
+        self._log_max_bytes = log_max_bytes
         self._current: Optional[LoadedVersion] = None
         self._shadow: Optional[LoadedVersion] = None
         self._since = ""
@@ -112,9 +112,8 @@ class ServingCore:
     # ----- lifecycle -------------------------------------------------------------------------
     def load(self, poll: bool = True) -> "ServingCore":
         """Load the version to serve (or the newest one that loads) and start watching the registry."""
-        self.predictions_log = JsonlLog(self.log_dir, PREDICTIONS_LOG, **self._log_kwargs)
-        self.feedback_log = JsonlLog(self.log_dir, FEEDBACK_LOG, **self._log_kwargs)
-        self.drift_log = JsonlLog(self.log_dir, DRIFT_LOG, **self._log_kwargs)
+        self.predictions_log, self.feedback_log, self.drift_log = (
+            open_log(self.log_dir, name, self._log_max_bytes) for name in (PREDICTIONS_LOG, FEEDBACK_LOG, DRIFT_LOG))
         wanted, why = reg.target(self.registry, self.pinned)
         candidates = [wanted] if wanted else []
         if not self.pinned:
@@ -227,6 +226,7 @@ class ServingCore:
         except RequestError as err:
             self.reject(err, model.version)
             raise
+        event_times = split_event_times(rows)
         predictions = model.predict(rows)
         scores = flags = None
         encoded = None
@@ -257,6 +257,8 @@ class ServingCore:
                 self._feed_window(model, encoded)
         record = {"ts": now(), "request_id": request_id, "version": model.version,
                   "rows": rows, "predictions": values, "outlier_scores": scores}
+        if event_times:
+            record["event_times"] = event_times
         if shadow is not None:
             record.update(shadow_version=shadow.version, shadow_predictions=shadow_values)
         self.predictions_log.write(record)

@@ -1,20 +1,29 @@
-"""Append-only JSONL logs (predictions, feedback, drift) with size-based rotation.
+"""Append-only JSONL logs (predictions, feedback, drift): a local file, or batches in a bucket.
 
 The prediction log is the raw material of monitoring and retraining, so every line is a complete
-JSON object, written with one write() under a lock and flushed: a crash loses at most the line in
-flight, never corrupts earlier ones. Rotated files keep a UTC timestamp in their name, so a reader
-globbing `<name>*.jsonl` sees every line once, in order.
+JSON object. Locally (JsonlLog) each line is written with one write() under a lock and flushed: a
+crash loses at most the line in flight, never corrupts earlier ones; rotated files keep a UTC
+timestamp in their name, so a reader globbing `<name>*.jsonl` sees every line once, in order.
+
+On a cluster every replica writes to one `gs://` prefix (GcsJsonlLog): lines are batched and each
+batch becomes one object (cd4ml.logstore names and reads them), flushed every `flush_seconds` or
+`batch_lines` lines, whichever comes first, and at shutdown. A replica that crashes loses the
+batch it had not flushed yet, at most those few seconds of lines (docs/loop.md).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
+import socket
 import threading
 from typing import Dict, List, Optional
 
-from cd4ml import contract
+from cd4ml import contract, logstore
+
+log = logging.getLogger("cd4ml.serving")
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_BACKUPS = 20
@@ -82,6 +91,90 @@ class JsonlLog:
     def close(self):
         with self._lock:
             self._fh.close()
+
+
+class GcsJsonlLog:
+    """One log as batches of lines under `gs://bucket/prefix/<name>/`, shared by every replica."""
+
+    def __init__(self, location: str, name: str, flush_seconds: float = 2.0, batch_lines: int = 1000,
+                 client=None):
+        self.location, self.name = location.rstrip("/"), name
+        self.bucket_name, self.prefix = logstore.split_gs(location)
+        self.flush_seconds, self.batch_lines = flush_seconds, batch_lines
+        self._client = client or logstore.gcs_client()
+        self._bucket = self._client.bucket(self.bucket_name)
+        self._writer = f"{socket.gethostname()}-{os.getpid()}"
+        self._sequence = 0
+        self._lines: List[str] = []
+        self._lock = threading.Lock()        # the buffer
+        self._upload_lock = threading.Lock()  # one upload at a time, in order
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically, name=f"cd4ml-log-{name}", daemon=True)
+        self._flusher.start()
+
+    def write(self, record: Dict) -> None:
+        line = json.dumps(record, separators=(",", ":"), default=_plain) + "\n"
+        with self._lock:
+            self._lines.append(line)
+            full = len(self._lines) >= self.batch_lines
+        if full:
+            self.flush()
+
+    def flush(self) -> Optional[str]:
+        """Upload the lines buffered so far as one object; its gs:// name, None when none were."""
+        with self._upload_lock:
+            with self._lock:
+                lines, self._lines = self._lines, []
+            if not lines:
+                return None
+            self._sequence += 1
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            target = logstore.gcs_object_name(self.prefix, self.name, stamp, self._writer, self._sequence)
+            try:
+                self._bucket.blob(target).upload_from_string("".join(lines), content_type="application/jsonl")
+            except Exception:  # noqa: BLE001 - keep the lines for the next try, keep serving
+                log.exception("cd4ml serving: could not write %d %s log lines to gs://%s; will retry",
+                              len(lines), self.name, self.bucket_name)
+                with self._lock:
+                    self._lines[:0] = lines
+                return None
+            return f"gs://{self.bucket_name}/{target}"
+
+    def _flush_periodically(self):
+        while not self._stop.wait(self.flush_seconds):
+            self.flush()
+
+    def find(self, field: str, value: str, max_objects: int = 50) -> Optional[Dict]:
+        """The newest record whose `field` equals `value`: this replica's unflushed lines first,
+        then the newest `max_objects` batches every replica flushed (feedback may reach another
+        replica than the one that answered)."""
+        with self._lock:
+            pending = list(self._lines)
+        for line in reversed(pending):
+            record = json.loads(line)
+            if record.get(field) == value:
+                return record
+        store = logstore.LogStore(self.location, client=self._client)
+        for source in reversed(store.sources(self.name)[-max_objects:]):
+            for line in reversed(store.lines(source)):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get(field) == value:
+                    return record
+        return None
+
+    def close(self):
+        self._stop.set()
+        self.flush()
+
+
+def open_log(location: str, name: str, max_bytes: Optional[int] = None):
+    """The log `name` at `location`: batched objects for a gs:// prefix, else a local JSONL file."""
+    if location.startswith("gs://"):
+        return GcsJsonlLog(location, name)
+    return JsonlLog(location, name, **({"max_bytes": max_bytes} if max_bytes else {}))
 
 
 def _plain(value):

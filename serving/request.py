@@ -7,8 +7,10 @@ checked before any row is scored, so a batch is answered whole or rejected whole
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import datetime
+from typing import Dict, List, Optional, Sequence
 
+from cd4ml.contract import EVENT_TIME
 from components import features
 
 DEFAULT_MAX_ROWS = 1000
@@ -75,8 +77,30 @@ def parse(payload, max_rows: int = DEFAULT_MAX_ROWS,
         for f in spec:
             problem = f.check(row[f.name])
             if problem:
-                raise RequestError(f"row {i}: {problem}", rule=_rule(problem))
+                raise RequestError(f"row {i}: {problem}", rule=rule_of(problem))
+        if EVENT_TIME in row:
+            row[EVENT_TIME] = check_event_time(row[EVENT_TIME], f"row {i}")
     return rows
+
+
+def check_event_time(value, where: str) -> Optional[str]:
+    """An event time as sent (ISO 8601 date or date-time; null for unknown), or a RequestError."""
+    if value is None or value == "":
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise RequestError(f"{where}: field '{EVENT_TIME}': expected an ISO 8601 date or date-time "
+                           f"(e.g. 2011-07-04 or 2011-07-04T08:00:00), got {value!r}", rule="event_time") from None
+    return value
+
+
+def split_event_times(rows: List[Dict[str, object]]) -> Optional[List[Optional[str]]]:
+    """Take the event times out of validated rows (in place); None when no row has one."""
+    times = [row.pop(EVENT_TIME, None) for row in rows]
+    return times if any(t is not None for t in times) else None
 
 
 def _check_size(n: int, max_rows: int, field: str):
@@ -90,7 +114,7 @@ def _check_size(n: int, max_rows: int, field: str):
 def _check_names(names: List[str], field: str, spec: Sequence[features.Feature]):
     expected = [f.name for f in spec]
     missing = [n for n in expected if n not in names]
-    extra = [n for n in names if n not in expected]
+    extra = [n for n in names if n not in expected and n != EVENT_TIME]
     if missing:
         raise RequestError(f"field '{field}': missing feature {missing[0]!r}"
                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), rule="missing")
@@ -99,7 +123,8 @@ def _check_names(names: List[str], field: str, spec: Sequence[features.Feature])
                            f"{', '.join(expected)})", rule="unknown_feature")
 
 
-def _rule(problem: str) -> str:
+def rule_of(problem: str) -> str:
+    """The rule a Feature.check message names (the 4xx's `rule`, the harvest's counts)."""
     for needle, rule in (("NaN", "not_finite"), ("unknown category", "unknown_category"),
                          ("outside the range", "out_of_range"), ("expected", "type")):
         if needle in problem:
@@ -115,8 +140,9 @@ V2_NUMERIC = {"BOOL": False, "UINT8": True, "UINT16": True, "UINT32": True, "UIN
 def parse_v2(inputs, max_rows: int = DEFAULT_MAX_ROWS,
              spec: Sequence[features.Feature] = features.FEATURES) -> List[Dict[str, object]]:
     """Rows from V2 request inputs ([{name, datatype, shape, data}], one per feature, shape [N] or
-    [N, 1]); then the same value rules as every other request. Any numeric datatype is accepted for
-    a numeric or integer-coded feature, BYTES for a string one."""
+    [N, 1]; optionally an `event_time` BYTES input); then the same value rules as every other
+    request. Any numeric datatype is accepted for a numeric or integer-coded feature, BYTES for a
+    string one."""
     if not isinstance(inputs, list) or not inputs:
         raise RequestError("field 'inputs': expected one input per feature", rule="malformed")
     by_name: Dict[str, Dict] = {}
@@ -128,7 +154,8 @@ def parse_v2(inputs, max_rows: int = DEFAULT_MAX_ROWS,
         by_name[tensor["name"]] = tensor
     _check_names(list(by_name), "inputs", spec)
     columns, n_rows = {}, None
-    for f in spec:
+    event_time = features.Feature(EVENT_TIME, features.KEY, "string", "when the row happens")
+    for f in [*spec, *([event_time] if EVENT_TIME in by_name else [])]:
         values = _v2_column(by_name[f.name], f)
         if n_rows is not None and len(values) != n_rows:
             raise RequestError(f"input '{f.name}': {len(values)} rows, other inputs have {n_rows} "

@@ -1,7 +1,7 @@
 """The layout's rules, checked on the source (every import, function-level ones included):
 
 - imports run one way: components -> pipelines -> the command layer; serving depends only on
-  components and the contract; the contract and the ML Metadata layer depend on nothing above them;
+  components, the contract and the log store; the contract and the ML Metadata layer depend on nothing above them;
 - one module registers our own ML Metadata types (cd4ml/mlmd/records.py);
 - the names of the contract (a version's files, signatures, log names) are written in
   cd4ml/contract.py only.
@@ -23,10 +23,12 @@ REPO_PACKAGES = ("cd4ml", "components", "pipelines", "serving")
 # What each layer may import from the repository (prefixes of module names).
 ALLOWED = {
     "cd4ml.contract": (),
+    # The serving logs' store (a folder or a gs:// prefix): shared by the server and its readers.
+    "cd4ml.logstore": ("cd4ml.contract",),
     "cd4ml.mlmd": ("cd4ml.contract", "cd4ml.mlmd"),
     "components": ("components", "cd4ml.contract"),
     "pipelines": ("pipelines", "components", "cd4ml.contract", "cd4ml.mlmd"),
-    "serving": ("serving", "components", "cd4ml.contract"),
+    "serving": ("serving", "components", "cd4ml.contract", "cd4ml.logstore"),
 }
 # The command layer: never imported by the layers above.
 COMMAND_LAYER = ("cd4ml.cli", "cd4ml.commands", "cd4ml.report", "cd4ml.triggers", "cd4ml.demo",

@@ -3,7 +3,7 @@
 TFX records what its components did. What happens around the pipeline is recorded here, in the
 same store, as executions of our own types, so one query answers "who served what, when and why":
 a bucket object turned into a span (Drop), a promotion or rollback (Promotion), a retrain asked for
-by the drift trigger (RetrainRequest). Each type is declared once below; this module is the only
+by the drift trigger (RetrainRequest), labelled serving traffic turned into a span (Harvest). Each type is declared once below; this module is the only
 one that registers, writes or reads them.
 
 A type is registered with `can_add_fields`, so a newer cd4ml can add a property to a store that
@@ -49,8 +49,16 @@ PROMOTION = RecordType("cd4ml.Promotion", context="cd4ml.Registry",
 # A retrain the drift trigger asked for, with its evidence and outcome.
 RETRAIN_REQUEST = RecordType("cd4ml.RetrainRequest",
                              strings=("trigger", "requested_at", "drift_ts", "drift_version", "drifted", "outcome",
-                                      "run_id", "version", "reason", "labelled_file"),
-                             ints=("labelled_rows",))
+                                      "run_id", "version", "reason", "labelled_file", "window"),
+                             ints=("labelled_rows", "harvest_span"))
+
+# Labelled serving traffic written into the data lake as a span (cd4ml/triggers/harvest.py): where
+# it came from, how much, and what became of it. The harvested request ids are in `ledger`, a
+# document beside the logs (MLMD's MySQL string column holds 64 KB, not thousands of ids).
+HARVEST = RecordType("cd4ml.Harvest", context="cd4ml.LogStore",
+                     strings=("log_source", "data_root", "span_dir", "ledger", "first_served", "last_served",
+                              "versions", "problems", "outcome", "run_id", "version", "quarantine", "detail"),
+                     ints=("span", "rows", "requests"))
 
 COMPLETE, RUNNING, FAILED = pb.Execution.COMPLETE, pb.Execution.RUNNING, pb.Execution.FAILED
 
@@ -157,3 +165,8 @@ def generation(drop: Dict[str, object]) -> int:
 def read(store: metadata_store.MetadataStore, rtype: RecordType) -> List[Dict[str, object]]:
     """Every execution of the type as a dict, oldest first."""
     return [as_dict(e, rtype) for e in executions(store, rtype)]
+
+
+def spans_used(store: metadata_store.MetadataStore) -> List[int]:
+    """Span numbers a drop or a harvest ever took, placed or quarantined: never to be reused."""
+    return sorted({int(r["span"]) for rtype in (DROP, HARVEST) for r in read(store, rtype) if r.get("span")})

@@ -80,6 +80,7 @@ class Run:
     new_push: bool = False
     blessed: Optional[bool] = None
     span: Optional[int] = None
+    window: List[int] = dataclasses.field(default_factory=list)  # spans trained on, newest first
 
     @property
     def ran(self) -> List[str]:
@@ -96,7 +97,7 @@ class Run:
     def to_dict(self) -> Dict[str, object]:
         return {"run_id": self.run_id, "started": self.started, "seconds": self.seconds,
                 "status": self.status, "ran": self.ran, "cached": self.cached, "failed": self.failed,
-                "span": self.span, "blessed": self.blessed, "pushed_version": self.pushed_version,
+                "span": self.span, "window": self.window, "blessed": self.blessed, "pushed_version": self.pushed_version,
                 "new_push": self.new_push,
                 "steps": [{"node": s.node, "state": s.state, "seconds": round(s.seconds, 3),
                            "execution_id": s.execution.id} for s in self.steps]}
@@ -132,6 +133,8 @@ def get_run(store: metadata_store.MetadataStore, run_id: str) -> Optional[Run]:
     for step in steps:
         if step.node.endswith("ExampleGen") and step.outputs.get("examples"):
             run.span = prop(step.outputs["examples"][0], "span")
+        if step.node == "Transform" and step.inputs.get("examples"):
+            run.window = sorted((prop(a, "span") for a in step.inputs["examples"]), reverse=True)
         if step.node == "Evaluator" and step.outputs.get("blessing"):
             run.blessed = prop(step.outputs["blessing"][0], "blessed") == 1
         if step.node == "Pusher" and step.outputs.get("pushed_model"):

@@ -13,26 +13,27 @@ Decision, each time `check()` runs (a poll of `cd4ml drift-retrain`):
      the first drift window of the burst, so one request covers it;
   4. enough new labelled rows: feedback truth joined to a logged prediction (by request id), newer
      than the last request, at least `min_rows`;
-then the retrain runs (local pipeline on the latest span of the data root) or is submitted to
-KFP / Vertex (`--submit JOB`), and the request is recorded in ML Metadata as a
-`cd4ml.RetrainRequest` (cd4ml.mlmd.records: trigger, drift window, drifted features, labelled rows,
-outcome, run).
-The labelled rows are exported next to the request (`<home>/labelled/<ts>.csv`) for audit and for
-building the next span; they lack the raw columns the pipeline needs (`day`, `casual`,
-`registered`), so they are not fed to the pipeline as a span by themselves.
+then the new labelled rows are harvested into the next span of the data lake
+(cd4ml/triggers/harvest.py) and the retrain runs on it: locally, the pipeline on the harvested
+span, which trains on the window of recent spans ending there (components/window.py); or
+submitted to KFP / Vertex (`--submit JOB`) with that span. A harvested span the validation gate
+refuses is quarantined with its report and the serving model stays. The request is recorded in ML
+Metadata as a `cd4ml.RetrainRequest` (cd4ml.mlmd.records: trigger, drift window, drifted
+features, labelled rows, the harvested span, the training window, outcome, run), the harvest as a
+`cd4ml.Harvest`; with `notify` set, the request is also sent to GitHub as a repository_dispatch
+(cd4ml/triggers/dispatch.py), which `.github/workflows/retrain.yml` listens for.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime
-import os
 from typing import Callable, Dict, List, Optional
 
-from cd4ml.contract import DRIFT_LOG, default_log_dir, labelled_requests, parse_ts, read_jsonl
+from cd4ml.contract import DRIFT_LOG, default_log_dir, parse_ts
+from cd4ml.logstore import labelled_requests, read_records
 from cd4ml.runner import run_and_report
-from pipelines import local_runner
+from cd4ml.triggers.harvest import Harvester
 from pipelines.config import PipelineConfig
 
 
@@ -56,7 +57,9 @@ class Outcome:
     run_id: str = ""
     version: str = ""
     execution_id: Optional[int] = None
-    labelled_file: str = ""
+    harvest_span: Optional[int] = None
+    window: List[int] = dataclasses.field(default_factory=list)
+    dispatched: str = ""
 
 
 class DriftRetrainer:
@@ -64,7 +67,7 @@ class DriftRetrainer:
                  cooldown_s: Optional[float] = None, min_rows: Optional[int] = None,
                  debounce_s: float = 30.0, submit_job: Optional[str] = None,
                  progress: Callable[[str], None] = print, run_pipeline: Callable = run_and_report,
-                 now: Callable[[], datetime.datetime] = _now):
+                 now: Callable[[], datetime.datetime] = _now, notify=None):
         self.config = config
         self.log_dir = log_dir or default_log_dir(config.registry)
         self.cooldown_s = config.retrain_cooldown_s if cooldown_s is None else cooldown_s
@@ -74,6 +77,8 @@ class DriftRetrainer:
         self.progress = progress
         self.run_pipeline = run_pipeline
         self.now = now
+        self.notify = notify  # a dispatch.GitHubDispatch, or None
+        self.harvester = Harvester(config, self.log_dir, progress=progress)
 
     # --- state in MLMD ---------------------------------------------------------------------------
 
@@ -102,7 +107,7 @@ class DriftRetrainer:
         last = previous[-1] if previous else None
         last_at = parse_ts(last["requested_at"]) if last and last.get("requested_at") else None
         last_drift = parse_ts(last["drift_ts"]) if last and last.get("drift_ts") else None
-        pending = [d for d in read_jsonl(self.log_dir, DRIFT_LOG)
+        pending = [d for d in read_records(self.log_dir, DRIFT_LOG)
                    if d.get("is_drift") and (last_drift is None or parse_ts(d["ts"]) > last_drift)]
         if not pending:
             return Decision("wait", "no drift reported since the last retrain request")
@@ -130,13 +135,15 @@ class DriftRetrainer:
 
     def check(self, dry_run: bool = False) -> Outcome:
         decision = self.decide()
-        if decision.action != "retrain" or dry_run:
+        if decision.action != "retrain":
+            return Outcome(decision)
+        if dry_run:
+            self.progress(f"would retrain: {decision.why}; the harvest would take:")
+            self.harvester.harvest(dry_run=True)
             return Outcome(decision)
         self.progress(f"retrain requested: {decision.why}")
         requested_at = self.now()
-        previous = self.requests()
-        since = parse_ts(previous[-1]["requested_at"]) if previous and previous[-1].get("requested_at") else None
-        outcome = Outcome(decision, labelled_file=self._export(self.labelled_rows(since), requested_at))
+        outcome = Outcome(decision)
         # Record the request before acting: a crash mid-run must not make the next poll retrain again.
         from cd4ml.mlmd import records
 
@@ -145,7 +152,7 @@ class DriftRetrainer:
             "trigger": "drift", "requested_at": requested_at.isoformat(), "drift_ts": decision.drift["ts"],
             "drift_version": str(decision.drift.get("version", "")),
             "drifted": ",".join(decision.drift.get("drifted", [])), "reason": decision.why,
-            "labelled_file": outcome.labelled_file, "labelled_rows": decision.labelled_rows},
+            "labelled_rows": decision.labelled_rows},
             state=records.RUNNING)
         try:
             self._act(outcome)
@@ -153,36 +160,36 @@ class DriftRetrainer:
             outcome.outcome = f"error: {type(exc).__name__}: {exc}"
         failed = outcome.outcome.startswith("error")
         records.update(store, records.RETRAIN_REQUEST, outcome.execution_id,
-                       {"outcome": outcome.outcome, "run_id": outcome.run_id, "version": outcome.version},
+                       {"outcome": outcome.outcome, "run_id": outcome.run_id, "version": outcome.version,
+                        "harvest_span": outcome.harvest_span, "window": ",".join(map(str, outcome.window))},
                        records.FAILED if failed else records.COMPLETE)
         self.progress(f"retrain {outcome.outcome}" + (f": version {outcome.version}" if outcome.version else "")
                       + (f" (run {outcome.run_id})" if outcome.run_id else ""))
         return outcome
 
     def _act(self, outcome: Outcome):
+        harvest = self.harvester.harvest()
+        outcome.harvest_span = harvest.span
+        if self.notify is not None:  # GitHub compiles and submits (retrain.yml)
+            drifted = ",".join(outcome.decision.drift.get("drifted", []))
+            outcome.dispatched = self.notify.send("drift", {
+                "span": harvest.span, "reason": f"drift on {drifted or 'the window'} "
+                                                f"(version {outcome.decision.drift.get('version', '?')})"})
+            self.progress(f"  {outcome.dispatched}")
+            outcome.outcome = "dispatched"
+            if harvest.span:
+                self.harvester.finish(harvest, "dispatched", detail=outcome.dispatched)
+            return
         if self.submit_job:
             from pipelines import submit
 
-            result = submit.submit(self.submit_job, self.config, reason="drift", progress=self.progress)
+            result = submit.submit(self.submit_job, self.config, span=harvest.span, reason="drift",
+                                   progress=self.progress)
             outcome.outcome, outcome.run_id = "submitted", result.run_id
+            if harvest.span:
+                self.harvester.finish(harvest, "submitted", detail=f"run {result.run_id}")
             return
-        config = dataclasses.replace(self.config, span=None)
-        result = self.run_pipeline(config, progress=self.progress)
-        outcome.run_id, outcome.version = result.run_id, result.pushed_version if result.new_push else ""
-        outcome.outcome = {local_runner.OK: "trained", local_runner.NOT_BLESSED: "not_blessed",
-                           local_runner.VALIDATION_FAILED: "validation_failed"}.get(result.exit_code, "error")
-        if result.exit_code == local_runner.OK and not result.new_push:
-            outcome.outcome = "trained (nothing new: latest span unchanged)"
-
-    def _export(self, rows: List[Dict], at: datetime.datetime) -> str:
-        if not rows:
-            return ""
-        directory = os.path.join(self.config.home, "labelled")
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, f"labelled-{at:%Y%m%dT%H%M%S}.csv")
-        columns = list(rows[0].keys())
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        return path
+        # On the harvested span (the window ends there), else on the latest span there is.
+        run, outcome.outcome = self.harvester.train(harvest, self.run_pipeline)
+        outcome.run_id, outcome.version = run.run_id, run.pushed_version if run.new_push else ""
+        outcome.window = run.window or ([run.span] if run.span else [])

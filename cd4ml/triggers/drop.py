@@ -110,7 +110,7 @@ class MlmdLedger:
         self.records.update(self.store, self.records.DROP, claim.handle, props, state)
 
     def spans_used(self) -> List[int]:
-        return [row["span"] for row in self.records.read(self.store, self.records.DROP) if row["span"]]
+        return self.records.spans_used(self.store)
 
     def history(self) -> List[Dict[str, object]]:
         return [dict(row, key=row["name"], generation=self.records.generation(row))
@@ -224,21 +224,7 @@ class DropHandler:
     run_pipeline: Callable = run_and_report  # the local pipeline run (its report included)
 
     def next_span(self) -> int:
-        used = set(self.ledger.spans_used())
-        if not self.config.data_root.startswith("gs://"):
-            used |= set(spans.list_spans(self.config.data_root))
-        else:
-            used |= set(self._remote_spans())
-        return max(used, default=0) + 1
-
-    def _remote_spans(self) -> List[int]:
-        bucket, _, root = self.config.data_root[len("gs://"):].partition("/")
-        found = set()
-        for blob in self.client.bucket(bucket).list_blobs(prefix=root.rstrip("/") + "/"):
-            m = re.match(r"span-(\d+)/", blob.name[len(root.rstrip("/")) + 1:])
-            if m:
-                found.add(int(m.group(1)))
-        return sorted(found)
+        return storage.next_span(self.config.data_root, self.ledger.spans_used(), self.client)
 
     def _refuse(self, key: str, name: str, generation: int, exc: RefusedName, started: float) -> DropResult:
         claim = self.ledger.claim(self.bucket, name, generation)
