@@ -64,7 +64,7 @@ class FakeRuns:
 
 @pytest.fixture
 def setup(tmp_path):
-    config = PipelineConfig.from_env(environ={}, home=str(tmp_path / "home"))
+    config = PipelineConfig.from_env(environ={}, home=str(tmp_path / "home"), data_root=str(tmp_path / "data"))
     logs = Logs(str(tmp_path / "home" / "serving-logs"))
     clock, runs = Clock(), FakeRuns()
     retrainer = DriftRetrainer(config, cooldown_s=600, min_rows=50, debounce_s=30, now=clock,
@@ -72,7 +72,7 @@ def setup(tmp_path):
     return config, logs, clock, runs, retrainer
 
 
-def test_drift_is_debounced_needs_labels_then_retrains_once(setup):
+def test_drift_is_debounced_needs_labels_then_retrains_once(setup, tmp_path):
     config, logs, clock, runs, retrainer = setup
     assert "no drift" in retrainer.check().decision.why
     logs.drift_window(clock(), is_drift=False)
@@ -90,19 +90,23 @@ def test_drift_is_debounced_needs_labels_then_retrains_once(setup):
     logs.labelled(clock(), 25)
     outcome = retrainer.check()
     assert outcome.decision.action == "retrain" and outcome.decision.drift_windows == 2
-    assert runs.calls == [None]  # the latest span of the data root
+    # The labelled rows became span 1 of the (empty) data root, and the retrain ran on it.
+    assert outcome.harvest_span == 1 and runs.calls == [1]
     assert outcome.outcome == "trained" and outcome.version == "2001"
-    with open(outcome.labelled_file) as fh:
-        exported = list(csv.DictReader(fh))
-    assert len(exported) == 55 and exported[0]["bikers"] == "150.0" and exported[0]["temp"] == "0.7"
+    with open(tmp_path / "data" / "span-1" / "harvest.csv") as fh:
+        harvested = list(csv.DictReader(fh))
+    assert len(harvested) == 55 and harvested[0]["bikers"] == "150" and harvested[0]["temp"] == "0.7"
+    # No event time was sent: the rows group by request, and `day` is the day they were served.
+    assert {r["split_group"] for r in harvested} == {"request-r1", "request-r3"}
+    assert harvested[0]["day"] == str(T0.timetuple().tm_yday)
     (request,) = retrainer.requests()
-    assert request["trigger"] == "drift" and request["labelled_rows"] == 55
+    assert request["trigger"] == "drift" and request["labelled_rows"] == 55 and request["harvest_span"] == 1
     assert request["drifted"] == "temp" and request["outcome"] == "trained" and request["version"] == "2001"
     # The same drift windows never trigger again.
     clock.advance(3600)
     logs.labelled(clock(), 100)
     assert "no drift" in retrainer.check().decision.why
-    assert runs.calls == [None]
+    assert runs.calls == [1]
 
 
 def test_cooldown_then_fresh_labels_are_needed(setup):

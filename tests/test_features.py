@@ -71,12 +71,17 @@ def test_encode_row_and_categories_agree():
 def test_curated_schema_is_generated_from_the_feature_module():
     assert schema.is_current(), "run `cd4ml schema --write`"
     built = {f.name: f for f in schema.build_schema().feature}
-    assert sorted(built) == sorted(features.RAW_COLUMNS)
+    assert sorted(built) == sorted(features.SCHEMA_COLUMNS)
     assert list(built["weathersit"].string_domain.value) == list(features.WEATHER)
     assert built["temp"].float_domain.max == 1.0
     assert built["hr"].int_domain.is_categorical
     assert list(built["bikers"].not_in_environment) == ["SERVING"]
-    assert all(f.presence.min_fraction == 1.0 for f in built.values())
+    optional = {"casual", "registered"}  # production cannot know them: a harvested span has none
+    assert all(f.presence.min_fraction == 1.0 for name, f in built.items() if name not in optional)
+    for name in optional:
+        assert built[name].presence.min_count == 0 and not built[name].HasField("shape")
+        assert (built[name].value_count.min, built[name].value_count.max) == (1, 1)
+    assert features.SPLIT_KEY not in features.REQUIRED_COLUMNS and "day" in features.REQUIRED_COLUMNS
 
 
 def test_metadata_connection_is_sqlite_by_default_or_a_mysql_url(tmp_path):

@@ -80,12 +80,20 @@ def main(args) -> int:
 
 
 def format_summary(s) -> str:
+    from cd4ml.mlmd import harvest_line
+
     files = ", ".join(f["name"] + (f" (generation {f['generation']})" if f.get("generation") else "")
                       for f in s["span_files"] + s.get("bucket_objects", [])) or "(not recorded)"
     trainer = s["trainer"] or {}
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(s["metrics"].items())) or "(see evaluation)"
-    rows = [
-        ("span", f"{s['span']}: {files}"),
+    rows = [("span", f"{s['span']}: {files}")]
+    for entry in s.get("window", [])[1:]:
+        earlier = ", ".join(f["name"] for f in entry["files"] + entry["bucket_objects"]) or "(not recorded)"
+        rows.append(("window span", f"{entry['span']}: {earlier}"))
+    for entry in s.get("window", []):
+        if entry["harvest"]:
+            rows.append((f"span {entry['span']}", harvest_line(entry["harvest"])))
+    rows += [
         ("schema", s["schema_file"] or ", ".join(s["schema"])),
         ("statistics", ", ".join(s["statistics"])),
         ("anomalies", "; ".join(f"{a['uri']} (clean splits {a['clean_splits']})" for a in s["anomalies"])),

@@ -8,6 +8,7 @@ release to the span files or bucket objects it was trained on, and summarises it
 from __future__ import annotations
 
 import glob
+import json
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -190,10 +191,35 @@ def provenance(store: metadata_store.MetadataStore, version: Optional[str] = Non
     doc = {"version": entry["version"], "destination": entry["destination"], "root": root.id,
            "artifacts": artifacts, "executions": executions}
     summary = doc["summary"] = _summarize(doc, entry)
-    gen = next((e for e in executions.values() if e["node"] == "CsvExampleGen"), None)
-    summary["bucket_objects"] = bucket_objects(store, summary["span"], gen["run_id"] if gen else "")
+    summary["window"] = training_window(store, doc)
+    newest = summary["window"][0] if summary["window"] else {}
+    summary["bucket_objects"] = newest.get("bucket_objects", [])
+    summary["harvest"] = newest.get("harvest")
     summary["decisions"] = decisions_for(store, entry["version"])
     return doc
+
+
+def training_window(store: metadata_store.MetadataStore, doc) -> List[Dict[str, object]]:
+    """Every span the version was trained on, newest first: its ExampleGen run, its files, the
+    bucket objects a drop placed there, and for a harvested span where its rows came from."""
+    window = []
+    for a in _by(doc, artifact_type="Examples"):
+        gen = doc["executions"].get(a["produced_by"]) if a["produced_by"] else None
+        if gen is None or not gen["type"].endswith("ExampleGen"):
+            continue
+        span = a["properties"].get("span")
+        base = gen.get("properties", {}).get("input_base", "")
+        window.append({"span": span, "examples": a["uri"], "execution": gen["id"], "run_id": gen["run_id"],
+                       "files": span_files(gen), "bucket_objects": bucket_objects(store, span, gen["run_id"]),
+                       "harvest": harvest_for(store, base, span)})
+    return sorted(window, key=lambda w: (w["span"] or 0, w["execution"]), reverse=True)
+
+
+def harvest_for(store: metadata_store.MetadataStore, data_root: str, span) -> Optional[Dict[str, object]]:
+    """The harvest (cd4ml.Harvest) that wrote `span` under `data_root`, if it was harvested."""
+    found = [h for h in records.read(store, records.HARVEST)
+             if h["span"] == span and os.path.normpath(h["data_root"]) == os.path.normpath(data_root or ".")]
+    return found[-1] if found else None
 
 
 def decisions_for(store: metadata_store.MetadataStore, version: str) -> List[Dict[str, object]]:
@@ -274,8 +300,10 @@ def _uris(items) -> List[str]:
 def _data_summary(doc) -> Dict[str, object]:
     """What the version was trained on: span, its files, the schema, statistics and anomalies."""
     execs = {e["node"]: e for e in doc["executions"].values()}
-    examples = _by(doc, node="CsvExampleGen", artifact_type="Examples") or \
-        [a for a in _by(doc, artifact_type="Examples") if "span" in a["properties"]]
+    # The newest span of the training window: the one this version's run ingested.
+    examples = sorted(_by(doc, node="CsvExampleGen", artifact_type="Examples") or
+                      [a for a in _by(doc, artifact_type="Examples") if "span" in a["properties"]],
+                      key=lambda a: (a["properties"].get("span") or 0, a["id"]), reverse=True)
     gen = doc["executions"].get(examples[0]["produced_by"]) if examples else None
     gen_props = (gen or {}).get("properties", {})
     anomalies = _by(doc, node="ExampleValidator", artifact_type="ExampleAnomalies")
@@ -352,16 +380,28 @@ def _describe(artifact: Dict[str, object]) -> str:
     return f"{artifact['type']} #{artifact['id']} {artifact['uri']}" + (f" [{', '.join(extras)}]" if extras else "")
 
 
-def _source_lines(summary: Dict[str, object], prefix: str) -> List[str]:
-    """The files and bucket objects an ExampleGen read, under it in the tree."""
+def harvest_line(h: Dict[str, object]) -> str:
+    """One harvest's provenance in words."""
+    versions = ", ".join(f"{v} ({n} rows)" for v, n in sorted(json.loads(h["versions"] or "{}").items()))
+    return (f"harvested from the serving logs at {h['log_source']}: {h['rows']} labelled rows of {h['requests']} "
+            f"requests served {h['first_served']} .. {h['last_served']} by {versions or '-'} (ledger {h['ledger']})")
+
+
+def _source_lines(summary: Dict[str, object], prefix: str, execution_id: int) -> List[str]:
+    """The files, bucket objects and harvest an ExampleGen read, under it in the tree."""
     lines = []
-    for f in summary.get("span_files", []):
-        note = " (changed since the run)" if f.get("changed_since_run") else ""
-        gen = f" generation {f['generation']}" if f.get("generation") else ""
-        lines.append(f"{prefix}       <- file {f['name']}{gen}{note}")
-    for o in summary.get("bucket_objects", []):
-        lines.append(f"{prefix}       <- bucket object {o['name']} generation {o['generation']} "
-                     f"(dropped; trigger outcome {o['outcome'] or 'unknown'})")
+    for entry in summary.get("window", []):
+        if entry["execution"] != execution_id:
+            continue
+        for f in entry["files"]:
+            note = " (changed since the run)" if f.get("changed_since_run") else ""
+            gen = f" generation {f['generation']}" if f.get("generation") else ""
+            lines.append(f"{prefix}       <- file {f['name']}{gen}{note}")
+        for o in entry["bucket_objects"]:
+            lines.append(f"{prefix}       <- bucket object {o['name']} generation {o['generation']} "
+                         f"(dropped; trigger outcome {o['outcome'] or 'unknown'})")
+        if entry["harvest"]:
+            lines.append(f"{prefix}       <- {harvest_line(entry['harvest'])}")
     return lines
 
 
@@ -397,7 +437,7 @@ class _TreePrinter:
         self.lines.append(f"{prefix}  <- {execution['node']} (execution #{execution['id']}, {execution['state']} "
                           f"in run {execution['run_id']}, {execution['seconds']:.1f} s{reused})")
         if execution["type"].endswith("ExampleGen"):
-            self.lines.extend(_source_lines(self.doc.get("summary") or {}, prefix))
+            self.lines.extend(_source_lines(self.doc.get("summary") or {}, prefix, execution["id"]))
         inputs = execution.get("inputs", {})
         order = sorted(inputs, key=lambda k: (TREE_ORDER.index(k) if k in TREE_ORDER else len(TREE_ORDER), k))
         for key in order:

@@ -191,6 +191,9 @@ def _environment():
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.filters["num"] = _num
     env.tests["numeric"] = _is_numeric
+    from cd4ml.mlmd import harvest_line
+
+    env.globals["harvest_line"] = harvest_line
     return env
 
 
