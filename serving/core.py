@@ -82,14 +82,15 @@ class _Counters:
 class ServingCore:
     def __init__(self, registry: str, version: Optional[str] = None, log_dir: Optional[str] = None,
                  drift_window: int = DEFAULT_DRIFT_WINDOW, poll_seconds: float = DEFAULT_POLL_SECONDS,
-                 max_rows: int = DEFAULT_MAX_ROWS, log_max_bytes: Optional[int] = None):
+                 max_rows: int = DEFAULT_MAX_ROWS, log_max_bytes: Optional[int] = None,
+                 log_flush_seconds: Optional[float] = None):
         self.registry = registry
         self.pinned = version
         self.log_dir = log_dir or default_log_dir(registry)
         self.drift_window = drift_window
         self.poll_seconds = poll_seconds
         self.max_rows = max_rows
-        self._log_max_bytes = log_max_bytes
+        self._log_options = {"max_bytes": log_max_bytes, "flush_seconds": log_flush_seconds}
         self._current: Optional[LoadedVersion] = None
         self._shadow: Optional[LoadedVersion] = None
         self._since = ""
@@ -113,7 +114,7 @@ class ServingCore:
     def load(self, poll: bool = True) -> "ServingCore":
         """Load the version to serve (or the newest one that loads) and start watching the registry."""
         self.predictions_log, self.feedback_log, self.drift_log = (
-            open_log(self.log_dir, name, self._log_max_bytes) for name in (PREDICTIONS_LOG, FEEDBACK_LOG, DRIFT_LOG))
+            open_log(self.log_dir, name, **self._log_options) for name in (PREDICTIONS_LOG, FEEDBACK_LOG, DRIFT_LOG))
         wanted, why = reg.target(self.registry, self.pinned)
         candidates = [wanted] if wanted else []
         if not self.pinned:

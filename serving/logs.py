@@ -28,6 +28,9 @@ log = logging.getLogger("cd4ml.serving")
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_BACKUPS = 20
 DEFAULT_FIND_BYTES = 16 * 1024 * 1024
+# A bucket log flushes at least this often (a crashed replica loses at most these seconds of lines).
+DEFAULT_FLUSH_SECONDS = 2.0
+DEFAULT_BATCH_LINES = 1000
 
 
 class JsonlLog:
@@ -96,7 +99,8 @@ class JsonlLog:
 class GcsJsonlLog:
     """One log as batches of lines under `gs://bucket/prefix/<name>/`, shared by every replica."""
 
-    def __init__(self, location: str, name: str, flush_seconds: float = 2.0, batch_lines: int = 1000,
+    def __init__(self, location: str, name: str, flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+                 batch_lines: int = DEFAULT_BATCH_LINES,
                  client=None):
         self.location, self.name = location.rstrip("/"), name
         self.bucket_name, self.prefix = logstore.split_gs(location)
@@ -170,10 +174,10 @@ class GcsJsonlLog:
         self.flush()
 
 
-def open_log(location: str, name: str, max_bytes: Optional[int] = None):
+def open_log(location: str, name: str, max_bytes: Optional[int] = None, flush_seconds: Optional[float] = None):
     """The log `name` at `location`: batched objects for a gs:// prefix, else a local JSONL file."""
     if location.startswith("gs://"):
-        return GcsJsonlLog(location, name)
+        return GcsJsonlLog(location, name, **({"flush_seconds": flush_seconds} if flush_seconds else {}))
     return JsonlLog(location, name, **({"max_bytes": max_bytes} if max_bytes else {}))
 
 

@@ -26,17 +26,19 @@ class CoreSettings:
     drift_window: Optional[int] = None   # CD4ML_DRIFT_WINDOW
     poll_seconds: Optional[float] = None  # CD4ML_POLL_SECONDS
     max_rows: Optional[int] = None       # CD4ML_MAX_ROWS
+    log_flush_seconds: Optional[float] = None  # CD4ML_LOG_FLUSH_SECONDS: batches to a gs:// log dir
 
     @classmethod
     def resolve(cls, registry=None, version=None, log_dir=None, drift_window=None, poll_seconds=None,
-                max_rows=None) -> "CoreSettings":
+                max_rows=None, log_flush_seconds=None) -> "CoreSettings":
         found = setting("CD4ML_REGISTRY", registry)
         if not found:
             raise ValueError("the server needs a model registry: a 'registry' parameter (the model's URI on "
                              "MLServer) or CD4ML_REGISTRY")
         return cls(found, setting("CD4ML_SERVING_VERSION", version), setting("CD4ML_SERVING_LOG_DIR", log_dir),
                    setting("CD4ML_DRIFT_WINDOW", drift_window, int),
-                   setting("CD4ML_POLL_SECONDS", poll_seconds, float), setting("CD4ML_MAX_ROWS", max_rows, int))
+                   setting("CD4ML_POLL_SECONDS", poll_seconds, float), setting("CD4ML_MAX_ROWS", max_rows, int),
+                   setting("CD4ML_LOG_FLUSH_SECONDS", log_flush_seconds, float))
 
     def core_kwargs(self) -> Dict[str, object]:
         """ServingCore's arguments: the ones set here, the core's defaults for the rest."""
