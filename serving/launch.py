@@ -111,22 +111,27 @@ class Microservice:
     worker processes it forks): the Seldon v1 wrapper, or with protocol="v2" MLServer."""
 
     def __init__(self, registry: str, log_dir: str, model_class: Optional[str] = None, protocol: str = "seldon",
-                 **kwargs):
-        """`model_class`: another Seldon model class, or with protocol="v2" another MLServer runtime."""
+                 work_dir: Optional[str] = None, **kwargs):
+        """`model_class`: another Seldon model class, or with protocol="v2" another MLServer runtime.
+        `log_dir` is where the core writes its logs (a folder or a gs:// prefix); the server's own
+        files (its output, MLServer's settings) go to `work_dir`, by default the log folder."""
         self.protocol = protocol
         self.port, self.metrics_port = free_port(), free_port()
-        os.makedirs(log_dir, exist_ok=True)
+        work_dir = work_dir or log_dir
+        if "://" in work_dir:
+            raise ValueError(f"a server with logs at {log_dir} needs a local work_dir for its own files")
+        os.makedirs(work_dir, exist_ok=True)
         try:
             if protocol == "v2":
                 extra = {"runtime": model_class} if model_class else {}
-                argv, env = v2_command(registry, self.port, self.metrics_port, os.path.join(log_dir, "mlserver"),
+                argv, env = v2_command(registry, self.port, self.metrics_port, os.path.join(work_dir, "mlserver"),
                                        log_dir=log_dir, **kwargs, **extra)
             else:
                 extra = {"model_class": model_class} if model_class else {}
                 argv, env = command(registry, self.port, self.metrics_port, log_dir=log_dir, **kwargs, **extra)
         except ServingEnvMissing as err:
             raise RuntimeError(f"{err} (make test and make demo build it)") from err
-        self.log_path = os.path.join(log_dir, "server.log")
+        self.log_path = os.path.join(work_dir, "server.log")
         with open(self.log_path, "w") as out:
             self.process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)

@@ -13,12 +13,14 @@ batch it had not flushed yet, at most those few seconds of lines (docs/loop.md).
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import logging
 import os
 import socket
 import threading
+import uuid
 from typing import Dict, List, Optional
 
 from cd4ml import contract, logstore
@@ -107,7 +109,7 @@ class GcsJsonlLog:
         self.flush_seconds, self.batch_lines = flush_seconds, batch_lines
         self._client = client or logstore.gcs_client()
         self._bucket = self._client.bucket(self.bucket_name)
-        self._writer = f"{socket.gethostname()}-{os.getpid()}"
+        self._writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._sequence = 0
         self._lines: List[str] = []
         self._lock = threading.Lock()        # the buffer
@@ -115,6 +117,8 @@ class GcsJsonlLog:
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically, name=f"cd4ml-log-{name}", daemon=True)
         self._flusher.start()
+        # MLServer stops on SIGTERM without unloading its models: flush what is left at exit too.
+        atexit.register(self.close)
 
     def write(self, record: Dict) -> None:
         line = json.dumps(record, separators=(",", ":"), default=_plain) + "\n"
