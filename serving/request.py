@@ -187,9 +187,12 @@ def _v2_column(tensor: Dict, f: features.Feature) -> list:
     return flat
 
 
-def v2_inputs(rows: List[Dict[str, object]], spec: Sequence[features.Feature] = features.FEATURES) -> List[Dict]:
-    """Rows as a V2 request's inputs, one [N] tensor per feature: what a client sends, and what
-    parse_v2 reads back."""
-    return [{"name": f.name, "datatype": f.types.v2, "shape": [len(rows)], "data": [r[f.name] for r in rows]}
-            for f in spec]
-
+def v2_inputs(rows: List[Dict[str, object]], spec: Sequence[features.Feature] = features.FEATURES,
+              event_times: Optional[List[Optional[str]]] = None) -> List[Dict]:
+    """Rows as a V2 request's inputs, one [N] tensor per feature (and the rows' event times when
+    given): what a client sends, and what parse_v2 reads back."""
+    inputs = [{"name": f.name, "datatype": f.types.v2, "shape": [len(rows)], "data": [r[f.name] for r in rows]}
+              for f in spec]
+    if event_times:
+        inputs.append({"name": EVENT_TIME, "datatype": "BYTES", "shape": [len(rows)], "data": list(event_times)})
+    return inputs

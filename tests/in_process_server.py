@@ -7,7 +7,7 @@ second environment needed.
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from cd4ml.demo.loop import Server
 from serving.request import parse_v2, v2_inputs
@@ -24,8 +24,8 @@ class InProcessServer(Server):
     def wait_ready(self, timeout: float = 300):
         self.core.load()
 
-    def predict(self, rows: List[Dict]) -> Dict:
-        result = self.core.predict(v2_inputs(rows), parser=parse_v2)
+    def predict(self, rows: List[Dict], event_times: Optional[List[str]] = None) -> Dict:
+        result = self.core.predict(v2_inputs(rows, event_times=event_times), parser=parse_v2)
         return {"version": result.version, "request_id": result.request_id, "predictions": result.predictions}
 
     def feedback(self, answer: Dict, truth: List[float]):

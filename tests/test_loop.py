@@ -1,5 +1,7 @@
-"""The demo loop end to end (cd4ml/demo/loop.py) on the sample spans, with the serving core in process:
-two real pipeline runs, drift, the drop through the emulator bucket, hot load, rollback/forward."""
+"""The demo loop end to end (cd4ml/demo/loop.py) on the sample spans, with the real Open Inference
+Protocol server (MLServer, .venv-v2): real pipeline runs, span-2 traffic with feedback, drift, the
+loop closing without any dropped file (harvest, retrain on the window, hot load), then the drop
+through the emulated bucket, rollback and forward."""
 
 from __future__ import annotations
 
@@ -9,24 +11,50 @@ import pytest
 
 
 @pytest.mark.slow
-def test_the_loop_retrains_on_a_drop_and_serves_rolls_back_and_forward(sample_data_root, tmp_path):
+def test_the_loop_closes_on_harvested_traffic_then_on_a_drop(sample_data_root, tmp_path, capsys):
+    from cd4ml import cli, mlmd
     from cd4ml.demo.loop import LoopSettings, run_loop
-    from tests.in_process_server import InProcessServer
+    from cd4ml.mlmd import records
 
     lines = []
+    home = str(tmp_path / "home")
     emulator_before = os.environ.get("STORAGE_EMULATOR_HOST")
-    settings = LoopSettings(home=str(tmp_path / "home"), traffic_rows=400, epochs=10, data_dir=sample_data_root,
-                            server_class=InProcessServer)
-    result = run_loop(settings, progress=lines.append)
-    first, second = result["versions"]
-    assert first != second
+    result = run_loop(LoopSettings(home=home, epochs=15, data_dir=sample_data_root), progress=lines.append)
+    first, harvested, dropped = result["versions"]
+    assert len({first, harvested, dropped}) == 3
     names = [s["name"] for s in result["timeline"]["steps"]]
     assert names[-3:] == ["server hot-loads the new version", "roll back", "roll forward"]
     assert result["drift"] and result["drift"]["is_drift"], result["drift"]
+
+    # No span-2 file was in the data root: the drift trigger harvested the traffic as span 2 and
+    # trained on the window of spans 2 and 1.
+    retrain = result["drift_retrain"]
+    assert retrain["harvest_span"] == 2 and retrain["window"] == [2, 1] and retrain["version"] == harvested
+    # On the span-2 days never sent as traffic, the retrained model beats the span-1 model.
+    before, after = result["live_mae"]["before"], result["live_mae"]["after"]
+    assert (before["version"], after["version"]) == (first, harvested)
+    print(f"held-out Jul-Dec MAE: span-1 model {before['mae']:.1f}, retrained {after['mae']:.1f} "
+          f"({after['mae'] / before['mae']:.2f}x) over {after['rows']} rows")
+    assert after["mae"] <= 0.6 * before["mae"], result["live_mae"]
+    assert result["drift_to_answer_s"] > 0
+
+    # The retrained version's lineage names the harvested span and where its rows came from.
+    config_store = mlmd.open_store(os.path.join(home, "metadata.sqlite"))
+    summary = mlmd.provenance(config_store, harvested)["summary"]
+    assert [w["span"] for w in summary["window"]] == [2, 1]
+    harvest = summary["window"][0]["harvest"]
+    assert harvest["log_source"] == os.path.join(home, "serving-logs") and harvest["outcome"] == "trained"
+    assert harvest["version"] == harvested and harvest["rows"] > 500
+    (request,) = records.read(config_store, records.RETRAIN_REQUEST)
+    assert request["harvest_span"] == 2 and request["window"] == "2,1" and request["version"] == harvested
+    assert cli.main(["lineage", harvested, "--home", home]) == 0
+    out = capsys.readouterr().out
+    assert "harvested from the serving logs" in out and "window span      1" in out
+
+    # The drop path still works: the dropped file is span 3, never reusing the harvested number.
     [drop] = result["drops"]
-    assert drop["outcome"] == "trained" and drop["span"] == 2 and drop["version"] == second
+    assert drop["outcome"] == "trained" and drop["span"] == 3 and drop["version"] == dropped
     assert result["drop_to_answer_s"] > 0
     assert "timeline:" in result["timeline_text"] and "roll forward" in result["timeline_text"]
-    pin = os.path.join(str(tmp_path / "home"), "registry", "SERVING.json")
-    assert not os.path.exists(pin), "rolled forward: no pin left"
+    assert not os.path.exists(os.path.join(home, "registry", "SERVING.json")), "rolled forward: no pin left"
     assert os.environ.get("STORAGE_EMULATOR_HOST") == emulator_before, "the emulator is stopped and unset"

@@ -2,10 +2,12 @@
 
 Starts a local bucket (gcp-storage-emulator) and a fresh project home, trains on span 1
 (January-June), serves it over the Open Inference Protocol (MLServer; --protocol seldon for Seldon
-Core v1), sends span-2 (July-December) traffic with feedback until
-the drift detector fires, drops span 2 into the bucket, lets the watcher retrain, validate, bless and
-push, sees the server hot-load the new version, rolls back and forward, and prints a timeline.
-Everything it starts is stopped at the end.
+Core v1), sends span-2 (July-December) traffic with feedback until the drift detector fires, then
+closes the loop without any file: the drift trigger harvests the labelled traffic into span 2 and
+retrains on the window of spans 2 and 1, and the server hot-loads the new version (live MAE on
+held-out days before and after). Then the data-drop path: the Jul-Dec file dropped into the bucket
+becomes span 3 and retrains; rolls back and forward, and prints a timeline. Everything it starts is
+stopped at the end.
 
 --pipeline-only runs the earlier demo: span 1 then span 2 through `cd4ml run`, with both summaries.
 """
@@ -14,7 +16,7 @@ import sys
 
 from cd4ml.commands.common import add_config_flags, add_verbose_flag, config_from, quiet_libraries
 
-HELP = "run the end-to-end demo: train, serve, drift, drop, retrain, hot-load, roll back/forward"
+HELP = "run the end-to-end demo: train, serve, drift, harvest, retrain, drop, hot-load, roll back/forward"
 
 
 def register(parser):
@@ -48,6 +50,10 @@ def main(args) -> int:
         return 1
     print()
     print(result["timeline_text"])
+    before, after = result["live_mae"]["before"], result["live_mae"]["after"]
+    print(f"live MAE on held-out Jul-Dec days: {before['mae']:.1f} (version {before['version']}) -> "
+          f"{after['mae']:.1f} (version {after['version']}, trained on harvested traffic)")
+    print(f"drift detected to the retrained version answering: {result['drift_to_answer_s']:.1f} s")
     print(f"drop to the new version answering: {result['drop_to_answer_s']:.1f} s")
     if args.json:
         with open(args.json, "w") as fh:

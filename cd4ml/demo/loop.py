@@ -3,12 +3,16 @@
   1. start a local bucket (gcp-storage-emulator, in this process) and a fresh project home
   2. train on span 1 (the real pipeline)          -> version A
   3. serve it (the Open Inference Protocol server, MLServer from .venv-v2; or Seldon v1)
-  4. send span-2 traffic with feedback             -> the server's drift detector fires
-  5. the drift trigger decides (debounce, cooldown, labelled rows; shown, not acted on: the drop is)
-  6. drop span 2 into the bucket; the watcher makes it span 2 and runs the pipeline -> version B
-  7. the server answers with B without a restart (hot load)
-  8. roll back (answers with A), roll forward (answers with B again)
-  9. print the timeline; stop the server and the emulator: nothing is left running
+  4. send span-2 traffic (every other day of Jul-Dec, with event times) and its feedback
+                                                   -> the server's drift detector fires
+  5. live MAE of A on the span-2 days held out of the traffic
+  6. the drift trigger: harvest the labelled traffic into span 2, retrain on the window of spans
+     2 and 1, validate, bless, push              -> version B (no file was dropped)
+  7. the server answers with B without a restart (hot load); live MAE of B on the held-out days
+  8. the data-drop path too: drop the published Jul-Dec file into the bucket; the watcher makes
+     it span 3 and runs the pipeline           -> version C, hot-loaded
+  9. roll back (answers with B), roll forward (answers with C again)
+ 10. print the timeline; stop the server and the emulator: nothing is left running
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import datetime
 import glob
 import json
 import os
@@ -25,7 +30,7 @@ import time
 from typing import Callable, Dict, Iterator, List, Optional
 
 from cd4ml import promotion, storage
-from cd4ml.contract import DRIFT_LOG, MAE, OVERALL_SLICE, default_log_dir, read_jsonl
+from cd4ml.contract import DRIFT_LOG, EVENT_TIME, MAE, OVERALL_SLICE, default_log_dir, read_jsonl
 from cd4ml.runner import run_and_report
 from cd4ml.triggers import drop
 from cd4ml.triggers.drift import DriftRetrainer
@@ -89,17 +94,20 @@ class Server(Microservice):
     def __init__(self, registry: str, log_dir: str, protocol: str = "v2", **kwargs):
         super().__init__(registry, log_dir, protocol=protocol, **kwargs)
 
-    def predict(self, rows: List[Dict]) -> Dict:
+    def predict(self, rows: List[Dict], event_times: Optional[List[str]] = None) -> Dict:
         import requests
 
         if self.protocol == "v2":
-            reply = requests.post(self.predict_url, json={"inputs": v2_inputs(rows)}, timeout=30)
+            reply = requests.post(self.predict_url, json={"inputs": v2_inputs(rows, event_times=event_times)},
+                                  timeout=30)
             reply.raise_for_status()
             body = reply.json()
             return {"version": body["model_version"], "request_id": body["parameters"]["request_id"],
                     "predictions": body["outputs"][0]["data"]}
-        names = features.FEATURE_NAMES
-        body = {"data": {"names": names, "ndarray": [[r[n] for n in names] for r in rows]}}
+        names = features.FEATURE_NAMES + ([EVENT_TIME] if event_times else [])
+        values = [dict(r, **({EVENT_TIME: t} if event_times else {})) for r, t in
+                  zip(rows, event_times or [None] * len(rows))]
+        body = {"data": {"names": names, "ndarray": [[v[n] for n in names] for v in values]}}
         reply = requests.post(self.predict_url, json=body, timeout=30)
         reply.raise_for_status()
         answer = reply.json()
@@ -144,8 +152,7 @@ class LoopSettings:
     """What one run of the loop uses; the defaults are the demo's."""
 
     home: Optional[str] = None            # a fresh temporary home when None (removed unless keep)
-    traffic_rows: int = 600               # span-2 rows sent with feedback
-    batch: int = 20                       # rows per request
+    traffic_every: int = 2                # every n-th day of span 2 is sent (one request a day), the rest held out
     epochs: Optional[int] = None          # trainer epochs (None: the configured default)
     keep: bool = False
     data_dir: str = SPAN_DATA             # holds span-1/ and span-2/
@@ -191,27 +198,53 @@ class Loop:
 
     def send_traffic(self):
         with self.timeline.step("span-2 traffic with feedback") as s:
-            rows = typed_rows(_csv(self.s.data_dir, 2))
-            rows = rows[::max(1, len(rows) // self.s.traffic_rows)][:self.s.traffic_rows]
-            for i in range(0, len(rows), self.s.batch):
-                chunk = rows[i:i + self.s.batch]
-                answer = self.server.predict([_features(r) for r in chunk])
-                self.server.feedback(answer, [float(r[features.LABEL_KEY]) for r in chunk])
+            days = span_days(typed_rows(_csv(self.s.data_dir, 2)))
+            sent = list(days)[::self.s.traffic_every]
+            self.held_out = {d: rows for d, rows in days.items() if d not in sent}
+            for day in sent:
+                answer = self.server.predict([_features(r) for r in days[day]], event_times=[_event_time(day)] * len(days[day]))
+                self.server.feedback(answer, [float(r[features.LABEL_KEY]) for r in days[day]])
             drift = _wait_for_drift(self.log_dir)
-            s.detail = (f"{len(rows)} rows; drift {'YES' if drift and drift['is_drift'] else 'no'}"
+            self.drift_seen = time.monotonic()
+            s.detail = (f"{sum(len(days[d]) for d in sent)} rows of {len(sent)} days; drift "
+                        f"{'YES' if drift and drift['is_drift'] else 'no'}"
                         + (f" on {', '.join(drift['drifted'][:5])}" if drift and drift.get("drifted") else ""))
             self.out["drift"] = drift
 
-    def drift_decision(self):
-        with self.timeline.step("drift trigger decision") as s:
-            decision = DriftRetrainer(self.config, log_dir=self.log_dir, min_rows=200, debounce_s=0,
-                                      progress=_quiet).decide()
-            s.detail = f"{decision.action}: {decision.why}"
+    def live_mae(self, when: str) -> Dict:
+        """MAE of what the server answers on the held-out span-2 days (sent without feedback, so
+        the harvest never takes them)."""
+        with self.timeline.step(f"live MAE on the held-out span-2 days ({when})") as s:
+            errors, versions = [], set()
+            for day, rows in self.held_out.items():
+                answer = self.server.predict([_features(r) for r in rows], event_times=[_event_time(day)] * len(rows))
+                versions.add(answer["version"])
+                errors += [abs(p - float(r[features.LABEL_KEY])) for p, r in zip(answer["predictions"], rows)]
+            result = {"version": ", ".join(sorted(versions)), "mae": sum(errors) / len(errors), "rows": len(errors)}
+            s.detail = f"version {result['version']}: MAE {result['mae']:.1f} over {len(errors)} rows"
+        self.out.setdefault("live_mae", {})[when] = result
+        return result
+
+    def drift_retrain(self, probe: Dict) -> str:
+        with self.timeline.step("drift trigger: harvest the labelled traffic, retrain on the window") as s:
+            outcome = DriftRetrainer(self.config, log_dir=self.log_dir, min_rows=200, debounce_s=0, cooldown_s=0,
+                                     progress=_quiet).check()
+            if not outcome.version:
+                raise RuntimeError(f"the drift retrain did not push a version: {outcome.decision.why}; "
+                                   f"{outcome.outcome}")
+            s.detail = (f"{outcome.decision.why} -> harvested span {outcome.harvest_span}, trained on spans "
+                        f"{', '.join(map(str, outcome.window))} -> version {outcome.version}")
+            self.out["drift_retrain"] = dataclasses.asdict(outcome)
+        with self.timeline.step("server hot-loads the retrained version") as s:
+            seconds = self.server.wait_for_version(outcome.version, probe)
+            s.detail = f"answering with {outcome.version} {seconds:.1f} s after the push"
+        self.out["drift_to_answer_s"] = time.monotonic() - self.drift_seen
+        return outcome.version
 
     def drop_and_retrain(self, probe: Dict) -> str:
         handler = drop.make_handler(self.config, f"gs://{BUCKET}", "incoming/", client=self.client, progress=_quiet)
         drop_started = time.monotonic()
-        with self.timeline.step("drop span 2 (Jul-Dec) into the bucket") as s:
+        with self.timeline.step("drop the Jul-Dec file into the bucket") as s:
             uri, generation = storage.upload(_csv(self.s.data_dir, 2), BUCKET, "incoming/", name="jul-dec.csv",
                                              gcs=self.client)
             s.detail = f"{uri}#{generation}"
@@ -261,10 +294,12 @@ def run_loop(settings: Optional[LoopSettings] = None, progress: Callable[[str], 
             first = loop.train_first()
             probe = loop.start_server()
             loop.send_traffic()
-            loop.drift_decision()
-            second = loop.drop_and_retrain(probe)
-            loop.roll_back_and_forward(second, probe)
-            loop.out["versions"] = [first, second]
+            loop.live_mae("before")
+            harvested = loop.drift_retrain(probe)
+            loop.live_mae("after")
+            dropped = loop.drop_and_retrain(probe)
+            loop.roll_back_and_forward(dropped, probe)
+            loop.out["versions"] = [first, harvested, dropped]
     finally:
         if loop.server is not None:
             loop.server.stop()
@@ -285,6 +320,19 @@ def _csv(data_dir: str, span: int) -> str:
 
 def _features(row: Dict) -> Dict:
     return {n: row[n] for n in features.FEATURE_NAMES}
+
+
+def span_days(rows: List[Dict]) -> Dict[int, List[Dict]]:
+    """A span's rows by day of the year, in day order."""
+    days: Dict[int, List[Dict]] = {}
+    for row in rows:
+        days.setdefault(int(row["day"]), []).append(row)
+    return dict(sorted(days.items()))
+
+
+def _event_time(day: int) -> str:
+    """The date of a day of 2011 (the data's year), as a client would send it."""
+    return (datetime.date(2011, 1, 1) + datetime.timedelta(days=day - 1)).isoformat()
 
 
 def _wait_for_drift(log_dir: str, timeout: float = 60) -> Optional[Dict]:
