@@ -172,3 +172,53 @@ def test_span_numbers_are_never_reused_after_a_quarantine(setup):
 def test_feature_module_marks_what_production_cannot_know():
     assert [c.name for c in features.CARRIED if c.optional] == ["casual", "registered", "split_group"]
     assert "casual" not in COLUMNS and features.LABEL_KEY in COLUMNS
+
+
+@pytest.mark.slow
+def test_a_bad_harvested_span_is_quarantined_and_the_model_keeps_serving(tmp_path, capsys, monkeypatch):
+    """The real pipeline on a harvested burst (no event times) with one negative truth: ExampleGen
+    still splits it both ways by request, the validation gate refuses it, the span leaves the lake
+    with its report, nothing is pushed, and its rows are never harvested again."""
+    import glob
+    import shutil
+
+    from cd4ml import cli, mlmd
+    from cd4ml.mlmd import records
+    from cd4ml.runner import run_and_report
+    from pipelines import local_runner
+    from tests.conftest import sample_rows, write_rows
+
+    data = tmp_path / "data"
+    write_rows(str(data / "span-1" / "bikeshare.csv"), sample_rows(1, every=3))
+    config = PipelineConfig.from_env(environ={}, home=str(tmp_path / "home"), data_root=str(data), epochs=5)
+    first = run_and_report(config)
+    assert first.exit_code == local_runner.OK, local_runner.format_summary(first)
+    logs = Logs(os.path.join(config.home, "serving-logs"))
+    for i in range(60):
+        logs.predicted(f"burst-{i:02d}", [dict(ROW, hr=h) for h in range(24)])
+        logs.truth(f"burst-{i:02d}", [-5 if (i, h) == (7, 3) else 20 + h for h in range(24)])
+    monkeypatch.setenv("CD4ML_EPOCHS", "5")
+    code = cli.main(["harvest", "--home", config.home, "--data-root", str(data)])
+    out = capsys.readouterr().out
+    assert code == local_runner.VALIDATION_FAILED, out
+    assert "kept for the validation gate: 1 rows break the curated schema (feature 'bikers': out_of_range)" in out
+    assert "bikers" in out and "quarantined" in out
+    # Out of the lake, kept with its report; the serving version is still the span-1 one.
+    assert spans.list_spans(str(data)) == [1]
+    quarantined = os.path.join(config.home, "quarantine", "harvest-span-2")
+    assert sorted(os.listdir(quarantined)) == [PROVENANCE_FILE, HARVEST_FILE, "report.txt"]
+    with open(os.path.join(quarantined, "report.txt")) as fh:
+        assert "bikers" in fh.read()
+    store = mlmd.open_store(config.metadata_path)
+    assert [p["version"] for p in mlmd.pushed_models(store)] == [first.pushed_version]
+    (harvest,) = records.read(store, records.HARVEST)
+    assert (harvest["span"], harvest["outcome"], harvest["quarantine"]) == (2, "quarantined", quarantined)
+    # ExampleGen split the burst by request: both sides have rows.
+    gen = [a for a in store.get_artifacts_by_type("Examples") if mlmd.prop(a, "span") == 2
+           and "/CsvExampleGen/" in a.uri]
+    assert gen, "the harvested span was ingested"
+    for split in ("train", "eval"):
+        assert glob.glob(os.path.join(gen[0].uri, f"Split-{split}", "*.gz")), split
+    # Harvesting again takes nothing: those rows are in the ledger.
+    assert Harvester(config, progress=lambda _: None).collect().report.problems == {"already_harvested": 60}
+    shutil.rmtree(quarantined)
