@@ -42,7 +42,7 @@ SERVICEMONITOR_SCHEMA_PATH = os.path.join(REPO_ROOT, "tests", "schemas", "servic
 
 CORE_KINDS = {
     ("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "ServiceAccount"), ("v1", "Service"),
-    ("apps/v1", "Deployment"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("apps/v1", "Deployment"), ("autoscaling/v2", "HorizontalPodAutoscaler"), ("batch/v1", "CronJob"),
 }
 SELDON = ("machinelearning.seldon.io/v1", "SeldonDeployment")
 SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
@@ -265,7 +265,8 @@ def test_manifests_exist_and_every_kind_has_a_validator(docs):
     unknown = [d for d in docs if d.key not in CORE_KINDS | {SELDON, SERVICE_MONITOR} | set(V2_KINDS)]
     assert not unknown, f"kinds with no validator here (add one, do not let them pass unchecked): {unknown}"
     for wanted in [("v1", "Namespace"), ("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("v1", "Service"),
-                   ("autoscaling/v2", "HorizontalPodAutoscaler"), SELDON, SERVICE_MONITOR, *V2_KINDS]:
+                   ("autoscaling/v2", "HorizontalPodAutoscaler"), ("batch/v1", "CronJob"), SELDON,
+                   SERVICE_MONITOR, *V2_KINDS]:
         assert wanted in kinds, f"missing a {wanted[1]}"
     for d in docs:
         assert d.body.get("metadata", {}).get("namespace") in (None, "cd4ml") or d.key == ("v1", "Namespace"), d
@@ -604,6 +605,7 @@ def test_service_accounts_and_configmaps_referenced_exist(docs):
     accounts = {d.name for d in by_kind(docs, ("v1", "ServiceAccount"))}
     configmaps = {d.name: d.body for d in by_kind(docs, ("v1", "ConfigMap"))}
     pod_specs = [d.body["spec"]["template"]["spec"] for d in by_kind(docs, ("apps/v1", "Deployment"))]
+    pod_specs += [d.body["spec"]["jobTemplate"]["spec"]["template"]["spec"] for d in by_kind(docs, ("batch/v1", "CronJob"))]
     pod_specs += [s["spec"] for d in sdeps(docs) for p in d.body["spec"]["predictors"] for s in p["componentSpecs"]]
     for pod in pod_specs:
         assert pod["serviceAccountName"] in accounts
@@ -661,3 +663,25 @@ def test_paths_the_manifests_use_are_routes_of_the_installed_seldon_core(docs):
         for c in d.body["spec"]["template"]["spec"]["containers"]:
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             assert env.get("PREDICTIVE_UNIT_METRICS_ENDPOINT", default_metrics) == path, d
+
+
+def test_the_drift_cronjob_runs_a_real_command_on_the_shared_log_sink(docs):
+    """The CronJob's command parses with cd4ml's own CLI, never overlaps itself, reads the logs
+    every replica writes (a gs:// prefix from the ConfigMap) and has what the dispatch needs."""
+    from cd4ml import cli
+
+    (job,) = by_kind(docs, ("batch/v1", "CronJob"))
+    spec = job.body["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    (container,) = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    assert command[:2] == ["cd4ml", "drift-retrain"]
+    args = cli.build_parser().parse_args(command[1:])
+    assert args.once and args._main.__module__ == "cd4ml.commands.drift_retrain"
+    (cm,) = [d.body for d in by_kind(docs, ("v1", "ConfigMap"))]
+    assert cm["data"]["CD4ML_SERVING_LOG_DIR"].startswith("gs://")
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CD4ML_GITHUB_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "cd4ml-github"
+    assert "/" in env["CD4ML_GITHUB_REPOSITORY"]["value"]
+    assert env["CD4ML_METADATA_PATH"]["valueFrom"]["secretKeyRef"]  # the cluster's MLMD, never in a ConfigMap
+    assert container["image"].endswith("cd4ml-pipeline:latest")
