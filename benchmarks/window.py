@@ -104,7 +104,8 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(home, ignore_errors=True)
     for r in results.values():
-        r["held_out_summer_mae"], r["span1_eval_mae"] = round(r["held_out_summer_mae"], 2), round(r["span1_eval_mae"], 2)
+        for key in ("held_out_summer_mae", "span1_eval_mae"):
+            r[key] = round(r[key], 2)
     doc = {"results": results, "harvested_rows": harvest.report.rows, "held_out_rows": len(held_out),
            "span1_eval_rows": len(span1_eval),
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}

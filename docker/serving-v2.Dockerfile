@@ -29,7 +29,7 @@ RUN python -m pip install "pip==24.2" \
  && (python -m compileall -q -j 0 /usr/local/lib/python3.10/site-packages >/dev/null || true)
 
 # The server needs the contract but none of the command layer: only those two files of cd4ml go in.
-COPY cd4ml/__init__.py cd4ml/contract.py /microservice/cd4ml/
+COPY cd4ml/__init__.py cd4ml/contract.py cd4ml/logstore.py /microservice/cd4ml/
 COPY components/ /microservice/components/
 COPY serving/ /microservice/serving/
 COPY docker/mlserver/ /microservice/mlserver/

@@ -29,7 +29,7 @@ RUN python -m pip install "pip==24.2" \
 
 # The server needs the contract (names of a version's files, signatures, logs) but none of the
 # command layer: only those two files of the cd4ml package go in.
-COPY cd4ml/__init__.py cd4ml/contract.py /microservice/cd4ml/
+COPY cd4ml/__init__.py cd4ml/contract.py cd4ml/logstore.py /microservice/cd4ml/
 COPY components/ /microservice/components/
 COPY serving/ /microservice/serving/
 RUN python -c "import seldon_core, cd4ml.contract, components.features, serving.seldon_model"

@@ -181,7 +181,8 @@ def format_summary(result: RunResult) -> str:
     lines = [f"run {result.run_id}: {result.status} in {result.seconds:.1f} s (span {result.span}, "
              f"{result.rows} rows)"]
     if len(result.window) > 1:
-        lines.append(f"  trained on spans {', '.join(map(str, result.window))} (the window ending at span {result.span})")
+        lines.append(f"  trained on spans {', '.join(map(str, result.window))} "
+                     f"(the window ending at span {result.span})")
     if result.steps:
         lines.append(f"  components: {len(result.ran)} ran, {len(result.cached)} cached"
                      + (f" ({', '.join(result.cached)})" if result.cached and result.ran else ""))

@@ -605,7 +605,8 @@ def test_service_accounts_and_configmaps_referenced_exist(docs):
     accounts = {d.name for d in by_kind(docs, ("v1", "ServiceAccount"))}
     configmaps = {d.name: d.body for d in by_kind(docs, ("v1", "ConfigMap"))}
     pod_specs = [d.body["spec"]["template"]["spec"] for d in by_kind(docs, ("apps/v1", "Deployment"))]
-    pod_specs += [d.body["spec"]["jobTemplate"]["spec"]["template"]["spec"] for d in by_kind(docs, ("batch/v1", "CronJob"))]
+    pod_specs += [d.body["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+                  for d in by_kind(docs, ("batch/v1", "CronJob"))]
     pod_specs += [s["spec"] for d in sdeps(docs) for p in d.body["spec"]["predictors"] for s in p["componentSpecs"]]
     for pod in pod_specs:
         assert pod["serviceAccountName"] in accounts

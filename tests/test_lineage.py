@@ -104,17 +104,23 @@ def test_provenance_walks_from_pushed_model_to_span_files(home, store, span):
     model = _input(doc, pusher, "model")
     trainer = _producer(doc, model)
     assert model["type"] == "Model" and trainer["node"] == "Trainer"
-    transformed = _input(doc, trainer, "examples")
-    transform = _producer(doc, transformed)
+    # Transform writes one transformed artifact per span of the window; the Trainer reads them all.
+    transformed = [doc["artifacts"][i] for i in trainer["inputs"]["examples"]]
+    assert len(transformed) == span and len({a["produced_by"] for a in transformed}) == 1
+    transform = _producer(doc, transformed[0])
     assert transform["node"] == "Transform"
     assert _input(doc, trainer, "transform_graph")["type"] == "TransformGraph"
-    examples = _input(doc, transform, "examples")
-    gen = _producer(doc, examples)
-    assert gen["node"] == "CsvExampleGen" and examples["properties"]["span"] == span
+    # The training window: span 1 alone, then span 2 with span 1 before it (CD4ML_TRAIN_WINDOW_SPANS=2).
+    window = [doc["artifacts"][i] for i in transform["inputs"]["examples"]]
+    assert sorted(a["properties"]["span"] for a in window) == list(range(1, span + 1))
+    for examples in window:
+        assert _producer(doc, examples)["node"] == "CsvExampleGen"
     assert _input(doc, pusher, "model_blessing")["properties"]["blessed"] == 1
 
     summary = doc["summary"]
     assert summary["span"] == span
+    assert [w["span"] for w in summary["window"]] == list(range(span, 0, -1))
+    assert [w["run_id"] for w in summary["window"]] == [r.run_id for r in (home.span2, home.span1)[2 - span:]]
     expected_file = os.path.join(home.config.data_root, f"span-{span}", "bikeshare.csv")
     assert [f["name"] for f in summary["span_files"]] == [expected_file]
     assert not summary["span_files"][0].get("changed_since_run")
@@ -130,7 +136,9 @@ def test_provenance_walks_from_pushed_model_to_span_files(home, store, span):
     if span == 2:  # compared with span 1's model, which is a leaf, not an ancestor
         first = mlmd.provenance(store, home.span1.pushed_version)["summary"]["model"]
         assert summary["baseline_model"] == [first]
+        # Everything was made by this run but the curated schema's import and span 1's ingestion.
         assert all(e["run_id"] == result.run_id or e["node"] == "ImportSchemaGen"
+                   or (e["node"] == "CsvExampleGen" and e["run_id"] == home.span1.run_id)
                    for e in doc["executions"].values())
     else:
         assert summary["baseline_model"] == []
@@ -139,7 +147,8 @@ def test_provenance_walks_from_pushed_model_to_span_files(home, store, span):
 @pytest.mark.slow
 def test_models_from_span(home, store):
     one, two = mlmd.models_from_span(store, 1), mlmd.models_from_span(store, 2)
-    assert [m["versions"] for m in one] == [[home.span1.pushed_version]]
+    # Span 1 is in both models' training windows; span 2 only in the second's.
+    assert [m["versions"] for m in one] == [[home.span1.pushed_version], [home.span2.pushed_version]]
     assert [m["versions"] for m in two] == [[home.span2.pushed_version]]
     assert one[0]["run_id"] == home.span1.run_id and one[0]["blessed"] is True
     assert mlmd.models_from_span(store, 9) == []

@@ -57,14 +57,16 @@ def test_lineage_pushed_model_back_to_the_span_files(trained_home):
     assert model.id == steps["Trainer"].outputs["model"][0].id
     transformed = steps["Trainer"].inputs["examples"][0]
     assert transformed.id == steps["Transform"].outputs["transformed_examples"][0].id
-    examples = steps["Transform"].inputs["examples"][0]
-    assert examples.id == steps["CsvExampleGen"].outputs["examples"][0].id
-    assert mlmd.prop(examples, "span") == 2
+    # Transform read the training window: this run's span 2, and span 1 as span 1's run ingested it.
+    span1_steps = {s.node: s for s in mlmd.run_steps(store, trained_home.span1.run_id)}
+    window = {mlmd.prop(a, "span"): a.id for a in steps["Transform"].inputs["examples"]}
+    assert window == {2: steps["CsvExampleGen"].outputs["examples"][0].id,
+                      1: span1_steps["CsvExampleGen"].outputs["examples"][0].id}
+    assert trained_home.span2.window == [2, 1] and trained_home.span1.window == [1]
     gen = steps["CsvExampleGen"].execution
     assert mlmd.prop(gen, "input_base") == trained_home.config.data_root
     # The baseline the Evaluator compared against is the span-1 model.
     baseline = steps["Evaluator"].inputs.get("baseline_model", [])
-    span1_steps = {s.node: s for s in mlmd.run_steps(store, trained_home.span1.run_id)}
     assert [b.id for b in baseline] == [span1_steps["Trainer"].outputs["model"][0].id]
 
 

@@ -115,8 +115,12 @@ def test_every_run_writes_its_report(trained_home):
         assert re.search(r"<td>season=\d</td>", text) and "<td>hr=23</td>" in text
         assert f"MeanAbsoluteError &lt;= {trained_home.config.mae_bound:g} (absolute bound, on overall)" in text
         assert len(images(text)) >= 3
-        span_file = os.path.join(trained_home.config.data_root, f"span-{result.span}", "bikeshare.csv")
-        assert f"<b>Trained on:</b> span {result.span}: {span_file}" in text
+        for span in result.window:  # every span of the training window, with its file
+            span_file = os.path.join(trained_home.config.data_root, f"span-{span}", "bikeshare.csv")
+            assert f"<li>span {span}: {span_file}" in text
+    assert "<b>Trained on:</b> span 1" in open(os.path.join(trained_home.span1.run_dir, "report.html")).read()
+    assert "<b>Trained on:</b> the window of spans 2, 1" in open(os.path.join(trained_home.span2.run_dir,
+                                                                               "report.html")).read()
 
     first = open(os.path.join(trained_home.span1.run_dir, "report.html")).read()
     second = open(os.path.join(trained_home.span2.run_dir, "report.html")).read()

@@ -17,6 +17,8 @@ ROWS = 120
 
 
 def _typed(row):
+    """A CSV row as ExampleGen makes it an example: typed, with the split group it adds."""
+    row = dict(row, **{features.SPLIT_KEY: features.day_group(row["day"])})
     out = {}
     for col in features.all_columns():
         raw = row[col.name]

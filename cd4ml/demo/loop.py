@@ -202,8 +202,9 @@ class Loop:
             sent = list(days)[::self.s.traffic_every]
             self.held_out = {d: rows for d, rows in days.items() if d not in sent}
             for day in sent:
-                answer = self.server.predict([_features(r) for r in days[day]], event_times=[_event_time(day)] * len(days[day]))
-                self.server.feedback(answer, [float(r[features.LABEL_KEY]) for r in days[day]])
+                rows = days[day]
+                answer = self.server.predict([_features(r) for r in rows], event_times=[_event_time(day)] * len(rows))
+                self.server.feedback(answer, [float(r[features.LABEL_KEY]) for r in rows])
             drift = _wait_for_drift(self.log_dir)
             self.drift_seen = time.monotonic()
             s.detail = (f"{sum(len(days[d]) for d in sent)} rows of {len(sent)} days; drift "

@@ -14,7 +14,7 @@ from cd4ml.mlmd.runs import Run, Step, get_run, latest_run_id, list_runs, run_id
 from cd4ml.mlmd.store import STATE_NAMES, connection_config, describe, exists, open_store, prop
 
 __all__ = ["INPUT_EVENTS", "OUTPUT_EVENTS", "Graph", "artifact_dict", "execution_dict", "bucket_objects",
-           "decisions_for", "format_tree", "harvest_for", "harvest_line", "latest_blessed_model", "latest_pushed_model", "lineage_edges",
-           "models_from_span", "provenance", "pushed_models", "span_files", "statistics_for_span", "training_window", "Run", "Step",
-           "get_run", "latest_run_id", "list_runs", "run_ids", "run_steps", "STATE_NAMES", "connection_config",
-           "describe", "exists", "open_store", "prop"]
+           "decisions_for", "format_tree", "harvest_for", "harvest_line", "latest_blessed_model",
+           "latest_pushed_model", "lineage_edges", "models_from_span", "provenance", "pushed_models", "span_files",
+           "statistics_for_span", "training_window", "Run", "Step", "get_run", "latest_run_id", "list_runs",
+           "run_ids", "run_steps", "STATE_NAMES", "connection_config", "describe", "exists", "open_store", "prop"]

@@ -3,8 +3,8 @@
 TFX records what its components did. What happens around the pipeline is recorded here, in the
 same store, as executions of our own types, so one query answers "who served what, when and why":
 a bucket object turned into a span (Drop), a promotion or rollback (Promotion), a retrain asked for
-by the drift trigger (RetrainRequest), labelled serving traffic turned into a span (Harvest). Each type is declared once below; this module is the only
-one that registers, writes or reads them.
+by the drift trigger (RetrainRequest), labelled serving traffic turned into a span (Harvest).
+Each type is declared once below; this module is the only one that registers, writes or reads them.
 
 A type is registered with `can_add_fields`, so a newer cd4ml can add a property to a store that
 older versions wrote. "Not registered yet" is MLMD's NotFoundError and nothing else: a dead MySQL

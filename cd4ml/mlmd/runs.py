@@ -97,8 +97,8 @@ class Run:
     def to_dict(self) -> Dict[str, object]:
         return {"run_id": self.run_id, "started": self.started, "seconds": self.seconds,
                 "status": self.status, "ran": self.ran, "cached": self.cached, "failed": self.failed,
-                "span": self.span, "window": self.window, "blessed": self.blessed, "pushed_version": self.pushed_version,
-                "new_push": self.new_push,
+                "span": self.span, "window": self.window, "blessed": self.blessed,
+                "pushed_version": self.pushed_version, "new_push": self.new_push,
                 "steps": [{"node": s.node, "state": s.state, "seconds": round(s.seconds, 3),
                            "execution_id": s.execution.id} for s in self.steps]}
 
