@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the tests use, installed when missing: mariadb-server (the tests start a
-# throw-away MariaDB to run ML Metadata on MySQL, as a team's shared store does).
+# throw-away MariaDB to run ML Metadata on MySQL, as a team's shared store does), chromium and
+# chromium-driver (the run browser's tests drive a real headless browser; nothing downloads one).
 # As root, or with sudo; on another system it says what to install and fails.
 set -euo pipefail
 
 need=()
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "system-deps: install ${need[*]} with your package manager (the tests start a local MariaDB)" >&2
+  echo "system-deps: install ${need[*]} with your package manager (the tests start a local MariaDB and" \
+       "drive a headless Chromium through chromedriver, both found on PATH)" >&2
   exit 1
 fi
 sudo=""
