@@ -135,6 +135,10 @@ def create_app(browser: Browser):
     def page_or_404(html: Optional[str], what: str):
         return (html, 200) if html is not None else (pages.missing(links(), what), 404)
 
+    @app.errorhandler(404)
+    def not_found(_error):
+        return pages.missing(links(), f"page {flask.request.path}"), 404
+
     @app.get("/")
     def home():
         return flask.redirect(flask.url_for("runs"))
