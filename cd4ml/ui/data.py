@@ -341,8 +341,9 @@ def _slice_order(name: str):
 
 def step_view(step) -> Dict:
     def arts(group):
-        return [{"key": k, "id": a.id, "uri": a.uri, "span": mlmd.prop(a, "span")} for k, items in group.items()
-                for a in items]
+        # Only examples carry a meaningful span (TFX copies the property onto their statistics too).
+        return [{"key": k, "id": a.id, "uri": a.uri, "span": mlmd.prop(a, "span") if "examples" in k else None}
+                for k, items in group.items() for a in items]
     return {"node": step.node, "state": step.state, "seconds": step.seconds, "inputs": arts(step.inputs),
             "outputs": arts(step.outputs)}
 

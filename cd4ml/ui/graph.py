@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Sequence, Tuple
 
-NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 190, 46, 60, 18, 12
+NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 176, 46, 44, 16, 12
 
 
 @dataclasses.dataclass
