@@ -246,3 +246,15 @@ def test_every_cd4ml_call_in_a_workflow_names_a_command_and_its_flags(workflows)
                 assert not unknown, f"{name}: cd4ml {command} has no {unknown}"
                 checked += 1
     assert checked, "no workflow calls cd4ml: the CI/CD path runs nothing of ours"
+
+
+def test_ci_uploads_the_run_browser_export(workflows):
+    """The full test job exports the run browser's pages of a fresh local run and uploads them."""
+    job = next(j for j in workflows["ci.yml"]["jobs"].values()
+               if any("test" in make_calls(s.get("run", "")) for s in j["steps"]))
+    exported = [s for s in job["steps"] if "cd4ml ui --export" in s.get("run", "")]
+    assert exported, "no step runs `cd4ml ui --export`"
+    target = exported[0]["run"].split("--export", 1)[1].split()[0]
+    uploads = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert any(s["with"]["path"] == target for s in uploads), (target, uploads)
+    assert exported[0]["env"]["CD4ML_PIPELINE_ROOT"] == ""  # local roots, not the job's gs:// ones
