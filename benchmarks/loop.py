@@ -14,10 +14,10 @@ Runs the demo loop (cd4ml/demo/loop.py) once in a fresh home and writes JSON:
 import argparse
 import json
 import os
-import platform
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import results_file  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -39,13 +39,10 @@ def main(argv=None) -> int:
         "rollback_s": steps.get("roll back"),
         "roll_forward_s": steps.get("roll forward"),
     }
-    doc = {"drift_to_answer_s": round(result["drift_to_answer_s"], 2),
-           "drop_to_answer_s": round(result["drop_to_answer_s"], 2), "live_mae": result["live_mae"], "parts": parts,
-           "steps": result["timeline"]["steps"], "total_s": result["timeline"]["total_s"],
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as fh:
-        json.dump(doc, fh, indent=2)
+    doc = results_file.write(args.output, {
+        "drift_to_answer_s": round(result["drift_to_answer_s"], 2),
+        "drop_to_answer_s": round(result["drop_to_answer_s"], 2), "live_mae": result["live_mae"], "parts": parts,
+        "steps": result["timeline"]["steps"], "total_s": result["timeline"]["total_s"]}, echo=False)
     print(result["timeline_text"])
     print(json.dumps({"drift_to_answer_s": doc["drift_to_answer_s"], "drop_to_answer_s": doc["drop_to_answer_s"],
                       "live_mae": doc["live_mae"], **parts}, indent=2))

@@ -6,17 +6,16 @@ copied until the store holds 200 runs: each copy is a pipeline_run context with 
 executions (types, states, properties, timings) and events to the same artifacts, which is what
 TFX writes for a fully cached rerun. Each page is rendered by the Flask app in process (server
 time, no network): the first request (cold: the page's caches are empty; the libraries are
-already imported by the pipeline run in this process), then the median of 20 more (warm), against a trivial page of the same app rendering
-only the base template (the floor, measured in the same run).
+already imported by the pipeline run in this process), then the median of 20 more (warm),
+against a trivial page of the same app rendering only the base template (the floor, measured in
+the same run).
 
     .venv/bin/python benchmarks/ui.py [-o benchmarks/results/ui.json] [--runs 200]
 """
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -24,6 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import results_file  # noqa: E402
 
 
 def clone_runs(metadata_path: str, run_id: str, copies: int):
@@ -125,12 +125,7 @@ def main(argv=None) -> int:
     floor_ms = results["floor"]["warm_p50_ms"]
     for r in results.values():
         r["warm_vs_floor"] = round(r["warm_p50_ms"] / floor_ms, 1)
-    doc = {"runs_in_store": runs, "pages": results, "target_ms": 300,
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as fh:
-        json.dump(doc, fh, indent=2)
-    print(json.dumps(doc, indent=2))
+    results_file.write(args.output, {"runs_in_store": runs, "pages": results, "target_ms": 300})
     return 0
 
 

@@ -14,15 +14,14 @@ window this picks.
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import results_file  # noqa: E402
 
 
 def mae(version_dir, rows):
@@ -106,13 +105,8 @@ def main(argv=None) -> int:
     for r in results.values():
         for key in ("held_out_summer_mae", "span1_eval_mae"):
             r[key] = round(r[key], 2)
-    doc = {"results": results, "harvested_rows": harvest.report.rows, "held_out_rows": len(held_out),
-           "span1_eval_rows": len(span1_eval),
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as fh:
-        json.dump(doc, fh, indent=2)
-    print(json.dumps(doc, indent=2))
+    results_file.write(args.output, {"results": results, "harvested_rows": harvest.report.rows,
+                                     "held_out_rows": len(held_out), "span1_eval_rows": len(span1_eval)})
     return 0
 
 

@@ -160,7 +160,8 @@ def test_runs_to_run_to_version_to_span_files(ui, browser, ui_home, shots):
     browser.find_element(*by("#pushed-version")).click()
     assert browser.find_element(*by("#version")).text == trained.span2.pushed_version
     lineage = browser.find_element(*by("svg#lineage-dag"))
-    assert {"span-2", "span-1", "release"} <= {g.get_attribute("data-node") for g in lineage.find_elements(*by("g.node"))}
+    drawn = {g.get_attribute("data-node") for g in lineage.find_elements(*by("g.node"))}
+    assert {"span-2", "span-1", "release"} <= drawn
     files = [e.text for e in browser.find_elements(*by("#window .span-file"))]
     assert files == [os.path.join(trained.config.data_root, f"span-{s}", "bikeshare.csv") for s in (2, 1)]
     assert "live MAE 4.00" in browser.find_element(*by("#live")).text  # from the serving logs
