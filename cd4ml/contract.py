@@ -38,6 +38,12 @@ PIN_FILE = "SERVING.json"
 # `.<version>.claim`: a version name reserved by a push in progress (components/pusher.py).
 CLAIM_SUFFIX = ".claim"
 SHADOW_FILE = "SHADOW.json"
+# A bandit experiment between the served version and challengers (serving/bandit.py).
+EXPERIMENT_FILE = "EXPERIMENT.json"
+# `<registry>/<version>/APPROVAL.json`: a person's approval (or rejection) of a version that was
+# pushed under CD4ML_PROMOTION=manual (its MANIFEST says "approval": "pending" until then).
+APPROVAL_FILE = "APPROVAL.json"
+PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
 # --- serving ------------------------------------------------------------------------------------------
 # The model's name on the Open Inference Protocol (/v2/models/bike-demand/...).

@@ -23,8 +23,9 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from cd4ml.contract import EVALUATION_FILE, MAE, MANIFEST, OVERALL_SLICE, PIN_FILE, RMSE, SHADOW_FILE
-from serving.registry import order as _order, read_shadow
+from cd4ml.contract import (APPROVAL_FILE, APPROVED, EVALUATION_FILE, MAE, MANIFEST, OVERALL_SLICE, PENDING,
+                            PIN_FILE, REJECTED, RMSE, SHADOW_FILE)
+from serving.registry import approval as _approval, order as _order, read_shadow
 from serving.registry import read_text as _read, remote as _remote, target as serving_target, versions as _versions
 
 
@@ -34,7 +35,7 @@ class PromotionError(ValueError):
 
 # --- file access: reads and the serving rule come from serving.registry (one statement of it) --
 
-def _write_atomic(path: str, text: str):
+def write_atomic(path: str, text: str):
     tmp = path + ".tmp"
     if _remote(path):
         import tensorflow as tf
@@ -47,7 +48,7 @@ def _write_atomic(path: str, text: str):
     os.replace(tmp, path)
 
 
-def _remove(path: str):
+def remove_file(path: str):
     if _remote(path):
         import tensorflow as tf
         if tf.io.gfile.exists(path):
@@ -69,10 +70,11 @@ class Version:
     run_id: str = ""
     serving: bool = False
     why: str = ""
+    approval: Optional[str] = None  # None (not needed), pending, approved or rejected
 
     @property
     def good(self) -> bool:
-        return self.complete and self.blessed is not False
+        return self.complete and self.blessed is not False and self.approval in (None, APPROVED)
 
 
 def _json(path: str) -> Dict:
@@ -97,7 +99,7 @@ def list_versions(registry: str, metadata_path: Optional[str] = None) -> List[Ve
             span=manifest.get("span") or runs.get(name, {}).get("span"),
             metrics=manifest.get("metrics") or evaluation.get("slices", {}).get(OVERALL_SLICE, {}),
             blessed=evaluation.get("blessed") if evaluation else (True if complete else None),
-            run_id=runs.get(name, {}).get("run_id", "")))
+            run_id=runs.get(name, {}).get("run_id", ""), approval=_approval(registry, name) if complete else None))
     serving, why = serving_target(registry)
     for v in out:
         if v.version == serving:
@@ -143,9 +145,12 @@ def promote(registry: str, version: str, reason: str = "", metadata_path: Option
         raise PromotionError(f"version {version} is incomplete (no {MANIFEST}); the server would refuse it")
     if target.blessed is False and not force:
         raise PromotionError(f"version {version} was not blessed by the Evaluator; use --force to pin it anyway")
+    if target.approval in (PENDING, REJECTED) and not force and action not in ("approve", "experiment"):
+        raise PromotionError(f"version {version} is {target.approval} approval: `cd4ml approve {version}` "
+                             f"serves it (or --force)")
     previous, _ = serving_target(registry)
     decision = Decision(action, version, previous, reason or action, _now())
-    _write_atomic(os.path.join(registry, PIN_FILE), json.dumps(
+    write_atomic(os.path.join(registry, PIN_FILE), json.dumps(
         {"version": version, "reason": decision.reason, "at": decision.at, "action": action,
          "previous": previous}, indent=2, sort_keys=True))
     if metadata_path:
@@ -175,14 +180,14 @@ def shadow(registry: str, version: Optional[str], reason: str = "",
     previous = read_shadow(registry)
     path = os.path.join(registry, SHADOW_FILE)
     if version is None:
-        _remove(path)
+        remove_file(path)
         decision = Decision("unshadow", None, previous, reason or "stop the shadow", _now())
     else:
         known = {v.version: v for v in list_versions(registry)}
         if version not in known or not known[version].complete:
             raise PromotionError(f"version {version} is not a complete version in {registry}")
         decision = Decision("shadow", version, previous, reason or "shadow", _now())
-        _write_atomic(path, json.dumps({"version": version, "reason": decision.reason, "at": decision.at},
+        write_atomic(path, json.dumps({"version": version, "reason": decision.reason, "at": decision.at},
                                        indent=2, sort_keys=True))
     if metadata_path:
         decision.execution_id = record(metadata_path, registry, decision)
@@ -192,9 +197,39 @@ def shadow(registry: str, version: Optional[str], reason: str = "",
 def unpin(registry: str, reason: str = "", metadata_path: Optional[str] = None) -> Decision:
     """Remove the pin: the server goes back to the newest complete version (roll forward)."""
     previous, _ = serving_target(registry)
-    _remove(os.path.join(registry, PIN_FILE))
+    remove_file(os.path.join(registry, PIN_FILE))
     version, _ = serving_target(registry)
     decision = Decision("unpin", version, previous, reason or "serve the newest version", _now())
+    if metadata_path:
+        decision.execution_id = record(metadata_path, registry, decision)
+    return decision
+
+
+def pending(registry: str) -> List[Version]:
+    """Blessed versions pushed under CD4ML_PROMOTION=manual that wait for a person's decision."""
+    return [v for v in list_versions(registry) if v.complete and v.approval == PENDING]
+
+
+def approve(registry: str, version: str, reason: str, metadata_path: Optional[str] = None,
+            reject: bool = False) -> Decision:
+    """A person's decision on a waiting version: approved, it serves (pinned if a pin or a newer
+    version would otherwise win); rejected, the server never picks it. Who, when and why go to
+    `<version>/APPROVAL.json` and to ML Metadata."""
+    if not reason:
+        raise PromotionError("a decision needs --reason: it is recorded with who and when")
+    waiting = {v.version: v for v in list_versions(registry)}
+    if version not in waiting or waiting[version].approval != PENDING:
+        state = waiting[version].approval or "needs no approval" if version in waiting else "is not in the registry"
+        raise PromotionError(f"version {version} is not waiting for approval ({state}); waiting: "
+                             f"{', '.join(v.version for v in pending(registry)) or 'none'}")
+    action = "reject" if reject else "approve"
+    previous, _ = serving_target(registry)
+    decision = Decision(action, version, previous, reason, _now())
+    write_atomic(os.path.join(registry, version, APPROVAL_FILE), json.dumps(
+        {"decision": REJECTED if reject else APPROVED, "user": user(), "at": decision.at, "reason": reason},
+        indent=2, sort_keys=True))
+    if not reject and serving_target(registry)[0] != version:
+        return promote(registry, version, reason, metadata_path, action="approve")
     if metadata_path:
         decision.execution_id = record(metadata_path, registry, decision)
     return decision
@@ -215,7 +250,7 @@ def record(metadata_path: str, registry: str, decision: Decision) -> int:
             decision.note = (f"ML Metadata at {mlmd.describe(metadata_path)} has no push of version "
                              f"{decision.version}: the decision is recorded without a link to its model")
     values = {"action": decision.action, "version": decision.version or "", "previous": decision.previous or "",
-              "reason": decision.reason, "user": _user(), "at": decision.at, "registry": registry}
+              "reason": decision.reason, "user": user(), "at": decision.at, "registry": registry}
     return records.put(store, records.PROMOTION, values, context_name=registry, inputs=inputs)
 
 
@@ -230,7 +265,7 @@ def history(metadata_path: str, registry: Optional[str] = None) -> List[Dict[str
     return [row for row in rows if registry is None or row["registry"] == registry]
 
 
-def _user() -> str:
+def user() -> str:
     try:
         return getpass.getuser()
     except Exception:  # noqa: BLE001
@@ -246,6 +281,8 @@ def format_versions(versions: List[Version]) -> str:
         rmse = v.metrics.get(RMSE)
         mark = "*" if v.serving else " "
         state = ("yes" if v.blessed else "NO" if v.blessed is False else "?") if v.complete else "incomplete"
+        if v.approval in (PENDING, REJECTED):
+            state = {PENDING: "waiting", REJECTED: "rejected"}[v.approval]
         mae_text = f"{mae:.2f}" if mae is not None else "-"
         rmse_text = f"{rmse:.2f}" if rmse is not None else "-"
         lines.append(f"{mark} {v.version:<12} {v.span if v.span else '-':>4} {mae_text:>8} {rmse_text:>8} "
@@ -253,4 +290,12 @@ def format_versions(versions: List[Version]) -> str:
     serving = [v for v in versions if v.serving]
     if serving:
         lines.append(f"* served: {serving[0].version} ({serving[0].why})")
+    served_mae = serving[0].metrics.get(MAE) if serving else None
+    for v in versions:
+        if v.approval == PENDING:
+            mae = v.metrics.get(MAE)
+            versus = (f"MAE {mae:.2f} vs {served_mae:.2f} of the served version ({mae - served_mae:+.2f})"
+                      if mae is not None and served_mae is not None else "no comparable evaluation")
+            lines.append(f"waiting for approval: {v.version} (blessed; {versus}): "
+                         f"`cd4ml approve {v.version} --reason ...` or `cd4ml reject {v.version} --reason ...`")
     return "\n".join(lines)

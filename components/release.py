@@ -21,7 +21,8 @@ from tfx.types import standard_artifacts
 from tfx.types.system_artifacts import Metrics
 
 from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, FEATURES_FILE, EXAMPLES_INPUT, HOLDOUT,
-                            MANIFEST, OVERALL_SLICE, PREDICTIONS, RELEASE_ARTIFACT, SAVED_MODEL_FILES, SCHEMA_FILE)
+                            MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS, RELEASE_ARTIFACT, SAVED_MODEL_FILES,
+                            SCHEMA_FILE)
 from components import evaluation, features
 from components.detectors import Detectors
 
@@ -69,7 +70,7 @@ def _write(path: str, text: str):
 
 
 def write_version(destination: str, schema_uri: str, eval_uri: str, examples: types.Artifact,
-                  detectors_uri: str, pipeline_name: str) -> Dict[str, object]:
+                  detectors_uri: str, pipeline_name: str, promotion: str = "auto") -> Dict[str, object]:
     summary = evaluation.summarize(eval_uri)
     tf.io.gfile.copy(os.path.join(schema_uri, SCHEMA_FILE), os.path.join(destination, SCHEMA_FILE), overwrite=True)
     _write(os.path.join(destination, EVALUATION_FILE), json.dumps(summary, indent=2, sort_keys=True))
@@ -90,6 +91,8 @@ def write_version(destination: str, schema_uri: str, eval_uri: str, examples: ty
         "features": features.FEATURE_NAMES,
         "files": files,
     }
+    if promotion == "manual":  # pushed, but served only once a person approves it (cd4ml approve)
+        manifest["approval"] = PENDING
     _write(os.path.join(destination, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
@@ -115,6 +118,7 @@ def ReleaseBundle(
     release: OutputArtifact[ModelRelease],
     detectors: InputArtifact[Detectors] = None,
     pipeline_name: Parameter[str] = "cd4ml",
+    promotion: Parameter[str] = "auto",
 ):
     pushed = pushed_model.get_int_custom_property("pushed") == 1
     release.set_int_custom_property("released", int(pushed))
@@ -122,9 +126,10 @@ def ReleaseBundle(
         return
     destination = pushed_model.get_string_custom_property("pushed_destination")
     manifest = write_version(destination, schema.uri, evaluation_result.uri, examples,
-                             detectors.uri if detectors else "", pipeline_name)
+                             detectors.uri if detectors else "", pipeline_name, promotion)
     release.set_string_custom_property("version", manifest["version"])
     release.set_string_custom_property("destination", destination)
+    release.set_string_custom_property("approval", manifest.get("approval", "not needed"))
     release.set_int_custom_property("span", int(manifest["span"] or 0))
     for name, value in manifest["metrics"].items():
         release.set_float_custom_property(name, float(value))

@@ -13,6 +13,7 @@ import os
 from typing import Dict, List, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROMOTION_POLICIES = ("auto", "manual")
 
 
 def default_home() -> str:
@@ -40,6 +41,9 @@ class PipelineConfig:
     # model by more than this many bikers per hour.
     mae_bound: float = 90.0
     mae_regression_tolerance: float = 5.0
+    # What happens to a blessed model: "auto" serves it as soon as it is pushed; "manual" pushes it
+    # as a candidate that waits for `cd4ml approve VERSION` (or `cd4ml reject`).
+    promotion: str = "auto"
     eval_buckets: int = 5          # 1 of these hash buckets (by day) is the eval split
     # Beam: empty means the DirectRunner in this process (in_memory, one worker). A cluster passes
     # Dataflow flags here (space separated). Any non-empty value without a dependency flag
@@ -72,6 +76,8 @@ class PipelineConfig:
             self.metadata_path = os.path.abspath(os.path.expanduser(self.metadata_path))
         if not self.data_root.startswith("gs://"):
             self.data_root = os.path.abspath(os.path.expanduser(self.data_root))
+        if self.promotion not in PROMOTION_POLICIES:
+            raise ValueError(f"CD4ML_PROMOTION={self.promotion!r}: expected one of {', '.join(PROMOTION_POLICIES)}")
 
     @property
     def runs_dir(self) -> str:

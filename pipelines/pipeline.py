@@ -220,6 +220,7 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
         examples=gen.outputs["examples"],
         detectors=detectors.outputs["detectors"],
         pipeline_name=config.pipeline_name,
+        promotion=config.promotion,
     )
     nodes = [gen, statistics, schema_import, schema_proposal, validator, gate, detectors]
     if window:

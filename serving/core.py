@@ -19,15 +19,17 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from cd4ml.contract import DRIFT_LOG, FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir
+from cd4ml.logstore import read_records
 from components import detector_core
 from serving import registry as reg
+from serving.bandit import Counts, Experiment
 from serving.logs import now, open_log
 from serving.request import DEFAULT_MAX_ROWS, RequestError, parse, split_event_times
 from serving.version import LoadedVersion, VersionError
@@ -52,6 +54,16 @@ class Prediction:
     outlier_scores: Optional[List[float]]
     is_outlier: Optional[List[bool]]
     latency_ms: float
+    experiment: Optional[str] = None   # the experiment that routed the request to `version`
+
+
+@dataclass
+class Remembered:
+    """What feedback joins to: who answered a request, with what, and how it was routed."""
+    version: str
+    predictions: List[float]
+    shadow: Optional[Tuple[str, List[float]]] = None
+    experiment: Optional[str] = None
 
 
 @dataclass
@@ -103,7 +115,11 @@ class ServingCore:
         self.last_drift: Optional[Dict] = None
         self.refused: Dict[str, str] = {}
         self._refused_stamp: Dict[str, object] = {}
-        self._memory: "collections.OrderedDict[str, Tuple]" = collections.OrderedDict()
+        self._memory: "collections.OrderedDict[str, Remembered]" = collections.OrderedDict()
+        self._experiment: Optional[Experiment] = None
+        self._arms: Dict[str, LoadedVersion] = {}
+        self._counts: Optional[Counts] = None
+        self._rng = np.random.default_rng()
         self._memory_rows = 0
         self._mae: Dict[str, List[float]] = {}
         self._stop = threading.Event()
@@ -118,7 +134,7 @@ class ServingCore:
         wanted, why = reg.target(self.registry, self.pinned)
         candidates = [wanted] if wanted else []
         if not self.pinned:
-            candidates += [v for v in reversed(reg.complete_versions(self.registry)) if v != wanted]
+            candidates += [v for v in reversed(reg.servable_versions(self.registry)) if v != wanted]
         for version in candidates:
             if self._try_load(version, why if version == wanted else "newest complete version that loads"):
                 break
@@ -126,6 +142,7 @@ class ServingCore:
             reasons = "; ".join(f"{v}: {r}" for v, r in self.refused.items()) or why
             raise VersionError(f"nothing to serve from {self.registry} ({reasons})")
         self.refresh_shadow()
+        self.refresh_experiment()
         if poll and self.poll_seconds > 0:
             self._poller = threading.Thread(target=self._poll, name="cd4ml-registry-poller", daemon=True)
             self._poller.start()
@@ -156,6 +173,7 @@ class ServingCore:
     def refresh(self) -> bool:
         """One look at the registry; True when another version now serves."""
         self.refresh_shadow()
+        self.refresh_experiment()
         wanted, why = reg.target(self.registry, self.pinned)
         if not wanted or wanted == self.version:
             return False
@@ -193,6 +211,46 @@ class ServingCore:
             self.refused[wanted] = str(err)
             self._shadow = None
 
+    # ----- experiments ----------------------------------------------------------------------
+    @property
+    def experiment(self) -> Optional[Experiment]:
+        return self._experiment
+
+    def refresh_experiment(self):
+        """Follow EXPERIMENT.json: load its arms, and re-read its evidence from the feedback log
+        (every worker's, so all route on the same counts). An arm that fails to load ends
+        nothing: the experiment is not run, and the served version answers alone."""
+        wanted = reg.read_experiment(self.registry)
+        if wanted is None:
+            if self._experiment is not None:
+                log.info("cd4ml serving: experiment %s is over; %s answers alone", self._experiment.id, self.version)
+            self._experiment, self._arms, self._counts = None, {}, None
+            return
+        if self._experiment is None or wanted != self._experiment:
+            try:
+                arms = {v: (self._current if self._current and v == self._current.version
+                            else self._arms.get(v) or LoadedVersion(self.registry, v)) for v in wanted.arms}
+            except Exception as err:  # noqa: BLE001 - a bad arm must not touch the served version
+                if self.refused.get(wanted.id) != str(err):
+                    log.error("cd4ml serving: REFUSED experiment %s: %s", wanted.id, err)
+                self.refused[wanted.id] = str(err)
+                self._experiment, self._arms, self._counts = None, {}, None
+                return
+            log.info("cd4ml serving: experiment %s routes between %s (%s)", wanted.id, ", ".join(wanted.arms),
+                     wanted.strategy)
+            self._arms = arms
+        counts = Counts.from_feedback(wanted, read_records(self.log_dir, FEEDBACK_LOG))
+        with self._lock:
+            self._experiment, self._counts = wanted, counts
+
+    def experiment_status(self) -> Optional[Dict]:
+        with self._lock:
+            exp, counts = self._experiment, self._counts
+        if exp is None:
+            return None
+        return {"id": exp.id, "strategy": exp.strategy,
+                "arms": {n: asdict(a) for n, a in counts.arms.items()}}
+
     def _try_load(self, version: str, why: str, stamp=None) -> bool:
         previous = self._current.version if self._current else None
         started = time.perf_counter()
@@ -221,7 +279,7 @@ class ServingCore:
         """Answer a request body; `parser` turns it into validated rows (the Seldon v1 body by
         default, request.parse_v2 for the Open Inference Protocol's inputs)."""
         started = time.perf_counter()
-        model = self._current  # one reference for the whole request: reloads cannot touch it
+        model, experiment = self._route()  # one reference for the whole request: reloads cannot touch it
         try:
             rows = parser(payload, self.max_rows, model.features)
         except RequestError as err:
@@ -238,6 +296,7 @@ class ServingCore:
             scores = score_array.tolist()
         request_id = uuid.uuid4().hex
         values = predictions.tolist()
+        routed = experiment.id if experiment else None
         latency_ms = (time.perf_counter() - started) * 1e3
         shadow, shadow_values = self._shadow, None
         if shadow is not None:  # after the answer's latency: the challenger costs the client nothing
@@ -250,8 +309,11 @@ class ServingCore:
             m.observe("cd4ml_request_duration_seconds", latency_ms, version=model.version)
             if flags:
                 m.add("cd4ml_outliers_total", sum(flags), version=model.version)
-            self._remember(request_id, model.version, values,
-                           (shadow.version, shadow_values) if shadow is not None else None)
+            self._remember(request_id, Remembered(model.version, values,
+                                                  (shadow.version, shadow_values) if shadow is not None else None,
+                                                  routed))
+            if routed:
+                m.add("cd4ml_experiment_rows_total", len(rows), version=model.version, experiment=routed)
             if shadow is not None:
                 m.add("cd4ml_shadow_rows_total", len(rows), version=shadow.version)
             if encoded is not None and model is self._current:
@@ -260,10 +322,21 @@ class ServingCore:
                   "rows": rows, "predictions": values, "outlier_scores": scores}
         if event_times:
             record["event_times"] = event_times
+        if routed:
+            record["experiment"] = routed
         if shadow is not None:
             record.update(shadow_version=shadow.version, shadow_predictions=shadow_values)
         self.predictions_log.write(record)
-        return Prediction(model.version, request_id, values, scores, flags, latency_ms)
+        return Prediction(model.version, request_id, values, scores, flags, latency_ms, routed)
+
+    def _route(self) -> Tuple[LoadedVersion, Optional[Experiment]]:
+        """The version that answers this request: an experiment's arm, else the served version."""
+        with self._lock:
+            experiment, counts = self._experiment, self._counts
+            if experiment is None:
+                return self._current, None
+            arm = counts.choose(self._rng)
+        return self._arms[arm], experiment
 
     def reject(self, err: RequestError, version: Optional[str] = None):
         version = version or (self._current.version if self._current else "none")
@@ -320,46 +393,84 @@ class ServingCore:
         return model.detectors.drift_test(detector_core.encode(rows, model.features))
 
     # ----- feedback --------------------------------------------------------------------------
-    def _remember(self, request_id: str, version: str, values: List[float], shadow=None):
-        self._memory[request_id] = (version, values, shadow)
-        self._memory_rows += len(values)
+    def _remember(self, request_id: str, remembered: Remembered):
+        self._memory[request_id] = remembered
+        self._memory_rows += len(remembered.predictions)
         while self._memory_rows > FEEDBACK_MEMORY_ROWS and self._memory:
-            _, (_, old, _) = self._memory.popitem(last=False)
-            self._memory_rows -= len(old)
+            _, old = self._memory.popitem(last=False)
+            self._memory_rows -= len(old.predictions)
 
-    def feedback(self, truth: List[float], request_id: Optional[str] = None,
-                 predictions: Optional[List[float]] = None, version: Optional[str] = None) -> Dict:
-        """Join ground truth to what was predicted (by request id, else the response sent back)."""
+    def feedback(self, truth: Optional[List[float]], request_id: Optional[str] = None,
+                 predictions: Optional[List[float]] = None, version: Optional[str] = None,
+                 reward: Optional[float] = None) -> Dict:
+        """Join ground truth (or a client's reward in [0, 1]) to what was predicted (by request id,
+        else the response sent back); a request an experiment routed also scores its arm."""
         with self._lock:
             known = self._memory.get(request_id) if request_id else None
         if request_id and not known:  # answered by another worker, or before a restart
             known = self._from_log(request_id)
-        shadow = None
         if known:
-            version, predictions, shadow = known
+            version, predictions = known.version, known.predictions
         if predictions is None:
             raise RequestError("feedback: needs 'response.meta.tags.request_id' of a recent prediction "
                                "or the predictions in 'response.data'", rule="unjoinable")
-        if not isinstance(truth, list) or len(truth) != len(predictions) or not all(
-                isinstance(t, (int, float)) and not isinstance(t, bool) and np.isfinite(t) for t in truth):
+        if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float))
+                                   or not 0 <= reward <= 1):
+            raise RequestError(f"field 'reward': expected a number in [0, 1] (the fraction of good answers), "
+                               f"got {reward!r}", rule="reward")
+        if truth is None and reward is None:
+            raise RequestError("feedback: needs 'truth' (one value per predicted row) or a 'reward' in [0, 1]",
+                               rule="truth")
+        if truth is not None and (not isinstance(truth, list) or len(truth) != len(predictions) or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and np.isfinite(t) for t in truth)):
             raise RequestError(f"field 'truth': expected {len(predictions)} finite numbers, one per "
                                f"predicted row", rule="truth")
+        arm, note = self._arm_of(known, version, explicit_reward=reward is not None)
         version = version or self.version
-        mae = self._score(version, predictions, truth, request_id, bool(known))
-        if shadow is not None:
-            self._score(shadow[0], shadow[1], truth, request_id, True, shadow=True)
-        return {"version": version, "matched": bool(known), "rows": len(truth), "live_mae": mae}
+        answer = {"version": version, "matched": bool(known), "rows": len(predictions)}
+        score = None
+        if arm is not None:
+            n = len(predictions)
+            successes = reward * n if reward is not None else self._experiment.successes(predictions, truth)
+            score = {"successes": float(successes), "trials": float(n)}
+        if truth is None:  # a reward alone: the bandit's, no truth to log for training
+            self._log_reward(request_id, version, predictions, arm, score)
+        else:
+            answer["live_mae"] = self._score(version, predictions, truth, request_id, bool(known),
+                                             experiment=(arm, score) if arm else None)
+            if known and known.shadow is not None:
+                self._score(known.shadow[0], known.shadow[1], truth, request_id, True, shadow=True)
+        if arm is not None:
+            answer["experiment"] = {"id": self._experiment.id, "arm": arm, **score}
+        elif note:
+            answer["experiment"] = note
+        return answer
 
-    def _from_log(self, request_id: str) -> Optional[Tuple]:
+    def _arm_of(self, known: Optional[Remembered], version: Optional[str], explicit_reward: bool):
+        """(arm, None) when the running experiment routed this request, else (None, why not)."""
+        routed = known.experiment if known else None
+        with self._lock:
+            running = self._experiment
+        if routed and running is not None and routed == running.id and version in running.arms:
+            return version, None
+        if explicit_reward:  # a reward has no other use: refuse it rather than drop it quietly
+            why = (f"experiment {routed} is over" if routed else "no experiment routed this request")
+            raise RequestError(f"field 'reward': {why} (running: {running.id if running else 'none'}); "
+                               f"nothing was recorded", status=409, rule="experiment_over")
+        return None, (f"not counted: experiment {routed} is over" if routed else None)
+
+    def _from_log(self, request_id: str) -> Optional[Remembered]:
         record = self.predictions_log.find("request_id", request_id)
         if record is None:
             return None
         shadow = record.get("shadow_version")
-        return (record["version"], record["predictions"],
-                (shadow, record["shadow_predictions"]) if shadow else None)
+        return Remembered(record["version"], record["predictions"],
+                          (shadow, record["shadow_predictions"]) if shadow else None, record.get("experiment"))
 
-    def _score(self, version: str, predictions, truth, request_id, matched: bool, shadow: bool = False):
-        """Fold one labelled request into a version's live MAE (champion or shadow) and log it."""
+    def _score(self, version: str, predictions, truth, request_id, matched: bool, shadow: bool = False,
+               experiment: Optional[Tuple[str, Dict]] = None):
+        """Fold one labelled request into a version's live MAE (champion or shadow), and into its
+        experiment arm's evidence, and log it."""
         errors = [abs(float(p) - float(t)) for p, t in zip(predictions, truth)]
         with self._lock:
             total = self._mae.setdefault(version, [0.0, 0.0])
@@ -368,12 +479,24 @@ class ServingCore:
             mae = total[0] / total[1]
             self._metrics.add("cd4ml_feedback_rows_total", len(errors), version=version)
             self._metrics.set("cd4ml_live_mae", mae, version=version)
+            if experiment and self._counts is not None:
+                self._counts.add(experiment[0], experiment[1]["successes"], experiment[1]["trials"], errors)
         entry = {"ts": now(), "request_id": request_id, "version": version, "matched": matched,
                  "truth": truth, "predictions": predictions, "abs_errors": errors}
         if shadow:
             entry["shadow"] = True
+        if experiment:
+            entry.update(experiment=self._experiment.id, arm=experiment[0], reward=experiment[1])
         self.feedback_log.write(entry)
         return mae
+
+    def _log_reward(self, request_id, version, predictions, arm: str, score: Dict):
+        with self._lock:
+            if self._counts is not None:
+                self._counts.add(arm, score["successes"], score["trials"])
+        self.feedback_log.write({"ts": now(), "request_id": request_id, "version": version, "matched": True,
+                                 "predictions": predictions, "experiment": self._experiment.id, "arm": arm,
+                                 "reward": score})
 
     def live_mae(self, version: Optional[str] = None) -> Optional[float]:
         total = self._mae.get(version or self.version)
@@ -383,7 +506,7 @@ class ServingCore:
         model = self._current
         return {"status": "ok" if model else "loading", "version": model.version if model else None,
                 "since": self._since, "registry": self.registry, "pinned": self.pinned,
-                "shadow": self.shadow_version,
+                "shadow": self.shadow_version, "experiment": self.experiment_status(),
                 "detectors": bool(model and model.detectors), "refused": dict(self.refused),
                 "last_drift": self.last_drift and {k: self.last_drift[k]
                                                    for k in ("ts", "version", "is_drift", "drifted")}}

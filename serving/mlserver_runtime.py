@@ -95,7 +95,8 @@ class BikeDemandRuntime(MLModel):
 
     @custom_handler(rest_path=f"/v2/models/{MODEL_NAME}/feedback")
     async def feedback(self, request: Request) -> Dict:
-        """Ground truth for an answered request: {"request_id", "truth": [one per row]}."""
+        """Ground truth for an answered request: {"request_id", "truth": [one per row]}; or, for a
+        request an experiment routed, a client's own {"request_id", "reward": 0..1}."""
         try:
             body = json.loads(await request.body())
         except ValueError as err:
@@ -104,9 +105,16 @@ class BikeDemandRuntime(MLModel):
             raise MLServerError("feedback body must be an object with 'request_id' and 'truth'", status_code=400)
         try:
             return self.core.feedback(body.get("truth"), request_id=body.get("request_id"),
-                                      predictions=body.get("predictions"), version=body.get("version"))
+                                      predictions=body.get("predictions"), version=body.get("version"),
+                                      reward=body.get("reward"))
         except RequestError as err:
             raise RequestRefused(err) from None
+
+
+    @custom_handler(rest_path=f"/v2/models/{MODEL_NAME}/experiment", rest_method="GET")
+    async def experiment(self, request: Request) -> Dict:
+        """The running experiment's arms and counts as this server routes on them ({} when none)."""
+        return self.core.experiment_status() or {}
 
 
 class _CoreMetrics:

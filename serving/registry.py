@@ -15,7 +15,8 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
-from cd4ml.contract import MANIFEST, PIN_FILE, SHADOW_FILE
+from cd4ml.contract import (APPROVAL_FILE, APPROVED, EXPERIMENT_FILE, MANIFEST, PENDING, PIN_FILE, REJECTED,
+                            SHADOW_FILE)
 
 __all__ = ["MANIFEST", "PIN_FILE", "SHADOW_FILE"]  # re-exported for the registry's callers
 
@@ -74,6 +75,46 @@ def complete_versions(registry: str) -> List[str]:
     return [v for v in versions(registry) if is_complete(registry, v)]
 
 
+def _json_file(path: str) -> Dict:
+    if not exists(path):
+        return {}
+    try:
+        body = json.loads(read_text(path))
+        return body if isinstance(body, dict) else {}
+    except (ValueError, OSError) as err:
+        log.error("cd4ml serving: ignoring %s: %s", path, err)
+        return {}
+
+
+def approval(registry: str, version: str) -> Optional[str]:
+    """A version's approval: None when it needs none (pushed under CD4ML_PROMOTION=auto), else
+    pending, approved or rejected (APPROVAL.json, written by `cd4ml approve/reject`)."""
+    decided = _json_file(os.path.join(registry, version, APPROVAL_FILE)).get("decision")
+    if decided in (APPROVED, REJECTED):
+        return decided
+    return PENDING if _json_file(os.path.join(registry, version, MANIFEST)).get("approval") == PENDING else None
+
+
+def servable_versions(registry: str) -> List[str]:
+    """Complete versions the server may pick by itself: not waiting for approval, not rejected."""
+    return [v for v in complete_versions(registry) if approval(registry, v) in (None, APPROVED)]
+
+
+def read_experiment(registry: str):
+    """The running experiment (serving.bandit.Experiment) from EXPERIMENT.json, or None; an
+    unreadable one is logged and ignored, like a bad pin."""
+    from serving.bandit import Experiment
+
+    path = os.path.join(registry, EXPERIMENT_FILE)
+    if not exists(path):
+        return None
+    try:
+        return Experiment.from_json(read_text(path))
+    except (ValueError, TypeError, OSError) as err:
+        log.error("cd4ml serving: ignoring %s: %s", path, err)
+        return None
+
+
 def read_shadow(registry: str) -> Optional[str]:
     """The shadow (challenger) version from SHADOW.json, or None."""
     path = os.path.join(registry, SHADOW_FILE)
@@ -109,7 +150,7 @@ def target(registry: str, pinned: Optional[str] = None) -> Tuple[Optional[str], 
     if pin:
         reason = f" ({pin['reason']})" if pin.get("reason") else ""
         return str(pin["version"]), f"pinned by {PIN_FILE}{reason}"
-    complete = complete_versions(registry)
-    if complete:
-        return complete[-1], "newest complete version"
-    return None, f"no complete version (with {MANIFEST}) under {registry}"
+    servable = servable_versions(registry)
+    if servable:
+        return servable[-1], "newest complete version"
+    return None, f"no complete, approved version (with {MANIFEST}) under {registry}"

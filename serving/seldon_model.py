@@ -89,12 +89,16 @@ class BikeDemandModel:
         response = body.get("response", {})
         tags = response.get("meta", {}).get("tags", {})
         truth = _ndarray(body.get("truth"))
+        # Seldon's feedback carries a reward: with truth, the server computes its own from the
+        # errors; without, the client's counts (proto3 reads an unset reward as 0.0).
+        reward = feedback.reward if truth is None and "truth" not in body else None
         try:
-            if truth is None:
+            if truth is None and "truth" in body:
                 raise RequestError("field 'truth': expected {'data': {'ndarray': [...]}} with one value "
                                    "per predicted row", rule="truth")
             joined = self.core.feedback(truth, request_id=tags.get("request_id"),
-                                        predictions=_ndarray(response), version=tags.get("model_version"))
+                                        predictions=_ndarray(response), version=tags.get("model_version"),
+                                        reward=reward)
         except RequestError as err:
             from seldon_core.flask_utils import SeldonMicroserviceException
 
@@ -103,7 +107,9 @@ class BikeDemandModel:
                                               reason="MICROSERVICE_BAD_DATA") from err
         # No metrics on this proto answer: proto3 JSON drops zero values, and Seldon then fails
         # on a metric without "value". They reach Prometheus with the next prediction or probe.
-        return json_to_seldon_message({"data": {"names": ["live_mae"], "ndarray": [joined["live_mae"]]},
+        name, value = (("live_mae", joined["live_mae"]) if "live_mae" in joined else
+                       ("reward", joined["experiment"]["successes"] / joined["experiment"]["trials"]))
+        return json_to_seldon_message({"data": {"names": [name], "ndarray": [value]},
                                        "meta": {"tags": dict(joined)}})
 
     def health_status(self):

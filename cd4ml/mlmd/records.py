@@ -3,7 +3,8 @@
 TFX records what its components did. What happens around the pipeline is recorded here, in the
 same store, as executions of our own types, so one query answers "who served what, when and why":
 a bucket object turned into a span (Drop), a promotion or rollback (Promotion), a retrain asked for
-by the drift trigger (RetrainRequest), labelled serving traffic turned into a span (Harvest).
+by the drift trigger (RetrainRequest), labelled serving traffic turned into a span (Harvest), a
+bandit experiment between versions (Experiment).
 Each type is declared once below; this module is the only one that registers, writes or reads them.
 
 A type is registered with `can_add_fields`, so a newer cd4ml can add a property to a store that
@@ -59,6 +60,12 @@ HARVEST = RecordType("cd4ml.Harvest", context="cd4ml.LogStore",
                      strings=("log_source", "data_root", "span_dir", "ledger", "first_served", "last_served",
                               "versions", "problems", "outcome", "run_id", "version", "quarantine", "detail"),
                      ints=("span", "rows", "requests"))
+
+# A bandit experiment between the served version and challengers (cd4ml/experiment.py): started,
+# stopped, or concluded by its verdict, with the evidence (rows, rewards, live MAE, P(best) per arm).
+EXPERIMENT = RecordType("cd4ml.Experiment", context="cd4ml.Registry",
+                        strings=("experiment_id", "action", "champion", "challengers", "strategy", "winner",
+                                 "evidence", "reason", "user", "at", "registry"))
 
 COMPLETE, RUNNING, FAILED = pb.Execution.COMPLETE, pb.Execution.RUNNING, pb.Execution.FAILED
 
