@@ -130,7 +130,8 @@ def infer(server, batch):
 
 
 @pytest.mark.slow
-def test_the_bandit_routes_to_the_better_model_survives_a_restart_and_concludes(arms, tmp_path):
+def test_the_bandit_routes_to_the_better_model_survives_a_restart_and_concludes(arms, tmp_path, monkeypatch,
+                                                                                capsys):
     from cd4ml import mlmd
     from cd4ml.mlmd import records
     from components import features
@@ -191,7 +192,15 @@ def test_the_bandit_routes_to_the_better_model_survives_a_restart_and_concludes(
     assert evidence["arms"][challenger]["live_mae"] < evidence["arms"][champion]["live_mae"]
     # The decision shows in the winner's lineage (its PushedModel is the record's input).
     decisions = mlmd.decisions_for(store, challenger)
-    assert any(d["action"] == "experiment" and exp.id in d["reason"] for d in decisions), decisions
+    assert any(d["action"] == "experiment" and exp.id in d["reason"] for d in decisions), decisions  # the pin
+    (verdict,) = [d for d in decisions if d["action"] == "experiment conclude"]
+    assert json.loads(verdict["evidence"])["verdict"] == challenger and verdict["previous"] == champion
+    from cd4ml import cli
+
+    monkeypatch.setenv("CD4ML_METADATA_PATH", metadata)
+    capsys.readouterr()
+    assert cli.main(["lineage", challenger]) == 0
+    assert f"experiment conclude {challenger} (was {champion})" in capsys.readouterr().out
 
 
 @pytest.mark.slow

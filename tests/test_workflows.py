@@ -258,3 +258,17 @@ def test_ci_uploads_the_run_browser_export(workflows):
     uploads = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert any(s["with"]["path"] == target for s in uploads), (target, uploads)
     assert exported[0]["env"]["CD4ML_PIPELINE_ROOT"] == ""  # local roots, not the job's gs:// ones
+
+
+def test_cd_promotes_only_in_the_production_environment(workflows):
+    """The pipeline pushes candidates (CD4ML_PROMOTION=manual); the job that serves one runs in the
+    `production` environment, after the pipeline, and approves with who and why."""
+    jobs = workflows["cd.yml"]["jobs"]
+    pipeline = next(j for j in jobs.values() if any("cd4ml submit" in s.get("run", "") for s in j["steps"]))
+    assert pipeline["env"]["CD4ML_PROMOTION"] == "manual"
+    (promote,) = [j for j in jobs.values() if any("cd4ml approve" in s.get("run", "") for s in j["steps"])]
+    assert promote["environment"] == "production" and promote["needs"] == "pipeline"
+    (step,) = [s for s in promote["steps"] if "cd4ml approve" in s.get("run", "")]
+    args = cd4ml_calls(step["run"])[0]
+    assert "--latest" in args and "--reason" in args and "${{" not in step["run"]
+    assert [j for j in jobs.values() if j.get("environment") == "production"] == [promote]

@@ -223,8 +223,16 @@ def harvest_for(store: metadata_store.MetadataStore, data_root: str, span) -> Op
 
 
 def decisions_for(store: metadata_store.MetadataStore, version: str) -> List[Dict[str, object]]:
-    """Operator decisions (promote, rollback, unpin, shadow) that named this version, oldest first."""
-    return [row for row in records.read(store, records.PROMOTION) if version in (row["version"], row["previous"])]
+    """Decisions that named this version, oldest first: an operator's (promote, rollback, unpin,
+    shadow, approve, reject) and experiments it took part in (start, conclude with the evidence)."""
+    found = [row for row in records.read(store, records.PROMOTION) if version in (row["version"], row["previous"])]
+    for e in records.read(store, records.EXPERIMENT):
+        arms = [e["champion"], *e["challengers"].split(",")]
+        if version in arms:
+            found.append({"action": f"experiment {e['action']}", "version": e["winner"] or e["challengers"],
+                          "previous": e["champion"], "reason": f"{e['experiment_id']}: {e['reason']}",
+                          "user": e["user"], "at": e["at"], "evidence": e["evidence"]})
+    return sorted(found, key=lambda d: d["at"])
 
 
 def _by(doc, node=None, artifact_type=None, key=None) -> List[Dict]:
