@@ -4,7 +4,8 @@ the real runs of the session's trained home. Screenshots go to the test's tempor
 
 The store is a copy of the trained home's (its artifacts stay where the runs wrote them), so the
 hostile records this module adds (a bucket object and a drifted feature carrying HTML) touch no
-other test, and the copy's bytes show the browser wrote nothing.
+other test, and the copy's bytes show the browser wrote nothing. Other test modules may have run
+more pipelines in that home before: the tests look for the two trained runs by id.
 """
 
 from __future__ import annotations
@@ -132,18 +133,25 @@ def by(css):
     return By.CSS_SELECTOR, css
 
 
+def row_of(browser, run_id):
+    """The runs page's row of one run."""
+    (row,) = [r for r in browser.find_elements(*by("tr.run-row"))
+              if r.find_element(*by("a.run-link")).text == run_id]
+    return row
+
+
 def test_runs_to_run_to_version_to_span_files(ui, browser, ui_home, shots):
     trained = ui_home["trained"]
     browser.get(f"{ui}/runs")
-    rows = browser.find_elements(*by("tr.run-row"))
-    assert len(rows) == 2
     links = [a.text for a in browser.find_elements(*by("a.run-link"))]
-    assert links == [trained.span2.run_id, trained.span1.run_id]  # newest first
-    assert "drop" in rows[0].text and "harvest" not in rows[0].text and "manual" in rows[1].text
-    assert "2, 1" in rows[0].text  # the training window
+    assert links.index(trained.span2.run_id) < links.index(trained.span1.run_id)  # newest first
+    assert links == sorted(links, reverse=True)
+    second, first = row_of(browser, trained.span2.run_id), row_of(browser, trained.span1.run_id)
+    assert "drop" in second.text and "manual" in first.text  # the drop recorded for the span-2 run
+    assert "2, 1" in second.text and trained.span2.pushed_version in second.text  # the window, the version
     shots(browser, "runs")
 
-    browser.find_element(*by("a.run-link")).click()
+    row_of(browser, trained.span2.run_id).find_element(*by("a.run-link")).click()
     assert browser.find_element(*by("#run-id")).text == trained.span2.run_id
     dag = browser.find_element(*by("svg#run-dag"))
     assert dag.is_displayed() and dag.size["width"] > 600
@@ -177,8 +185,8 @@ def test_runs_to_run_to_version_to_span_files(ui, browser, ui_home, shots):
 def test_compare_two_runs(ui, browser, ui_home, shots):
     trained = ui_home["trained"]
     browser.get(f"{ui}/runs")
-    for box in browser.find_elements(*by("input[name=pick]")):
-        box.click()
+    for run in (trained.span1, trained.span2):
+        row_of(browser, run.run_id).find_element(*by("input[name=pick]")).click()
     browser.find_element(*by("#compare-button")).click()
     assert "/compare?" in browser.current_url
     query = urllib.parse.parse_qs(urllib.parse.urlparse(browser.current_url).query)
@@ -190,12 +198,12 @@ def test_compare_two_runs(ui, browser, ui_home, shots):
     shots(browser, "compare")
 
 
-def test_hostile_names_show_as_text(ui, browser, shots):
+def test_hostile_names_show_as_text(ui, browser, ui_home, shots):
     browser.get(f"{ui}/runs")
-    detail = browser.find_element(*by("tr.run-row .trigger-detail")).text
-    assert detail == f"gs://cd4ml-ui/{HOSTILE_OBJECT}#7"
+    row = row_of(browser, ui_home["trained"].span2.run_id)
+    assert row.find_element(*by(".trigger-detail")).text == f"gs://cd4ml-ui/{HOSTILE_OBJECT}#7"
     assert browser.find_elements(*by("#pwned")) == [] and browser.title != "1"
-    browser.find_element(*by("a.version-link")).click()
+    row.find_element(*by("a.version-link")).click()
     assert browser.find_element(*by("#drift .drifted")).text == HOSTILE_FEATURE
     assert browser.find_elements(*by("#bold")) == []
     hostile_run = "<img src=x id=pwned2 onerror=\"document.title='x'\">"
@@ -213,7 +221,8 @@ def test_nothing_writes_and_only_reads_are_served(ui, ui_home):
         assert requests.get(f"{ui}{path}", timeout=60).status_code in (200, 404)
     assert requests.post(f"{ui}/runs", timeout=30).status_code == 405
     assert sha256(ui_home["metadata"]) == before
-    assert requests.get(f"{ui}/runs?trigger=manual", timeout=30).text.count('class="run-row"') == 1
+    dropped = requests.get(f"{ui}/runs?trigger=drop", timeout=30).text  # the filter: only the dropped run
+    assert dropped.count('class="run-row"') == 1 and ui_home["trained"].span2.run_id in dropped
 
 
 def test_the_ui_binds_to_loopback_by_default():
@@ -241,7 +250,7 @@ def test_static_export_opens_and_links_in_the_browser(ui_home, browser, tmp_path
         for href in re.findall(r'href="([^"#?:]+\.html)"', text):
             assert href in pages, (page, href)
     browser.get(f"file://{out}/index.html")
-    browser.find_element(*by("a.run-link")).click()
+    row_of(browser, ui_home["trained"].span2.run_id).find_element(*by("a.run-link")).click()
     assert browser.find_element(*by("svg#run-dag")).is_displayed()
     browser.find_element(*by("#pushed-version")).click()
     assert browser.find_element(*by("svg#lineage-dag")).is_displayed()

@@ -3,7 +3,7 @@ the server's next registry poll.
 
     cd4ml models                                   lists what waits, with its evaluation vs the served version
     cd4ml approve VERSION --reason "reviewed the slices; summer MAE 37 vs 88"
-    cd4ml approve --latest --reason "..."          the newest waiting version (what CD does in `environment: production`)
+    cd4ml approve --latest --reason "..."          the newest waiting one (CD does this in `environment: production`)
     cd4ml reject VERSION --reason "..."            it never serves
 
 Who, when and why are written to <registry>/<VERSION>/APPROVAL.json and recorded in ML Metadata

@@ -95,7 +95,8 @@ class Pages:
                  and (not q or q.lower() in " ".join(map(str, (r.run_id, r.pushed_version, r.trigger_detail,
                                                                r.status, r.window))).lower())]
         return self.render("runs.html.j2", links, rows=shown, total=len(rows), status=status, trigger=trigger, q=q,
-                           statuses=sorted({r.status for r in rows}), triggers=sorted({r.trigger for r in rows}))
+                           statuses=sorted({r.status for r in rows}), triggers=sorted({r.trigger for r in rows}),
+                           previous=self.browser.previous(rows))
 
     def run(self, links: Links, run_id: str) -> Optional[str]:
         page = self.browser.run_page(run_id)
@@ -202,8 +203,8 @@ def export(browser: Browser, directory: str, progress: Callable[[str], None] = p
         if row.pushed_version:
             versions.add(row.pushed_version)
         span_numbers.update(s for s in row.window if s is not None)
-    for older, newer in zip(rows[1:], rows):
-        write(links.compare(older.run_id, newer.run_id), pages.compare(links, older.run_id, newer.run_id))
+    for newer, older in browser.previous(rows).items():
+        write(links.compare(older, newer), pages.compare(links, older, newer))
         written["compares"] += 1
     for v in sorted(versions):
         write(links.version(v), pages.version(links, v))

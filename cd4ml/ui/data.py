@@ -17,7 +17,7 @@ import threading
 from typing import Dict, List, Optional
 
 from cd4ml import mlmd
-from cd4ml.contract import DRIFT_LOG, MAE, OVERALL_SLICE, default_log_dir
+from cd4ml.contract import DRIFT_LOG, MAE, OVERALL_SLICE, SCHEMA_FILE, default_log_dir
 from cd4ml.mlmd import records
 from cd4ml.ui.graph import Drawing, Edge, Node, layout
 from pipelines import spans
@@ -54,6 +54,7 @@ class RunRow:
     new_push: bool
     trigger: str           # manual, drop, drift, harvest
     trigger_detail: str = ""
+    recorded: bool = True  # in ML Metadata (False: it stopped before the pipeline started)
 
 
 class Browser:
@@ -131,8 +132,15 @@ class Browser:
                 s = self.summary(run_id)
                 if run_id not in known and s:
                     rows.append(RunRow(run_id, "", s.get("status", "not started"), s.get("span"), [], s.get("rows"),
-                                       s.get("seconds"), 0, 0, None, "", False, "manual", s.get("error", "")))
+                                       s.get("seconds"), 0, 0, None, "", False, "manual", s.get("error", ""),
+                                       recorded=False))
         return sorted(rows, key=lambda r: r.run_id, reverse=True)
+
+    @staticmethod
+    def previous(rows: List[RunRow]) -> Dict[str, str]:
+        """Each recorded run's previous recorded run (rows newest first): what it is compared with."""
+        recorded = [r.run_id for r in rows if r.recorded]
+        return dict(zip(recorded, recorded[1:]))
 
     # --- one run --------------------------------------------------------------------------------
     def run_page(self, run_id: str) -> Optional[Dict]:
@@ -266,7 +274,7 @@ class Browser:
         trainer = by_node.get("Trainer")
         graph = mlmd.Graph(self.store)
         props = mlmd.execution_dict(graph, trainer.execution)["properties"] if trainer else {}
-        schema = by_node.get("ImportSchemaGen")
+        schema_step = by_node.get("ImportSchemaGen")
         evaluator = by_node.get("Evaluator")
         summary = self.summary(run_id)
         trigger = self.triggers().get(run_id, ("manual", ""))[0]
@@ -276,8 +284,8 @@ class Browser:
                 "rows": summary.get("rows"), "trigger": trigger,
                 "hyperparameters": props.get("custom_config"), "trainer_module": props.get("module_path")
                 or props.get("module_file") or props.get("run_fn"),
-                "schema_file": mlmd.execution_dict(graph, schema.execution)["properties"].get("schema_file")
-                if schema else None,
+                "schema_file": mlmd.execution_dict(graph, schema_step.execution)["properties"].get("schema_file")
+                if schema_step else None,
                 "blessed": run.blessed, "pushed_version": run.pushed_version, "metrics": evaluated["slices"]}
 
 
@@ -311,7 +319,7 @@ def evaluation(uri: str) -> Dict:
 def schema_table(uri: str) -> List[Dict]:
     from components import schema as curated
 
-    path = os.path.join(uri, "schema.pbtxt")
+    path = os.path.join(uri, SCHEMA_FILE)
     if not os.path.exists(path):
         return []
     rows = []
