@@ -244,3 +244,25 @@ def test_manual_promotion_waits_for_approval(sample_data_root, tmp_path, capsys)
     with open(os.path.join(config.registry, second.pushed_version, "APPROVAL.json")) as fh:
         approval = json.load(fh)
     assert approval["decision"] == "approved" and approval["user"] and approval["at"]
+
+
+def test_the_cli_starts_reports_and_stops_and_a_verdict_poll_without_an_experiment_is_fine(arms, tmp_path, capsys):
+    from cd4ml import cli
+
+    registry = arms["registry"]
+    promotion.promote(registry, arms["champion"], "the champion again (an earlier test's verdict moved the pin)")
+    home = ["--registry", registry, "--home", str(tmp_path / "home"), "--log-dir", str(tmp_path / "logs")]
+    assert cli.main(["experiment", "verdict", "--once", *home]) == 0
+    assert "no experiment is running" in capsys.readouterr().out
+    assert cli.main(["experiment", "start", "9999", *home]) == 2
+    assert "not a version" in capsys.readouterr().err and ops.running(registry) is None
+    assert cli.main(["experiment", "start", arms["challenger"], "--min-feedback", "50", *home]) == 0
+    assert cli.main(["experiment", "start", arms["challenger"], *home]) == 2  # one at a time
+    assert "is running" in capsys.readouterr().err
+    assert cli.main(["experiment", "status", "--json", *home]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert set(status["arms"]) == {arms["champion"], arms["challenger"]} and status["verdict"] is None
+    assert cli.main(["experiment", "verdict", "--once", *home]) == 0
+    assert "no verdict yet" in capsys.readouterr().out and ops.running(registry) is not None
+    assert cli.main(["experiment", "stop", "--reason", "enough", *home]) == 0
+    assert "the champion keeps serving" in capsys.readouterr().out and ops.running(registry) is None

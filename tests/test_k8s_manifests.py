@@ -671,7 +671,7 @@ def test_the_drift_cronjob_runs_a_real_command_on_the_shared_log_sink(docs):
     every replica writes (a gs:// prefix from the ConfigMap) and has what the dispatch needs."""
     from cd4ml import cli
 
-    (job,) = by_kind(docs, ("batch/v1", "CronJob"))
+    (job,) = [d for d in by_kind(docs, ("batch/v1", "CronJob")) if d.name == "cd4ml-drift-retrain"]
     spec = job.body["spec"]
     assert spec["concurrencyPolicy"] == "Forbid"
     (container,) = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
@@ -686,3 +686,17 @@ def test_the_drift_cronjob_runs_a_real_command_on_the_shared_log_sink(docs):
     assert "/" in env["CD4ML_GITHUB_REPOSITORY"]["value"]
     assert env["CD4ML_METADATA_PATH"]["valueFrom"]["secretKeyRef"]  # the cluster's MLMD, never in a ConfigMap
     assert container["image"].endswith("cd4ml-pipeline:latest")
+
+
+def test_the_experiment_verdict_cronjob_runs_the_real_verdict_command(docs):
+    """The automatic verdict on the cluster: `cd4ml experiment verdict --once` as the CLI parses
+    it, never overlapping itself, on the same ConfigMap (registry, gs:// logs) as the servers."""
+    from cd4ml import cli
+
+    (job,) = [d for d in by_kind(docs, ("batch/v1", "CronJob")) if d.name == "cd4ml-experiment-verdict"]
+    assert job.body["spec"]["concurrencyPolicy"] == "Forbid"
+    (container,) = job.body["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    args = cli.build_parser().parse_args(container["command"][1:])
+    assert (args.action, args.once, args._main.__module__) == ("verdict", True, "cd4ml.commands.experiment")
+    assert container["envFrom"] == [{"configMapRef": {"name": "cd4ml-config"}}]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "cd4ml-mlmd"

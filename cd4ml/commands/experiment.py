@@ -67,6 +67,9 @@ def main(args) -> int:
                   + (f": {done['winner']} promoted" if done["promoted"] else "; the champion keeps serving"))
             return 0
         while True:  # verdict
+            if experiment.running(config.registry) is None:  # nothing to judge: not an error (a CronJob polls)
+                print(f"no experiment is running on {config.registry}")
+                return 0
             done = experiment.conclude(config.registry, args.log_dir, config.metadata_path)
             if done:
                 print(f"experiment {done['evidence']['experiment']['id']} concluded: {done['reason']}; "
