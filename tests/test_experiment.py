@@ -266,3 +266,39 @@ def test_the_cli_starts_reports_and_stops_and_a_verdict_poll_without_an_experime
     assert "no verdict yet" in capsys.readouterr().out and ops.running(registry) is not None
     assert cli.main(["experiment", "stop", "--reason", "enough", *home]) == 0
     assert "the champion keeps serving" in capsys.readouterr().out and ops.running(registry) is None
+
+
+@pytest.mark.slow
+def test_the_seldon_v1_server_routes_and_takes_a_reward_in_its_feedback(arms, tmp_path):
+    """The same experiment on the Seldon v1 wrapper: answers name their arm; send_feedback with truth
+    scores the arm from the errors, with only a reward counts the client's reward, out of [0, 1] is a 400."""
+    from components import features
+
+    registry = arms["registry"]
+    promotion.promote(registry, arms["champion"], "the champion again")
+    ops.start(registry, [arms["challenger"]], min_feedback=10_000)
+    try:
+        with running(registry, str(tmp_path / "logs"), poll_seconds=0.5) as server:
+            batch = span2_batches(size=3, batches=1)[0]
+            names = features.FEATURE_NAMES
+            body = {"data": {"names": names, "ndarray": [[r[n] for n in names] for r in batch]}}
+            answers = [requests.post(server.predict_url, json=body, timeout=60).json() for _ in range(12)]
+            versions = {a["meta"]["tags"]["model_version"] for a in answers}
+            assert versions <= {arms["champion"], arms["challenger"]}
+            truth = requests.post(server.feedback_url, timeout=60, json={
+                "response": {"meta": {"tags": answers[0]["meta"]["tags"]}},
+                "truth": {"data": {"ndarray": [r[features.LABEL_KEY] for r in batch]}}})
+            assert truth.status_code == 200, truth.text
+            assert truth.json()["meta"]["tags"]["experiment"]["trials"] == 3
+            reward = requests.post(server.feedback_url, timeout=60, json={
+                "response": {"meta": {"tags": answers[1]["meta"]["tags"]}}, "reward": 1.0})
+            assert reward.status_code == 200, reward.text
+            assert reward.json()["meta"]["tags"]["experiment"]["successes"] == 3.0
+            bad = requests.post(server.feedback_url, timeout=60, json={
+                "response": {"meta": {"tags": answers[2]["meta"]["tags"]}}, "reward": 7})
+            assert bad.status_code == 400 and "'reward'" in bad.text
+            health = requests.get(f"{server.url}/health/status", timeout=30).json()["jsonData"]
+            arms_seen = health["experiment"]["arms"]
+            assert sum(a["trials"] for a in arms_seen.values()) == 6  # the bad reward changed nothing
+    finally:
+        ops.conclude(registry, str(tmp_path / "logs"), force_stop=True)
