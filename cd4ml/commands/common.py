@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 from pipelines.config import PipelineConfig
@@ -62,3 +63,14 @@ def quiet_libraries(verbose: bool = False):
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:
         pass
+
+
+def has_store(config) -> bool:
+    """Whether the home has an ML Metadata store to read; if not, say so (for the read-only commands)."""
+    from cd4ml import mlmd
+
+    if mlmd.exists(config.metadata_path):
+        return True
+    print(f"no ML Metadata store at {mlmd.describe(config.metadata_path)}: nothing has run in this home yet "
+          f"(run `cd4ml run --home {config.home}`)", file=sys.stderr)
+    return False

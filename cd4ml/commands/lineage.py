@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cd4ml.commands.common import add_config_flags, config_from
+from cd4ml.commands.common import add_config_flags, config_from, has_store
 
 HELP = "show the provenance of a pushed model version (data, checks, training, evaluation, push)"
 
@@ -34,9 +34,7 @@ def main(args) -> int:
     from cd4ml import mlmd
 
     config = config_from(args)
-    if not mlmd.exists(config.metadata_path):
-        print(f"no ML Metadata store at {mlmd.describe(config.metadata_path)}: nothing has run in this home yet "
-              f"(run `cd4ml run --home {config.home}`)", file=sys.stderr)
+    if not has_store(config):
         return 1
     store = mlmd.open_store(config.metadata_path)
 

@@ -12,9 +12,8 @@ logs), a span (files, provenance, runs, models). It binds to 127.0.0.1 unless --
 and never writes: SQLite is opened read-only.
 """
 
-import sys
 
-from cd4ml.commands.common import add_config_flags, config_from
+from cd4ml.commands.common import add_config_flags, config_from, has_store
 
 HELP = "browse runs, artifacts and lineage in a web browser (read-only), or export them as HTML"
 
@@ -33,9 +32,7 @@ def main(args) -> int:
     from cd4ml.ui.data import Browser
 
     config = config_from(args)
-    if not mlmd.exists(config.metadata_path):
-        print(f"cd4ml ui: no ML Metadata store at {mlmd.describe(config.metadata_path)}: nothing has run in "
-              f"{config.home} yet (`cd4ml run` first)", file=sys.stderr)
+    if not has_store(config):
         return 1
     browser = Browser(config, log_dir=args.log_dir)
     if args.export:
