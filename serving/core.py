@@ -224,7 +224,8 @@ class ServingCore:
         if wanted is None:
             if self._experiment is not None:
                 log.info("cd4ml serving: experiment %s is over; %s answers alone", self._experiment.id, self.version)
-            self._experiment, self._arms, self._counts = None, {}, None
+            with self._lock:
+                self._experiment, self._arms, self._counts = None, {}, None
             return
         if self._experiment is None or wanted != self._experiment:
             try:
@@ -234,14 +235,16 @@ class ServingCore:
                 if self.refused.get(wanted.id) != str(err):
                     log.error("cd4ml serving: REFUSED experiment %s: %s", wanted.id, err)
                 self.refused[wanted.id] = str(err)
-                self._experiment, self._arms, self._counts = None, {}, None
+                with self._lock:
+                    self._experiment, self._arms, self._counts = None, {}, None
                 return
             log.info("cd4ml serving: experiment %s routes between %s (%s)", wanted.id, ", ".join(wanted.arms),
                      wanted.strategy)
-            self._arms = arms
+        else:
+            arms = self._arms
         counts = Counts.from_feedback(wanted, read_records(self.log_dir, FEEDBACK_LOG))
-        with self._lock:
-            self._experiment, self._counts = wanted, counts
+        with self._lock:  # the experiment, its arms and its counts change together
+            self._experiment, self._arms, self._counts = wanted, arms, counts
 
     def experiment_status(self) -> Optional[Dict]:
         with self._lock:
@@ -332,11 +335,11 @@ class ServingCore:
     def _route(self) -> Tuple[LoadedVersion, Optional[Experiment]]:
         """The version that answers this request: an experiment's arm, else the served version."""
         with self._lock:
-            experiment, counts = self._experiment, self._counts
+            experiment, counts, arms = self._experiment, self._counts, self._arms
             if experiment is None:
                 return self._current, None
             arm = counts.choose(self._rng)
-        return self._arms[arm], experiment
+        return arms[arm], experiment
 
     def reject(self, err: RequestError, version: Optional[str] = None):
         version = version or (self._current.version if self._current else "none")
