@@ -72,12 +72,13 @@ def main(args) -> int:
     if not runs:
         print(f"no runs recorded under {config.home}", file=sys.stderr)
         return 0
-    header = f"{'run':24} {'span':>4} {'result':18} {'ran':>3} {'cached':>6} {'seconds':>8}  pushed"
+    header = f"{'run':24} {'spans':>6} {'result':18} {'ran':>3} {'cached':>6} {'seconds':>8}  pushed"
     print(header)
     for r in runs:
         seconds = r["wall_seconds"] if r["wall_seconds"] is not None else r["seconds"]
         pushed = r["pushed_version"] + ("" if r["new_push"] or not r["pushed_version"] else " (cached)")
-        print(f"{r['run_id']:24} {str(r['span'] if r['span'] is not None else '-'):>4} {str(r['result']):18} "
+        spans = ",".join(map(str, r.get("window") or [])) or (str(r["span"]) if r["span"] is not None else "-")
+        print(f"{r['run_id']:24} {spans:>6} {str(r['result']):18} "
               f"{len(r['ran']):>3} {len(r['cached']):>6} {seconds or 0:>8.1f}  {pushed or '-'}")
         if r["failed"]:
             print(f"{'':24} failed: {', '.join(r['failed'])}")
