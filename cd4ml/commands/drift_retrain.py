@@ -12,7 +12,7 @@ import time
 
 from cd4ml.commands.common import add_config_flags, add_trigger_flags, add_verbose_flag, config_from, quiet_libraries
 
-HELP = "retrain when the server's drift detector fires (debounced, cooldown, min labelled rows)"
+HELP = "when the server reports drift: harvest its labelled traffic, retrain on the window (debounced, cooldown)"
 
 
 def register(parser):
