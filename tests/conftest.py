@@ -38,6 +38,17 @@ def sample_rows(span: int, every: int = 2) -> List[Dict[str, str]]:
     return [r for r in read_span(span) if int(r["day"]) % every == 0]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def repository_lake_untouched():
+    """Tests write spans into temporary data roots, never into the repository's data/bikeshare: a
+    harvested or dropped span there would become every default run's latest span."""
+    from pipelines import spans
+
+    assert spans.list_spans(DATA_ROOT) == [1, 2], sorted(os.listdir(DATA_ROOT))
+    yield
+    assert spans.list_spans(DATA_ROOT) == [1, 2], f"a test wrote into {DATA_ROOT}: {sorted(os.listdir(DATA_ROOT))}"
+
+
 @pytest.fixture(scope="session")
 def sample_data_root(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("data"))

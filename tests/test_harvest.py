@@ -223,11 +223,3 @@ def test_a_bad_harvested_span_is_quarantined_and_the_model_keeps_serving(tmp_pat
     assert Harvester(config, progress=lambda _: None).collect().report.problems == {"already_harvested": 60}
     shutil.rmtree(quarantined)
 
-
-def test_the_repository_lake_holds_the_published_spans_only():
-    """Tests write spans into temporary data roots, never into the repository's data/bikeshare
-    (a harvested or dropped span there would become every default run's latest span)."""
-    from pipelines.config import PipelineConfig
-
-    root = PipelineConfig.from_env(environ={}).data_root
-    assert spans.list_spans(root) == [1, 2], sorted(os.listdir(root))
