@@ -150,7 +150,8 @@ def target(registry: str, pinned: Optional[str] = None) -> Tuple[Optional[str], 
     if pin:
         reason = f" ({pin['reason']})" if pin.get("reason") else ""
         return str(pin["version"]), f"pinned by {PIN_FILE}{reason}"
-    servable = servable_versions(registry)
-    if servable:
-        return servable[-1], "newest complete version"
+    # Newest first, stopping at the first servable one: each look reads a version's files.
+    for version in reversed(versions(registry)):
+        if is_complete(registry, version) and approval(registry, version) in (None, APPROVED):
+            return version, "newest complete version"
     return None, f"no complete, approved version (with {MANIFEST}) under {registry}"

@@ -33,9 +33,7 @@ def test_the_loop_closes_on_harvested_traffic_then_on_a_drop(sample_data_root, t
     # On the span-2 days never sent as traffic, the retrained model beats the span-1 model.
     before, after = result["live_mae"]["before"], result["live_mae"]["after"]
     assert (before["version"], after["version"]) == (first, harvested)
-    print(f"held-out Jul-Dec MAE: span-1 model {before['mae']:.1f}, retrained {after['mae']:.1f} "
-          f"({after['mae'] / before['mae']:.2f}x) over {after['rows']} rows")
-    assert after["mae"] <= 0.6 * before["mae"], result["live_mae"]
+    assert after["mae"] <= 0.6 * before["mae"], result["live_mae"]  # the figures: benchmarks/results/loop.json
     assert result["drift_to_answer_s"] > 0
 
     # The retrained version's lineage names the harvested span and where its rows came from.

@@ -11,8 +11,8 @@ Decision, each time `check()` runs (a poll of `cd4ml drift-retrain`):
   2. cooldown: no request within `cooldown_s` of the previous one;
   3. debounce: a burst of drift windows is one trigger; wait until `debounce_s` have passed since
      the first drift window of the burst, so one request covers it;
-  4. enough new labelled rows: feedback truth joined to a logged prediction (by request id), newer
-     than the last request, at least `min_rows`;
+  4. enough new labelled rows: feedback truth joined to a logged prediction (by request id) and
+     not harvested yet, at least `min_rows` (the rows the harvest below would take);
 then the new labelled rows are harvested into the next span of the data lake
 (cd4ml/triggers/harvest.py) and the retrain runs on it: locally, the pipeline on the harvested
 span, which trains on the window of recent spans ending there (components/window.py); or
@@ -31,7 +31,7 @@ import datetime
 from typing import Callable, Dict, List, Optional
 
 from cd4ml.contract import DRIFT_LOG, default_log_dir, parse_ts
-from cd4ml.logstore import labelled_requests, read_records
+from cd4ml.logstore import read_records
 from cd4ml.runner import run_and_report
 from cd4ml.triggers.harvest import Harvester
 from pipelines.config import PipelineConfig
@@ -96,12 +96,6 @@ class DriftRetrainer:
 
     # --- the decision ----------------------------------------------------------------------------
 
-    def labelled_rows(self, since: Optional[datetime.datetime]) -> List[Dict]:
-        """Feedback truth joined to the logged request rows, newer than `since`."""
-        return [dict(features, bikers=truth, predicted=predicted, version=logged.get("version"), ts=fb["ts"])
-                for logged, fb in labelled_requests(self.log_dir, since)
-                for features, truth, predicted in zip(logged["rows"], fb["truth"], logged.get("predictions", []))]
-
     def decide(self) -> Decision:
         previous = self.requests()
         last = previous[-1] if previous else None
@@ -122,7 +116,7 @@ class DriftRetrainer:
             return Decision("wait", f"debounce: drift first seen {(now - first).total_seconds():.0f} s ago, "
                             f"waiting {self.debounce_s:.0f} s for the burst to settle", latest,
                             drift_windows=len(pending))
-        labelled = len(self.labelled_rows(last_at))
+        labelled = self.harvester.collect().report.rows  # what the retrain would harvest and train on
         if labelled < self.min_rows:
             return Decision("wait", f"drift on {', '.join(latest.get('drifted', [])) or 'the window'}, but only "
                             f"{labelled} new labelled rows (need {self.min_rows})", latest, labelled,
