@@ -251,9 +251,11 @@ class Harvester:
         if dry_run or not result.rows:
             return result
         result.span = self.next_span()
-        result.span_dir = self._write_span(result)
-        doc = dict(result.report.as_dict(), span=result.span, span_dir=result.span_dir,
+        # One document, in two places: with the span (its provenance in the lake) and beside the
+        # logs (the ledger: it outlives a quarantined span and is where the next harvest looks).
+        doc = dict(result.report.as_dict(), span=result.span,
                    harvested_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        result.span_dir = self._write_span(result, json.dumps(doc, indent=1, sort_keys=True))
         result.ledger = self.logs.put_document(LEDGER_FOLDER, f"span-{result.span}.json", doc)
         result.execution_id = self._record(result)
         self.progress(result.line())
@@ -266,8 +268,7 @@ class Harvester:
         writer.writerows(rows)
         return buffer.getvalue()
 
-    def _write_span(self, result: Harvest) -> str:
-        provenance = json.dumps(dict(result.report.as_dict(), span=result.span), indent=1, sort_keys=True)
+    def _write_span(self, result: Harvest, provenance: str) -> str:
         if self.remote_data:
             bucket_name, root = self.config.data_root[len("gs://"):].partition("/")[::2]
             prefix = "/".join(p for p in (root.strip("/"), f"span-{result.span}") if p)

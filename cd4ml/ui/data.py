@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 from cd4ml import mlmd
 from cd4ml.contract import DRIFT_LOG, MAE, OVERALL_SLICE, SCHEMA_FILE, default_log_dir
 from cd4ml.mlmd import records
+from cd4ml.triggers.harvest import PROVENANCE_FILE
 from cd4ml.ui.graph import Drawing, Edge, Node, layout
 from pipelines import spans
 from pipelines.config import PipelineConfig
@@ -227,7 +228,7 @@ class Browser:
                     entry["problem"] = str(err)
             files.append(entry)
         provenance = None
-        harvest_file = os.path.join(directory, "HARVEST.json")
+        harvest_file = os.path.join(directory, PROVENANCE_FILE)
         if os.path.exists(harvest_file):
             with open(harvest_file) as fh:
                 provenance = json.load(fh)
