@@ -29,10 +29,13 @@ SCHEMA_FILE = "schema.pbtxt"
 FEATURES_FILE = "features.json"
 EVALUATION_FILE = "evaluation.json"
 DETECTORS_DIR = "detectors"
+# The explainer's background rows and the pipeline's global importances (components/explain.py).
+EXPLAINER_DIR = "explainer"
 SAVED_MODEL_FILES = ("saved_model.pb", "variables/")
 # ML Metadata artifact types of our own components (components/release.py, components/detectors.py).
 RELEASE_ARTIFACT = "cd4ml.ModelRelease"
 DETECTORS_ARTIFACT = "cd4ml.Detectors"
+EXPLANATION_ARTIFACT = "cd4ml.Explanation"
 # Beside the versions: an operator's pin (promote/rollback) and the shadow challenger.
 PIN_FILE = "SERVING.json"
 # `.<version>.claim`: a version name reserved by a push in progress (components/pusher.py).

@@ -193,6 +193,22 @@ def encode_row(row: Dict[str, Value], spec: Sequence[Feature] = FEATURES) -> Lis
     return out
 
 
+def decode_columns(encoded, spec: Sequence[Feature] = FEATURES) -> Dict[str, object]:
+    """encode_row's numeric layout (a matrix, one row per example) back to one typed column per
+    feature: what a SavedModel's raw signature takes. Used where many synthetic rows are scored at
+    once (the explainer's coalitions), so no per-row dict is built."""
+    import numpy as np
+
+    matrix = np.asarray(encoded)
+    columns: Dict[str, object] = {}
+    for i, f in enumerate(spec):
+        column = matrix[:, i]
+        if f.is_categorical:
+            column = np.asarray(f.vocabulary, dtype=f.types.numpy)[np.rint(column).astype(np.int64)]
+        columns[f.name] = column.astype(f.types.numpy)
+    return columns
+
+
 def parse_row(row: Dict[str, str]) -> Dict[str, Value]:
     """A CSV row (all text) with every known column in its schema type; other columns unchanged."""
     return {k: _BY_NAME[k].parse(v) if k in _BY_NAME else v for k, v in row.items()}

@@ -2,7 +2,8 @@
 
 Pusher copies only the SavedModel. A version in the registry also needs what the server and an
 auditor need next to it: the schema it was validated against, the evaluation that blessed it, the
-detectors fitted on its training data, and a small holdout sample with the predictions the
+detectors fitted on its training data, the explainer's background with the global importances,
+and a small holdout sample with the predictions the
 SavedModel gave for it (the serving contract test replays these over HTTP). MANIFEST.json is
 written last; a version without it is incomplete and the server refuses to load it.
 """
@@ -20,11 +21,12 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.types.system_artifacts import Metrics
 
-from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, FEATURES_FILE, EXAMPLES_INPUT, HOLDOUT,
+from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXPLAINER_DIR, EXAMPLE_SIGNATURE, FEATURES_FILE, EXAMPLES_INPUT, HOLDOUT,
                             MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS, RELEASE_ARTIFACT, SAVED_MODEL_FILES,
                             SCHEMA_FILE)
 from components import evaluation, features
 from components.detectors import Detectors
+from components.explainer import ModelExplanation
 
 HOLDOUT_ROWS = 50
 
@@ -62,7 +64,7 @@ def holdout_sample(examples_uri: str, model_dir: str, rows: int = HOLDOUT_ROWS) 
     return sample
 
 
-def _write(path: str, text: str):
+def write_text(path: str, text: str):
     tmp = path + ".tmp"
     with tf.io.gfile.GFile(tmp, "w") as fh:
         fh.write(text)
@@ -70,18 +72,22 @@ def _write(path: str, text: str):
 
 
 def write_version(destination: str, schema_uri: str, eval_uri: str, examples: types.Artifact,
-                  detectors_uri: str, pipeline_name: str, promotion: str = "auto") -> Dict[str, object]:
+                  detectors_uri: str, pipeline_name: str, promotion: str = "auto",
+                  explanation_uri: str = "") -> Dict[str, object]:
     summary = evaluation.summarize(eval_uri)
     tf.io.gfile.copy(os.path.join(schema_uri, SCHEMA_FILE), os.path.join(destination, SCHEMA_FILE), overwrite=True)
-    _write(os.path.join(destination, EVALUATION_FILE), json.dumps(summary, indent=2, sort_keys=True))
-    _write(os.path.join(destination, FEATURES_FILE), json.dumps(features.spec_to_json(), indent=2))
+    write_text(os.path.join(destination, EVALUATION_FILE), json.dumps(summary, indent=2, sort_keys=True))
+    write_text(os.path.join(destination, FEATURES_FILE), json.dumps(features.spec_to_json(), indent=2))
     sample = holdout_sample(examples.uri, destination)
-    _write(os.path.join(destination, HOLDOUT), "".join(json.dumps(r) + "\n" for r in sample))
+    write_text(os.path.join(destination, HOLDOUT), "".join(json.dumps(r) + "\n" for r in sample))
     files = [*SAVED_MODEL_FILES, SCHEMA_FILE, FEATURES_FILE, EVALUATION_FILE, HOLDOUT]
     if detectors_uri:
         for src in tf.io.gfile.glob(os.path.join(detectors_uri, "*")):
             _copy_tree(src, os.path.join(destination, DETECTORS_DIR, os.path.basename(src)))
         files.append(f"{DETECTORS_DIR}/")
+    if explanation_uri:
+        _copy_tree(explanation_uri, os.path.join(destination, EXPLAINER_DIR))
+        files.append(f"{EXPLAINER_DIR}/")
     manifest = {
         "version": os.path.basename(destination.rstrip("/")),
         "pipeline": pipeline_name,
@@ -93,7 +99,7 @@ def write_version(destination: str, schema_uri: str, eval_uri: str, examples: ty
     }
     if promotion == "manual":  # pushed, but served only once a person approves it (cd4ml approve)
         manifest["approval"] = PENDING
-    _write(os.path.join(destination, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
+    write_text(os.path.join(destination, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
 
@@ -117,6 +123,7 @@ def ReleaseBundle(
     examples: InputArtifact[standard_artifacts.Examples],
     release: OutputArtifact[ModelRelease],
     detectors: InputArtifact[Detectors] = None,
+    explanation: InputArtifact[ModelExplanation] = None,
     pipeline_name: Parameter[str] = "cd4ml",
     promotion: Parameter[str] = "auto",
 ):
@@ -126,7 +133,8 @@ def ReleaseBundle(
         return
     destination = pushed_model.get_string_custom_property("pushed_destination")
     manifest = write_version(destination, schema.uri, evaluation_result.uri, examples,
-                             detectors.uri if detectors else "", pipeline_name, promotion)
+                             detectors.uri if detectors else "", pipeline_name, promotion,
+                             explanation.uri if explanation else "")
     release.set_string_custom_property("version", manifest["version"])
     release.set_string_custom_property("destination", destination)
     release.set_string_custom_property("approval", manifest.get("approval", "not needed"))

@@ -44,6 +44,15 @@ class PipelineConfig:
     # What happens to a blessed model: "auto" serves it as soon as it is pushed; "manual" pushes it
     # as a candidate that waits for `cd4ml approve VERSION` (or `cd4ml reject`).
     promotion: str = "auto"
+    # The explainability check before the push (components/explain.py): columns that must carry
+    # no attribution (comma separated), and the largest share of attribution one feature may carry
+    # (the hour of day carries about 0.65 in the bike-demand model).
+    explain_forbidden: str = "casual,registered"
+    explain_max_share: float = 0.85
+    # `cd4ml run --tune`: TFX's Tuner searches this many trials before the Trainer; runs without
+    # it reuse the latest tuned hyperparameters (components/tuning.py).
+    tune: bool = False
+    tune_trials: int = 3
     eval_buckets: int = 5          # 1 of these hash buckets (by day) is the eval split
     # Beam: empty means the DirectRunner in this process (in_memory, one worker). A cluster passes
     # Dataflow flags here (space separated). Any non-empty value without a dependency flag
@@ -78,6 +87,19 @@ class PipelineConfig:
             self.data_root = os.path.abspath(os.path.expanduser(self.data_root))
         if self.promotion not in PROMOTION_POLICIES:
             raise ValueError(f"CD4ML_PROMOTION={self.promotion!r}: expected one of {', '.join(PROMOTION_POLICIES)}")
+        try:
+            self.explainability_rules
+        except ValueError as err:
+            raise ValueError(f"CD4ML_EXPLAIN_FORBIDDEN / CD4ML_EXPLAIN_MAX_SHARE: {err}") from None
+        if self.tune_trials < 1:
+            raise ValueError(f"CD4ML_TUNE_TRIALS={self.tune_trials}: must be at least 1")
+
+    @property
+    def explainability_rules(self):
+        from components.explain import ExplainabilityRules
+
+        forbidden = tuple(n.strip() for n in self.explain_forbidden.split(",") if n.strip())
+        return ExplainabilityRules(forbidden=forbidden, max_share=self.explain_max_share)
 
     @property
     def runs_dir(self) -> str:

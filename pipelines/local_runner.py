@@ -162,6 +162,11 @@ def _read_back(config: PipelineConfig, result: RunResult):
         result.blessing = evaluation.explain(summary)
         if result.exit_code == OK and not result.blessed:
             result.exit_code = NOT_BLESSED
+    if run.explainable is False:  # blessed by the Evaluator, stopped by the explainability check
+        result.blessed = False
+        result.blessing = f"not pushed: the explainability check failed: {run.explain_reason}"
+        if result.exit_code == OK:
+            result.exit_code = NOT_BLESSED
     result.pushed_version, result.pushed_path, result.new_push = run.pushed_version, run.pushed_path, run.new_push
     result.window = run.window
 

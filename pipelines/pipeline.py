@@ -3,7 +3,8 @@
 span files -> CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema from
 ImportSchemaGen; SchemaGen proposes updates) -> DataValidationGate -> the training window (this
 span and the trusted spans before it, components/window.py) -> Transform -> Trainer -> Evaluator
-(vs. the latest blessed model other than the candidate) -> Pusher -> ReleaseBundle.
+(vs. the latest blessed model other than the candidate) -> ModelExplainer (importances and the
+explainability check, an infra blessing) -> Pusher -> ReleaseBundle.
 DetectorTrainer fits drift/outlier detectors on the new span's train split after the gate (what
 production looks like now); ReleaseBundle ships them inside the pushed version.
 """
@@ -41,6 +42,7 @@ from components import example_gen as grouped_csv
 from components.baseline import BaselineModelStrategy
 from components.pusher import Executor as UniqueVersionPusher
 from components.detectors import DetectorTrainer
+from components.explainer import ModelExplainer
 from components.release import ReleaseBundle
 from components.validation_gate import DataValidationGate
 from components.window import SpanWindowStrategy
@@ -205,9 +207,17 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config),
     )
+    explainer = ModelExplainer(
+        model=trainer.outputs["model"],
+        examples=gen.outputs["examples"],
+        baseline_model=baseline.outputs["model"],
+        rules=config.explainability_rules.to_json(),
+    )
     pusher = Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        # The explainability check: TFX's Pusher refuses a model whose infra blessing is not blessed.
+        infra_blessing=explainer.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.registry)),
         # Version names two concurrent runs cannot share (components/pusher.py).
@@ -219,13 +229,14 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
         evaluation_result=evaluator.outputs["evaluation"],
         examples=gen.outputs["examples"],
         detectors=detectors.outputs["detectors"],
+        explanation=explainer.outputs["explanation"],
         pipeline_name=config.pipeline_name,
         promotion=config.promotion,
     )
     nodes = [gen, statistics, schema_import, schema_proposal, validator, gate, detectors]
     if window:
         nodes.append(window)
-    return nodes + [transform, trainer, baseline, evaluator, pusher, release]
+    return nodes + [transform, trainer, baseline, evaluator, explainer, pusher, release]
 
 
 def create_pipeline(config: PipelineConfig,

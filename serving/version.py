@@ -21,8 +21,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from cd4ml.contract import DETECTORS_DIR, FEATURES_FILE, HOLDOUT, MANIFEST, PREDICTIONS, RAW_SIGNATURE, SCHEMA_FILE
+from cd4ml.contract import DETECTORS_DIR, FEATURES_FILE, HOLDOUT, MANIFEST, SCHEMA_FILE
 from components import detector_core, features
+from components.raw_signature import RawSignature
 
 # Holdout rows replayed at load; the relative tolerance covers float32 reductions on another CPU.
 CHECK_ROWS = 8
@@ -43,9 +44,7 @@ class LoadedVersion:
         self.features: Tuple[features.Feature, ...] = self._features()
         self.feature_names = [f.name for f in self.features]
         try:
-            self._model = tf.saved_model.load(self.path)
-            self._predict = self._model.signatures[RAW_SIGNATURE]
-            self._flat_order = _flat_order(self._predict, self.features)
+            self._signature = RawSignature(self.path, self.features)
         except (KeyError, OSError, ValueError, tf.errors.OpError) as err:
             raise VersionError(f"SavedModel does not load: {str(err).splitlines()[0][:300]}") from err
         self.schema_text = _read(os.path.join(self.path, SCHEMA_FILE))
@@ -111,44 +110,18 @@ class LoadedVersion:
         return [json.loads(line) for line in _read(path).splitlines() if line.strip()]
 
     def _self_check(self):
-        rows = self.holdout[:CHECK_ROWS]
+        rows = [r["features"] for r in self.holdout[:CHECK_ROWS]]
         if not rows:
             return
-        got = self.predict([r["features"] for r in rows])
-        if self._flat_order and not np.array_equal(got, self._call_signature([r["features"] for r in rows])):
-            self._flat_order = []  # the fast path disagrees with the signature: never use it
-            got = self.predict([r["features"] for r in rows])
-        want = np.asarray([r["expected"] for r in rows], np.float32)
+        self._signature.agrees_with_signature(rows)
+        got = self.predict(rows)
+        want = np.asarray([r["expected"] for r in self.holdout[:CHECK_ROWS]], np.float32)
         if not np.allclose(got, want, rtol=CHECK_RTOL, atol=1e-3):
             raise VersionError(f"predictions on {HOLDOUT} differ from those recorded at push: "
                                f"got {got.tolist()}, expected {want.tolist()}")
 
     def predict(self, rows: List[Dict[str, object]]) -> np.ndarray:
-        if self._flat_order:
-            # The signature's own __call__ spends more time binding 11 keyword arguments than
-            # TensorFlow spends computing (measured 1.3 ms vs 0.6 ms per row); the flat call takes
-            # the tensors in the order the function declares. Checked against __call__ at load.
-            args = [tf.constant(np.asarray([r[name] for r in rows], dtype=dtype))
-                    for name, dtype in self._flat_order]
-            return self._predict._call_flat(args, self._predict.captured_inputs)[PREDICTIONS].numpy()
-        return self._call_signature(rows)
-
-    def _call_signature(self, rows: List[Dict[str, object]]) -> np.ndarray:
-        inputs = {f.name: np.asarray([r[f.name] for r in rows], dtype=f.types.numpy) for f in self.features}
-        return self._predict(**inputs)[PREDICTIONS].numpy()
-
-
-def _flat_order(function, spec) -> List:
-    """[(feature, numpy dtype)] in the concrete function's parameter order, or [] to use __call__."""
-    try:
-        names = [p.name for p in function.function_type.parameters.values()]
-        function._call_flat  # noqa: B018 - private API of TF 2.16 (pinned); absent -> slow path
-    except AttributeError:
-        return []
-    by_name = {f.name: f for f in spec}
-    if sorted(names) != sorted(by_name):
-        return []
-    return [(name, by_name[name].types.numpy) for name in names]
+        return self._signature.predict_rows(rows)
 
 
 def _read(path: str) -> str:

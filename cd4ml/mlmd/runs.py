@@ -79,6 +79,9 @@ class Run:
     pushed_path: str = ""
     new_push: bool = False
     blessed: Optional[bool] = None
+    # The explainability check (ModelExplainer's infra blessing): passed, and why not.
+    explainable: Optional[bool] = None
+    explain_reason: str = ""
     span: Optional[int] = None
     window: List[int] = dataclasses.field(default_factory=list)  # spans trained on, newest first
 
@@ -98,6 +101,7 @@ class Run:
         return {"run_id": self.run_id, "started": self.started, "seconds": self.seconds,
                 "status": self.status, "ran": self.ran, "cached": self.cached, "failed": self.failed,
                 "span": self.span, "window": self.window, "blessed": self.blessed,
+                "explainable": self.explainable,
                 "pushed_version": self.pushed_version, "new_push": self.new_push,
                 "steps": [{"node": s.node, "state": s.state, "seconds": round(s.seconds, 3),
                            "execution_id": s.execution.id} for s in self.steps]}
@@ -137,6 +141,9 @@ def get_run(store: metadata_store.MetadataStore, run_id: str) -> Optional[Run]:
             run.window = sorted((prop(a, "span") for a in step.inputs["examples"]), reverse=True)
         if step.node == "Evaluator" and step.outputs.get("blessing"):
             run.blessed = prop(step.outputs["blessing"][0], "blessed") == 1
+        if step.node == "ModelExplainer" and step.outputs.get("blessing"):
+            run.explainable = prop(step.outputs["blessing"][0], "blessed") == 1
+            run.explain_reason = str(prop(step.outputs["blessing"][0], "reason", ""))
         if step.node == "Pusher" and step.outputs.get("pushed_model"):
             pushed = step.outputs["pushed_model"][0]
             if prop(pushed, "pushed") == 1:
