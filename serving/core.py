@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from cd4ml.contract import DRIFT_LOG, FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir
 from cd4ml.logstore import read_records
-from components import detector_core
+from components import detector_core, explain
 from serving import registry as reg
 from serving.bandit import Counts, Experiment
 from serving.logs import now, open_log
@@ -44,6 +44,17 @@ DEFAULT_POLL_SECONDS = 5.0
 # Predictions kept in memory for joining feedback by request id (rows, not requests); older ones,
 # and those another worker answered, are looked up in the shared prediction log.
 FEEDBACK_MEMORY_ROWS = 100_000
+
+
+@dataclass
+class Explained:
+    version: str
+    explanation: "explain.Explanation"
+    latency_ms: float
+
+
+# Rows per explain request, at most: each costs 2^11 x the background rows through the model.
+EXPLAIN_MAX_ROWS = 100
 
 
 @dataclass
@@ -331,6 +342,30 @@ class ServingCore:
             record.update(shadow_version=shadow.version, shadow_predictions=shadow_values)
         self.predictions_log.write(record)
         return Prediction(model.version, request_id, values, scores, flags, latency_ms, routed)
+
+    def explain(self, payload, parser=parse) -> Explained:
+        """Additive attributions of the served version's predictions to each raw feature.
+
+        Same body and validation as predict (against the served version's own features); a version
+        pushed without an explainer answers 409 naming it, and keeps serving predictions."""
+        started = time.perf_counter()
+        model = self._current
+        try:
+            rows = parser(payload, min(self.max_rows, EXPLAIN_MAX_ROWS), model.features)
+            if model.explainer is None:
+                raise RequestError(f"version {model.version} ships no explainer (it was pushed before "
+                                   f"versions carried one): it serves predictions only; push a new "
+                                   f"version to explain", status=409, rule="no_explainer")
+        except RequestError as err:
+            self.reject(err, model.version)
+            raise
+        split_event_times(rows)
+        result = model.explainer.explain(detector_core.encode(rows, model.features))
+        latency_ms = (time.perf_counter() - started) * 1e3
+        with self._lock:
+            self._metrics.add("cd4ml_explained_rows_total", len(rows), version=model.version)
+            self._metrics.observe("cd4ml_explain_duration_seconds", latency_ms, version=model.version)
+        return Explained(model.version, result, latency_ms)
 
     def _route(self) -> Tuple[LoadedVersion, Optional[Experiment]]:
         """The version that answers this request: an experiment's arm, else the served version."""

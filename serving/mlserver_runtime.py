@@ -15,6 +15,7 @@ detectors `outlier_score` (FP64) and `is_outlier` (BOOL). `model_version` names 
 answered, `parameters.request_id` the id feedback joins on:
 
     POST /v2/models/bike-demand/feedback  {"request_id": "...", "truth": [31, 12]}
+    POST /v2/models/bike-demand/explain   (the infer body: each feature's attribution per row)
 
 The registry is the model's URI (model-settings.json `parameters.uri`: what `cd4ml serve` writes,
 and the folder KServe or Seldon Core v2 place the model in), or CD4ML_REGISTRY. The rest comes
@@ -110,6 +111,23 @@ class BikeDemandRuntime(MLModel):
         except RequestError as err:
             raise RequestRefused(err) from None
 
+
+    @custom_handler(rest_path=f"/v2/models/{MODEL_NAME}/explain")
+    async def explain(self, request: Request) -> Dict:
+        """The infer request's body in, each raw feature's additive attribution out, per row:
+        {"model_name", "model_version", "explanation": {"base_value", "rows": [{"prediction",
+        "attributions": {feature: value}}]}} (components/explain.py)."""
+        try:
+            body = json.loads(await request.body())
+        except ValueError as err:
+            raise MLServerError(f"explain body is not JSON: {err}", status_code=400) from None
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        try:
+            explained = self.core.explain(inputs, parser=parse_v2)
+        except RequestError as err:
+            raise RequestRefused(err) from None
+        return {"model_name": self.name, "model_version": explained.version,
+                "explanation": explained.explanation.to_json()}
 
     @custom_handler(rest_path=f"/v2/models/{MODEL_NAME}/experiment", rest_method="GET")
     async def experiment(self, request: Request) -> Dict:

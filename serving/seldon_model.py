@@ -32,6 +32,7 @@ DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 # metrics() drain them too), because each hand-over to Seldon's metrics store costs an IPC round trip.
 DEFAULT_METRICS_FLUSH_SECONDS = 1.0
 _PREDICT_PATHS = ("/predict", "/api/v1.0/predictions", "/api/v0.1/predictions")
+EXPLAIN_PATH = "/api/v1.0/explain"
 
 
 class BikeDemandModel:
@@ -173,6 +174,32 @@ class BikeDemandModel:
             response = jsonify(self._status(err))
             response.status_code = err.status
             return response
+
+        @guard.route(EXPLAIN_PATH, methods=["POST"])
+        def _explain():
+            """Attributions of each raw feature to the served version's predictions (the predictions'
+            body; components/explain.py). Not a Seldon method: Seldon v1 sends explanations to a
+            separate explainer server, which would need its own copy of the model."""
+            try:
+                if self.core is None:
+                    raise RequestError("the model is still loading", status=503, rule="loading")
+                size = request.content_length
+                if size is not None and size > self.max_request_bytes:
+                    raise RequestError(f"request body: {size} bytes is more than the limit of "
+                                       f"{self.max_request_bytes}", status=413, rule="too_large")
+                try:
+                    body = json.loads(request.get_data(cache=True))
+                except ValueError as exc:
+                    err = RequestError(f"request body: malformed JSON ({exc})", rule="malformed")
+                    self.core.reject(err)
+                    raise err from None
+                explained = self.core.explain(body)
+            except RequestError as err:
+                response = jsonify(self._status(err))
+                response.status_code = err.status
+                return response
+            return jsonify({"explanation": explained.explanation.to_json(),
+                            "meta": {"tags": {"model_version": explained.version}}})
 
         return guard
 

@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from cd4ml.contract import DETECTORS_DIR, FEATURES_FILE, HOLDOUT, MANIFEST, SCHEMA_FILE
-from components import detector_core, features
+from cd4ml.contract import DETECTORS_DIR, EXPLAINER_DIR, FEATURES_FILE, HOLDOUT, MANIFEST, SCHEMA_FILE
+from components import detector_core, explain, features
 from components.raw_signature import RawSignature
 
 # Holdout rows replayed at load; the relative tolerance covers float32 reductions on another CPU.
@@ -51,6 +51,7 @@ class LoadedVersion:
         self.detectors: Optional[detector_core.Detectors] = self._detectors()
         self.holdout = self._holdout()
         self._self_check()
+        self.explainer: Optional[explain.Explainer] = self._explainer()
 
     def _manifest(self) -> Dict:
         path = os.path.join(self.path, MANIFEST)
@@ -102,6 +103,31 @@ class LoadedVersion:
         finally:
             if local != source:
                 shutil.rmtree(local, ignore_errors=True)
+
+    def _explainer(self) -> Optional[explain.Explainer]:
+        """The version's explainer over its own background rows; checked additive on a holdout row."""
+        path = os.path.join(self.path, EXPLAINER_DIR, explain.BACKGROUND_FILE)
+        if not tf.io.gfile.exists(path):
+            log.info("cd4ml serving: version %s ships no explainer: it answers predictions, not "
+                     "explanations", self.version)
+            return None
+        try:
+            explainer = explain.Explainer(self._signature.predict_encoded,
+                                          explain.background_from_json(_read(path), self.features), self.features)
+        except ValueError as err:
+            raise VersionError(f"explainer: {err}") from err
+        if self.holdout:
+            got = explainer.explain(detector_core.encode([self.holdout[0]["features"]], self.features))
+            total = got.base_value + sum(got.attributions[0].values())
+            if not np.isclose(total, got.predictions[0], rtol=0.01, atol=0.5):
+                raise VersionError(f"explainer: base value + attributions = {total:.3f}, the prediction "
+                                   f"is {got.predictions[0]:.3f}")
+        return explainer
+
+    def importances(self) -> Optional[Dict]:
+        """The global importances the pipeline computed for this version (None if it has none)."""
+        path = os.path.join(self.path, EXPLAINER_DIR, explain.IMPORTANCES_FILE)
+        return json.loads(_read(path)) if tf.io.gfile.exists(path) else None
 
     def _holdout(self) -> List[Dict]:
         path = os.path.join(self.path, HOLDOUT)
