@@ -36,6 +36,8 @@ SAVED_MODEL_FILES = ("saved_model.pb", "variables/")
 RELEASE_ARTIFACT = "cd4ml.ModelRelease"
 DETECTORS_ARTIFACT = "cd4ml.Detectors"
 EXPLANATION_ARTIFACT = "cd4ml.Explanation"
+# What TFX's Tuner writes in its best_hyperparameters artifact (keras_tuner's HyperParameters config).
+TUNED_HYPERPARAMETERS_FILE = "best_hyperparameters.txt"
 # Beside the versions: an operator's pin (promote/rollback) and the shadow challenger.
 PIN_FILE = "SERVING.json"
 # `.<version>.claim`: a version name reserved by a push in progress (components/pusher.py).

@@ -1,4 +1,5 @@
-"""Trainer module file: a small Keras regression of hourly demand (`run_fn`).
+"""Trainer module file: a small Keras regression of hourly demand (`run_fn`), and the Tuner's
+search over its size and training (`tuner_fn`, for `cd4ml run --tune`).
 
 Determinism is a feature here: with the same transformed data, code and seed the model and its
 metrics are identical, so a changed metric always means a changed input. Hence the global seed,
@@ -29,6 +30,7 @@ from cd4ml.contract import EXAMPLE_SIGNATURE, EXAMPLES_INPUT, PREDICTIONS, RAW_S
 from components import features
 
 _LABEL_XF = features.transformed_name(features.LABEL_KEY)
+DEFAULT_LEARNING_RATE = 0.005
 
 
 def _load(file_pattern: List[str], data_accessor, tf_transform_output, batch_size: int):
@@ -54,7 +56,7 @@ def _load(file_pattern: List[str], data_accessor, tf_transform_output, batch_siz
 
 
 def build_model(tf_transform_output: tft.TFTransformOutput, hidden_units: List[int],
-                learning_rate: float = 0.005) -> tf.keras.Model:
+                learning_rate: float = DEFAULT_LEARNING_RATE) -> tf.keras.Model:
     """An MLP over the concatenated transformed features; outputs log1p(demand)."""
     spec = tf_transform_output.transformed_feature_spec()
     inputs: Dict[str, tf.keras.Input] = {}
@@ -96,25 +98,94 @@ def _serving_fns(model: tf.keras.Model, transform: saved_transform_io_v2.SavedMo
     return {EXAMPLE_SIGNATURE: serve_examples, RAW_SIGNATURE: serve_raw}
 
 
+def hyperparameters(fn_args: FnArgs) -> Dict[str, object]:
+    """What this training uses: the Trainer's custom_config (the pipeline's defaults), overridden
+    by tuned values when the Trainer got a HyperParameters artifact (the Tuner's, or the latest
+    one an earlier `--tune` run recorded: pipelines/pipeline.py)."""
+    config = fn_args.custom_config or {}
+    chosen = {"epochs": int(config.get("epochs", 20)),
+              "hidden_units": [int(u) for u in config.get("hidden_units", [64, 32])],
+              "learning_rate": float(config.get("learning_rate", DEFAULT_LEARNING_RATE))}
+    tuned = (fn_args.hyperparameters or {}).get("values") if isinstance(fn_args.hyperparameters, dict) else None
+    if tuned:
+        chosen.update(from_search_space(tuned))
+    return chosen
+
+
 def run_fn(fn_args: FnArgs):
     config = fn_args.custom_config or {}
     seed = int(config.get("seed", 42))
-    epochs = int(config.get("epochs", 20))
     batch_size = int(config.get("batch_size", 128))
-    hidden_units = [int(u) for u in config.get("hidden_units", [64, 32])]
+    chosen = hyperparameters(fn_args)
 
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train_x, train_y = _load(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
     eval_x, eval_y = _load(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
 
-    model = build_model(tf_transform_output, hidden_units)
-    history = fit(model, train_x, train_y, eval_x, eval_y, epochs=epochs, batch_size=batch_size, seed=seed)
-    logging.info("cd4ml trainer: %d epochs, final %s", epochs, {k: v[-1] for k, v in history.items()})
+    model = build_model(tf_transform_output, chosen["hidden_units"], chosen["learning_rate"])
+    history = fit(model, train_x, train_y, eval_x, eval_y, epochs=chosen["epochs"], batch_size=batch_size,
+                  seed=seed)
+    logging.info("cd4ml trainer: %s, final %s", chosen, {k: v[-1] for k, v in history.items()})
 
     export(model, tf_transform_output, fn_args.serving_model_dir)
+
+
+# --- tuning (`cd4ml run --tune`): TFX's Tuner calls tuner_fn ---------------------------------------
+# A small space: the model is an MLP on 11 features and a few thousand rows per span.
+SEARCH_SPACE = {"units": [32, 64, 128], "layers": [1, 2, 3], "learning_rate": [0.002, 0.005, 0.01],
+                "epochs": [10, 20, 30]}
+
+
+def search_defaults(config: Dict) -> Dict[str, object]:
+    """The configured training as a point of the space: keras_tuner runs it as the first trial
+    (the space is declared inside the trial, so trial 1 takes every default), so the best
+    hyperparameters are never worse on the objective than not tuning."""
+    units = [int(u) for u in config.get("hidden_units", [64, 32])]
+    return {"units": units[0], "layers": len(units), "learning_rate": DEFAULT_LEARNING_RATE,
+            "epochs": int(config.get("epochs", 20))}
+
+
+def from_search_space(values: Dict[str, object]) -> Dict[str, object]:
+    """A point of SEARCH_SPACE as training settings: `layers` layers halving from `units`."""
+    units, layers = int(values["units"]), int(values["layers"])
+    return {"hidden_units": [max(8, units // 2 ** i) for i in range(layers)],
+            "learning_rate": float(values["learning_rate"]), "epochs": int(values["epochs"])}
+
+
+def tuner_fn(fn_args: FnArgs):
+    """keras_tuner's random search over SEARCH_SPACE; each trial is trained by `fit` below (not
+    Model.fit, see the module docstring) and scored by its eval-split MSE of log demand."""
+    import keras_tuner
+    from tfx.components.tuner.component import TunerFnResult
+
+    config = fn_args.custom_config or {}
+    seed = int(config.get("seed", 42))
+    batch_size = int(config.get("batch_size", 128))
+    defaults = search_defaults(config)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    data = (_load(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size),
+            _load(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size))
+
+    class SearchTuner(keras_tuner.engine.base_tuner.BaseTuner):
+        def run_trial(self, trial, *args, **kwargs):
+            hp = trial.hyperparameters
+            chosen = from_search_space({name: hp.Choice(name, sorted(set(choices) | {defaults[name]}),
+                                                         default=defaults[name])
+                                        for name, choices in SEARCH_SPACE.items()})
+            tf.keras.utils.set_random_seed(seed)
+            (train_x, train_y), (eval_x, eval_y) = data
+            model = build_model(tf_transform_output, chosen["hidden_units"], chosen["learning_rate"])
+            history = fit(model, train_x, train_y, eval_x, eval_y, epochs=chosen["epochs"],
+                          batch_size=batch_size, seed=seed)
+            return {"val_loss": history["val_loss"][-1]}
+
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("val_loss", "min"), max_trials=int(config.get("trials", 3)), seed=seed)
+    tuner = SearchTuner(oracle=oracle, directory=fn_args.working_dir, project_name="cd4ml")
+    return TunerFnResult(tuner=tuner, fit_kwargs={})
 
 
 def fit(model: tf.keras.Model, train_x: Dict[str, np.ndarray], train_y: np.ndarray,

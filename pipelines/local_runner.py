@@ -30,6 +30,7 @@ class RunResult:
     exit_code: int
     span: Optional[int] = None
     window: List[int] = dataclasses.field(default_factory=list)  # the spans trained on, newest first
+    hyperparameters: Dict[str, object] = dataclasses.field(default_factory=dict)  # mlmd.runs.hyperparameters_of
     rows: int = 0
     seconds: float = 0.0
     steps: List[Dict[str, object]] = dataclasses.field(default_factory=list)
@@ -169,6 +170,7 @@ def _read_back(config: PipelineConfig, result: RunResult):
             result.exit_code = NOT_BLESSED
     result.pushed_version, result.pushed_path, result.new_push = run.pushed_version, run.pushed_path, run.new_push
     result.window = run.window
+    result.hyperparameters = run.hyperparameters
 
 
 def _finish(result: RunResult, started: float) -> RunResult:
@@ -182,6 +184,16 @@ def _finish(result: RunResult, started: float) -> RunResult:
     return result
 
 
+def describe_hyperparameters(hp: Dict[str, object]) -> str:
+    """One line: which hyperparameters the Trainer used and where they came from."""
+    values = ", ".join(f"{k} {v}" for k, v in sorted((hp.get("values") or {}).items()))
+    if hp.get("source") == "tuned":
+        return f"tuned in this run ({values})"
+    if hp.get("source") == "reused":
+        return f"the latest tuned, from run {hp.get('run_id')} ({values}); `cd4ml run --tune` searches again"
+    return "the configured defaults (no tuned hyperparameters recorded; `cd4ml run --tune` searches)"
+
+
 def format_summary(result: RunResult) -> str:
     lines = [f"run {result.run_id}: {result.status} in {result.seconds:.1f} s (span {result.span}, "
              f"{result.rows} rows)"]
@@ -193,6 +205,8 @@ def format_summary(result: RunResult) -> str:
                      + (f" ({', '.join(result.cached)})" if result.cached and result.ran else ""))
         if result.steps and not result.ran:
             lines.append("  nothing changed since the last run: every component came from the cache")
+    if result.hyperparameters:
+        lines.append(f"  hyperparameters: {describe_hyperparameters(result.hyperparameters)}")
     overall = result.metrics.get("overall")
     if overall:
         lines.append("  eval: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(overall.items())))

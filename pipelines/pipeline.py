@@ -2,7 +2,8 @@
 
 span files -> CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema from
 ImportSchemaGen; SchemaGen proposes updates) -> DataValidationGate -> the training window (this
-span and the trusted spans before it, components/window.py) -> Transform -> Trainer -> Evaluator
+span and the trusted spans before it, components/window.py) -> Transform -> [Tuner with --tune,
+else the latest tuned hyperparameters] -> Trainer -> Evaluator
 (vs. the latest blessed model other than the candidate) -> ModelExplainer (importances and the
 explainability check, an infra blessing) -> Pusher -> ReleaseBundle.
 DetectorTrainer fits drift/outlier detectors on the new span's train split after the gate (what
@@ -28,13 +29,15 @@ from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGe
 from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
 from tfx.components.transform.component import Transform
+from tfx.components.tuner.component import Tuner
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types.channel import Channel
-from tfx.types.standard_artifacts import Examples, Model, ModelBlessing
+from tfx.types.standard_artifacts import Examples, HyperParameters, Model, ModelBlessing
 
 from cd4ml.contract import EXAMPLE_SIGNATURE, PREDICTIONS, SCHEMA_FILE
 from components import features, schema as curated_schema
@@ -90,6 +93,32 @@ def training_window(config: PipelineConfig, gen, gate, target: str) -> Optional[
     return window
 
 
+TUNER, TUNED_RESOLVER = "Tuner", "latest_tuned_hyperparameters"
+# The output each source of the Trainer's hyperparameters names them by.
+HYPERPARAMETERS = {TUNER: "best_hyperparameters", TUNED_RESOLVER: "hyperparameters"}
+
+
+def hyperparameter_source(config: PipelineConfig, transform, schema, training: dict):
+    """Where the Trainer's hyperparameters come from: with `--tune`, TFX's Tuner searching
+    `tune_trials` trials (components/model.py tuner_fn); otherwise the latest HyperParameters
+    artifact an earlier tuning run of this pipeline recorded in ML Metadata (none: the Trainer
+    uses the configured defaults). The run summary says which."""
+    if config.tune:
+        return Tuner(
+            **user_code(config, "tuner"),
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema,
+            train_args=trainer_pb2.TrainArgs(),
+            eval_args=trainer_pb2.EvalArgs(),
+            custom_config=dict(training, trials=config.tune_trials),
+        ).with_id(TUNER)
+    return Resolver(
+        strategy_class=LatestArtifactStrategy,
+        hyperparameters=Channel(type=HyperParameters),
+    ).with_id(TUNED_RESOLVER)
+
+
 def curated_schema_file(config: PipelineConfig) -> str:
     """The schema file ImportSchemaGen reads, at a path that changes with its content.
 
@@ -124,7 +153,8 @@ def user_code(config: PipelineConfig, which: str) -> dict:
             return {"preprocessing_fn": "components.transform.preprocessing_fn"}
         return {"module_file": config.transform_module}
     if on_cluster(config):
-        return {"run_fn": "components.model.run_fn"}
+        return {"tuner_fn" if which == "tuner" else "run_fn":
+                "components.model.tuner_fn" if which == "tuner" else "components.model.run_fn"}
     return {"module_file": config.trainer_module}
 
 
@@ -177,15 +207,18 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     # analyzed in seconds, so no analyzer cache (one more artifact per span) is kept.
     transform = Transform(examples=examples, schema=schema, disable_statistics=True,
                           disable_analyzer_cache=True, **user_code(config, "transform"))
+    training = {"seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
+                "hidden_units": config.units}
+    tuning = hyperparameter_source(config, transform, schema, training)
     trainer = Trainer(
         **user_code(config, "trainer"),
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
+        hyperparameters=tuning.outputs[HYPERPARAMETERS[tuning.id]],
         train_args=trainer_pb2.TrainArgs(),
         eval_args=trainer_pb2.EvalArgs(),
-        custom_config={"seed": config.seed, "epochs": config.epochs,
-                       "batch_size": config.batch_size, "hidden_units": config.units},
+        custom_config=training,
     )
     if target == "kubeflow":
         # KubeflowV2DagRunner compiles only TFX's built-in strategies into the pipeline spec.
@@ -236,7 +269,7 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     nodes = [gen, statistics, schema_import, schema_proposal, validator, gate, detectors]
     if window:
         nodes.append(window)
-    return nodes + [transform, trainer, baseline, evaluator, explainer, pusher, release]
+    return nodes + [transform, tuning, trainer, baseline, evaluator, explainer, pusher, release]
 
 
 def create_pipeline(config: PipelineConfig,

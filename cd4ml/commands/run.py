@@ -4,6 +4,8 @@ Exit codes: 0 pushed or nothing to do, 1 error, 2 data validation failed (nothin
 pushed; the report is kept under <home>/runs/<run id>/), 3 model not blessed (not pushed).
 """
 
+import sys
+
 from cd4ml.commands.common import add_config_flags, add_verbose_flag, config_from, quiet_libraries
 
 HELP = "run the pipeline on a span (latest by default) and print what happened"
@@ -13,6 +15,11 @@ def register(parser):
     add_config_flags(parser)
     parser.add_argument("--span", type=int, help="span number to train on (default: the latest span-N)")
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
+    parser.add_argument("--tune", action="store_true",
+                        help="search hyperparameters with TFX's Tuner before training (keras_tuner random "
+                             "search over width, depth, learning rate and epochs); later runs reuse the "
+                             "best ones (env CD4ML_TUNE)")
+    parser.add_argument("--trials", type=int, help="tuning trials with --tune (env CD4ML_TUNE_TRIALS, default 3)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_verbose_flag(parser)
 
@@ -22,7 +29,11 @@ def main(args) -> int:
     from cd4ml.runner import run_and_report
     from pipelines import local_runner
 
-    config = config_from(args, span=args.span, enable_cache=False if args.no_cache else None)
+    if args.trials is not None and not args.tune:
+        print("cd4ml run: --trials needs --tune", file=sys.stderr)
+        return 2
+    config = config_from(args, span=args.span, enable_cache=False if args.no_cache else None,
+                         tune=True if args.tune else None, tune_trials=args.trials)
     result = run_and_report(config, progress=(lambda _: None) if args.json else print)
     print(result.to_json() if args.json else local_runner.format_summary(result))
     return result.exit_code

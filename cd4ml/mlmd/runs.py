@@ -8,11 +8,14 @@ context named `<pipeline>.<node id>`.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from cd4ml.contract import TUNED_HYPERPARAMETERS_FILE
 from cd4ml.mlmd.store import STATE_NAMES, event_key, prop, timestamp
 
 
@@ -84,6 +87,9 @@ class Run:
     explain_reason: str = ""
     span: Optional[int] = None
     window: List[int] = dataclasses.field(default_factory=list)  # spans trained on, newest first
+    # Where the Trainer's hyperparameters came from: {"source": "tuned" | "reused" | "defaults",
+    # "run_id": the tuning run, "artifact": id, "values": the tuned values} (hyperparameters_of).
+    hyperparameters: Dict[str, object] = dataclasses.field(default_factory=dict)
 
     @property
     def ran(self) -> List[str]:
@@ -101,7 +107,7 @@ class Run:
         return {"run_id": self.run_id, "started": self.started, "seconds": self.seconds,
                 "status": self.status, "ran": self.ran, "cached": self.cached, "failed": self.failed,
                 "span": self.span, "window": self.window, "blessed": self.blessed,
-                "explainable": self.explainable,
+                "explainable": self.explainable, "hyperparameters": self.hyperparameters,
                 "pushed_version": self.pushed_version, "new_push": self.new_push,
                 "steps": [{"node": s.node, "state": s.state, "seconds": round(s.seconds, 3),
                            "execution_id": s.execution.id} for s in self.steps]}
@@ -144,6 +150,8 @@ def get_run(store: metadata_store.MetadataStore, run_id: str) -> Optional[Run]:
         if step.node == "ModelExplainer" and step.outputs.get("blessing"):
             run.explainable = prop(step.outputs["blessing"][0], "blessed") == 1
             run.explain_reason = str(prop(step.outputs["blessing"][0], "reason", ""))
+        if step.node == "Trainer":
+            run.hyperparameters = hyperparameters_of(store, step)
         if step.node == "Pusher" and step.outputs.get("pushed_model"):
             pushed = step.outputs["pushed_model"][0]
             if prop(pushed, "pushed") == 1:
@@ -151,6 +159,29 @@ def get_run(store: metadata_store.MetadataStore, run_id: str) -> Optional[Run]:
                 run.pushed_path = str(prop(pushed, "pushed_destination", ""))
                 run.new_push = step.state == "ran"
     return run
+
+
+def hyperparameters_of(store: metadata_store.MetadataStore, trainer: Step) -> Dict[str, object]:
+    """The HyperParameters artifact a Trainer took: tuned by a Tuner of the same run, reused from
+    an earlier tuning run, or none (the configured defaults)."""
+    from cd4ml.mlmd.graph import Graph
+
+    given = trainer.inputs.get("hyperparameters") or []
+    if not given:
+        return {"source": "defaults"}
+    artifact = given[0]
+    graph = Graph(store)
+    producers = graph.producers(artifact.id)
+    tuned_in = graph.run_of(producers[0]) if producers else ""
+    trainer_run = graph.run_of(trainer.execution)
+    values: Dict[str, object] = {}
+    try:
+        with open(os.path.join(artifact.uri, TUNED_HYPERPARAMETERS_FILE)) as fh:
+            values = json.load(fh).get("values", {})
+    except (OSError, ValueError):
+        pass  # a gs:// artifact: the run browser and `cd4ml runs` show the run it came from
+    return {"source": "tuned" if tuned_in == trainer_run else "reused", "run_id": tuned_in,
+            "artifact": artifact.id, "values": values}
 
 
 def list_runs(store: metadata_store.MetadataStore) -> List[Run]:
