@@ -21,9 +21,9 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.types.system_artifacts import Metrics
 
-from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXPLAINER_DIR, EXAMPLE_SIGNATURE, FEATURES_FILE, EXAMPLES_INPUT, HOLDOUT,
-                            MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS, RELEASE_ARTIFACT, SAVED_MODEL_FILES,
-                            SCHEMA_FILE)
+from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, EXAMPLES_INPUT, EXPLAINER_DIR,
+                            FEATURES_FILE, HOLDOUT, MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS, RELEASE_ARTIFACT,
+                            SAVED_MODEL_FILES, SCHEMA_FILE)
 from components import evaluation, features
 from components.detectors import Detectors
 from components.explainer import ModelExplanation

@@ -88,7 +88,7 @@ class PipelineConfig:
         if self.promotion not in PROMOTION_POLICIES:
             raise ValueError(f"CD4ML_PROMOTION={self.promotion!r}: expected one of {', '.join(PROMOTION_POLICIES)}")
         try:
-            self.explainability_rules
+            self.explainability_rules  # noqa: B018 - validates the rules when the config is made
         except ValueError as err:
             raise ValueError(f"CD4ML_EXPLAIN_FORBIDDEN / CD4ML_EXPLAIN_MAX_SHARE: {err}") from None
         if self.tune_trials < 1:

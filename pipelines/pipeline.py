@@ -29,7 +29,6 @@ from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGe
 from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
 from tfx.components.transform.component import Transform
-from tfx.components.tuner.component import Tuner
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
@@ -104,6 +103,9 @@ def hyperparameter_source(config: PipelineConfig, transform, schema, training: d
     artifact an earlier tuning run of this pipeline recorded in ML Metadata (none: the Trainer
     uses the configured defaults). The run summary says which."""
     if config.tune:
+        # Imported only here: the Tuner component loads keras_tuner (3 s), which a plain run skips.
+        from tfx.components.tuner.component import Tuner
+
         return Tuner(
             **user_code(config, "tuner"),
             examples=transform.outputs["transformed_examples"],

@@ -85,6 +85,28 @@ def plot_error_by(slices, column: str, bound: Optional[float] = None, baseline=N
     return _png(fig)
 
 
+def plot_importances(candidate: Dict[str, float], baseline: Optional[Dict[str, float]] = None) -> Optional[str]:
+    """Horizontal bars: each feature's share of the attribution, the candidate's beside the
+    baseline's (components/explain.py importances)."""
+    if not candidate:
+        return None
+    names = sorted(candidate, key=lambda n: candidate[n])
+    fig, axes = _figure(6.0, 0.28 * len(names) + 1.0)
+    ax = axes[0][0]
+    height = 0.4 if baseline else 0.7
+    positions = range(len(names))
+    ax.barh([p + (height / 2 if baseline else 0) for p in positions], [candidate[n] for n in names],
+            height=height, color="#4878a8", label="this model")
+    if baseline:
+        ax.barh([p - height / 2 for p in positions], [baseline.get(n, 0.0) for n in names], height=height,
+                color="#d08030", label="baseline model")
+    ax.set_yticks(list(positions))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel("share of mean |attribution| (eval rows)")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig, left=0.2, bottom=0.12)
+
+
 def plot_distributions(current, reference, names: Sequence[str], current_label: str,
                        reference_label: str) -> Optional[str]:
     """Feature distributions of the new span (and the reference span when there is one)."""

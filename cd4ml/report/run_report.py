@@ -3,8 +3,10 @@
 One self-contained file (inline CSS, plots as inline base64 PNGs) that an on-call engineer or an
 auditor can open from a laptop, a CI artifact or an e-mail: what ran, what the data looked like,
 what validation found, how the model did on every slice against the thresholds, whether it was
-blessed and why, which version was pushed, and plots of the error by every slice and of the new
-span's feature distributions against the span the serving model was trained on.
+blessed and why, which version was pushed, how the model decides (global importances against the
+baseline's, and the explainability check), which hyperparameters it was trained with, and plots
+of the error by every slice and of the new span's feature distributions against the span the
+serving model was trained on.
 
 Everything is read back from ML Metadata and the artifacts it points to (the same sources as
 `cd4ml lineage`), never from the pipeline's memory. The page is a Jinja2 template with
@@ -23,7 +25,7 @@ from typing import Dict, List, Optional
 
 from cd4ml.contract import MAE, RMSE
 from cd4ml.report.evaluation import baseline_on_same_data, thresholds
-from cd4ml.report.plots import is_number, plot_distributions, plot_error_by
+from cd4ml.report.plots import is_number, plot_distributions, plot_error_by, plot_importances
 from cd4ml.report.statistics import load_statistics, statistics_summary
 from components import features
 
@@ -46,6 +48,8 @@ class ReportData:
     plots: Dict[str, str] = dataclasses.field(default_factory=dict)
     notes: List[str] = dataclasses.field(default_factory=list)
     provenance: Optional[Dict[str, object]] = None  # mlmd.provenance(...)["summary"] of the pushed version
+    importances: Optional[Dict[str, object]] = None   # ModelExplainer's importances.json
+    importance_changes: List[List[object]] = dataclasses.field(default_factory=list)  # rows, largest change first
 
 
 # -- gathering ------------------------------------------------------------------------------------
@@ -83,6 +87,29 @@ def _evaluation(data: ReportData, graph, step):
     data.thresholds = thresholds(mlmd.execution_dict(graph, step.execution)["properties"].get("eval_config"))
     if step.inputs.get("baseline_model"):
         data.baseline_metrics = baseline_on_same_data(data.evaluation)
+
+
+def _importances(data: ReportData, step):
+    """The model's global importances, the baseline's on the same rows, what changed, the check."""
+    from components import explain
+
+    if not (step and step.outputs.get("explanation")):
+        return
+    path = os.path.join(step.outputs["explanation"][0].uri, explain.IMPORTANCES_FILE)
+    try:
+        with open(path) as fh:
+            data.importances = json.load(fh)
+    except (OSError, ValueError) as exc:
+        data.notes.append(f"importances unreadable: {exc}")
+        return
+    share = data.importances["share"]
+    before = (data.importances.get("baseline") or {}).get("share")
+    if before:
+        changes = sorted(((n, share[n], before.get(n, 0.0)) for n in share), key=lambda c: -abs(c[1] - c[2]))
+        data.importance_changes = [[n, now, then, now - then] for n, now, then in changes]
+    plot = plot_importances(share, before)
+    if plot:
+        data.plots["global importances"] = plot
 
 
 def _reference_statistics(data: ReportData, store, result):
@@ -138,6 +165,7 @@ def gather(result, metadata_path: str) -> ReportData:
     current = _statistics(data, by_node.get("StatisticsGen"))
     _anomalies(data, by_node.get("ExampleValidator"))
     _evaluation(data, mlmd.Graph(store), by_node.get("Evaluator"))
+    _importances(data, by_node.get("ModelExplainer"))
     if result.pushed_version:
         doc = mlmd.provenance(store, result.pushed_version)
         data.provenance = doc["summary"] if doc else None
@@ -194,6 +222,9 @@ def _environment():
     from cd4ml.mlmd import harvest_line
 
     env.globals["harvest_line"] = harvest_line
+    from pipelines.local_runner import describe_hyperparameters
+
+    env.globals["describe_hyperparameters"] = describe_hyperparameters
     return env
 
 
