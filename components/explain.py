@@ -123,10 +123,11 @@ class ExplainabilityRules:
     forbidden: columns that must carry no attribution (the leak columns by default: a model that
     uses them would score perfectly offline and fail in production, where they are unknown).
     max_share: no single feature may carry more than this share of the total attribution.
+    The defaults are the pipeline configuration's (CD4ML_EXPLAIN_FORBIDDEN, CD4ML_EXPLAIN_MAX_SHARE).
     """
 
-    forbidden: tuple = ("casual", "registered")
-    max_share: float = 0.6
+    forbidden: tuple
+    max_share: float
 
     def __post_init__(self):
         known = set(features.SCHEMA_COLUMNS)

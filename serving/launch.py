@@ -140,9 +140,11 @@ class Microservice:
             base = f"{self.url}/v2/models/{MODEL_NAME}"
             self.predict_url, self.feedback_url, self.ready_url = f"{base}/infer", f"{base}/feedback", \
                 f"{self.url}/v2/health/ready"
+            self.explain_url = f"{base}/explain"
         else:
             self.predict_url = f"{self.url}/api/v1.0/predictions"
             self.feedback_url = f"{self.url}/api/v1.0/feedback"
+            self.explain_url = f"{self.url}/api/v1.0/explain"
             self.ready_url = f"{self.url}/health/status"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
 

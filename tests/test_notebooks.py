@@ -58,3 +58,4 @@ def test_notebook_runs_top_to_bottom(request, store, path, monkeypatch):
         assert "drifted between span 1 and span 2" in text
     if path.endswith("03_model_analysis.ipynb"):
         assert "TFMA validation_ok: True" in text and "blessed: every threshold passed" in text
+        assert "explainability check: passed" in text and "additive: True" in text

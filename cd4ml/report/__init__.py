@@ -7,10 +7,10 @@ Modules: `statistics` (TFDV statistics), `evaluation` (metrics, thresholds, base
 """
 
 from cd4ml.report.evaluation import baseline_on_same_data, model_evaluation, subgroup_errors, thresholds
-from cd4ml.report.plots import plot_distributions, plot_error_by, plot_lineage, png_bytes
+from cd4ml.report.plots import plot_distributions, plot_error_by, plot_importances, plot_lineage, png_bytes
 from cd4ml.report.run_report import REPORT_FILE, ReportData, gather, render, write_report, write_run_report
 from cd4ml.report.statistics import feature_distribution, load_statistics, statistics_summary
 
 __all__ = ["baseline_on_same_data", "model_evaluation", "subgroup_errors", "thresholds", "plot_distributions",
-           "plot_error_by", "plot_lineage", "png_bytes", "REPORT_FILE", "ReportData", "gather", "render",
+           "plot_error_by", "plot_importances", "plot_lineage", "png_bytes", "REPORT_FILE", "ReportData", "gather", "render",
            "write_report", "write_run_report", "feature_distribution", "load_statistics", "statistics_summary"]
