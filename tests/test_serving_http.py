@@ -42,6 +42,24 @@ def post(server, payload, **kwargs):
                          timeout=60, **kwargs)
 
 
+def test_http_explain_attributes_every_prediction_to_every_feature(server, registry):
+    rows = [r["features"] for r in holdout(registry)[:3]]
+    predicted = post(server, {"jsonData": rows}).json()["data"]["ndarray"]
+    reply = requests.post(server.explain_url, json={"jsonData": rows}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["meta"]["tags"]["model_version"] == "1000"
+    for row, prediction in zip(body["explanation"]["rows"], predicted):
+        assert sorted(row["attributions"]) == sorted(features.FEATURE_NAMES)
+        assert body["explanation"]["base_value"] + sum(row["attributions"].values()) == \
+            pytest.approx(prediction, rel=0.01)
+    for payload, status, needle in ((b"{nope", 400, "malformed"), (json.dumps(BAD_REQUESTS[2][1]), 400, "'temp'")):
+        bad = requests.post(server.explain_url, data=payload, headers={"Content-Type": "application/json"},
+                            timeout=60)
+        assert bad.status_code == status and needle in bad.json()["status"]["info"], bad.text
+    assert post(server, {"jsonData": rows}).status_code == 200
+
+
 def test_http_predictions_match_the_saved_model_in_process(server, registry):
     from serving.version import LoadedVersion
 

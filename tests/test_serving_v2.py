@@ -179,6 +179,34 @@ def test_core_metrics_reach_prometheus(server):
     assert 'cd4ml_rejected_requests_total{rule="out_of_range",version="1000"}' in text
 
 
+def test_explain_attributes_every_prediction_to_every_feature(server, registry):
+    rows = [r["features"] for r in holdout(registry)[:3]]
+    predicted = infer(server, v2_inputs(rows)).json()["outputs"][0]["data"]
+    reply = requests.post(server.explain_url, json={"inputs": v2_inputs(rows, column=True)}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["model_name"] == MODEL_NAME and body["model_version"] == "1000"
+    explanation = body["explanation"]
+    for row, prediction in zip(explanation["rows"], predicted):
+        assert sorted(row["attributions"]) == sorted(features.FEATURE_NAMES)
+        assert row["prediction"] == pytest.approx(prediction, rel=1e-4)
+        assert explanation["base_value"] + sum(row["attributions"].values()) == pytest.approx(prediction, rel=0.01)
+
+
+@pytest.mark.parametrize("inputs,status,needle", [
+    (lambda: v2_inputs([dict(GOOD, hum=1.5)]), 400, "'hum'"),
+    (lambda: [i for i in v2_inputs([GOOD]) if i["name"] != "hr"], 400, "'hr'"),
+    (lambda: v2_inputs([GOOD] * 101), 413, "100"),
+    (lambda: None, 400, "'inputs'"),
+], ids=["out of range", "missing input", "too many rows", "no inputs"])
+def test_explain_refuses_what_infer_refuses(server, inputs, status, needle):
+    reply = requests.post(server.explain_url, json={"inputs": inputs()}, timeout=60)
+    assert reply.status_code == status, reply.text
+    assert needle in reply.json()["error"]
+    assert requests.post(server.explain_url, data=b"{", timeout=60).status_code == 400
+    assert infer(server, v2_inputs([GOOD])).status_code == 200
+
+
 def test_a_pushed_version_hot_loads(server, registry):
     copy_version(registry, "1000", registry, "2000")
     versions = set()

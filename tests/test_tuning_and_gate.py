@@ -1,0 +1,84 @@
+"""`cd4ml run --tune` and the explainability gate, as a user runs them: real pipeline runs, by the CLI.
+
+1. `--tune --trials 2`: TFX's Tuner searches, the best hyperparameters are an ML Metadata artifact
+   the Trainer takes, and the summary says they were tuned in this run.
+2. A plain run reuses them (the same artifact, found by the latest-tuned resolver) and says which.
+3. A rule that forbids the hour of day stops the push with a message naming the feature and the
+   rule; the registry keeps the version it had.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cd4ml import mlmd
+from pipelines.config import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, sample_data_root):
+    path = str(tmp_path_factory.mktemp("tuned-home"))
+    shutil.copytree(sample_data_root, os.path.join(path, "data"))
+    return path
+
+
+def cd4ml_run(home, *args, **env):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CD4ML_")}
+    environ.update(TF_CPP_MIN_LOG_LEVEL="3", **env)
+    out = subprocess.run([sys.executable, "-m", "cd4ml.cli", "run", "--home", home, "--data-root",
+                          os.path.join(home, "data"), "--span", "1", *args],
+                         capture_output=True, text=True, timeout=900, cwd=REPO_ROOT, env=environ)
+    run_id = re.search(r"^run (\S+): ", out.stdout, re.M)
+    return out, run_id.group(1) if run_id else None
+
+
+def step(store, run_id, node):
+    return next(s for s in mlmd.run_steps(store, run_id) if s.node == node)
+
+
+def test_tuning_then_reuse_then_the_gate_stops_a_push(home):
+    store_path = os.path.join(home, "metadata.sqlite")
+
+    tuned, tuned_run = cd4ml_run(home, "--tune", "--trials", "2")
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    assert "hyperparameters: tuned in this run (epochs " in tuned.stdout
+    store = mlmd.open_store(store_path)
+    tuner = step(store, tuned_run, "Tuner")
+    assert tuner.state == "ran"
+    best = tuner.outputs["best_hyperparameters"][0]
+    with open(os.path.join(best.uri, "best_hyperparameters.txt")) as fh:
+        values = json.load(fh)["values"]
+    assert sorted(values) == ["epochs", "layers", "learning_rate", "units"]
+    assert [a.id for a in step(store, tuned_run, "Trainer").inputs["hyperparameters"]] == [best.id]
+
+    plain, plain_run = cd4ml_run(home)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert f"hyperparameters: the latest tuned, from run {tuned_run}" in plain.stdout
+    store = mlmd.open_store(store_path)
+    assert [a.id for a in step(store, plain_run, "Trainer").inputs["hyperparameters"]] == [best.id]
+    assert not [s for s in mlmd.run_steps(store, plain_run) if s.node == "Tuner"]
+    versions = sorted(v for v in os.listdir(os.path.join(home, "registry")) if v.isdigit())
+    assert len(versions) == 1
+
+    gated, gated_run = cd4ml_run(home, CD4ML_EXPLAIN_FORBIDDEN="hr")
+    assert gated.returncode == 3, gated.stdout + gated.stderr
+    assert "not pushed: the explainability check failed: feature 'hr' is forbidden (rule 'forbidden')" \
+        in gated.stdout
+    assert "no model pushed" in gated.stdout
+    store = mlmd.open_store(store_path)
+    blessing = step(store, gated_run, "ModelExplainer").outputs["blessing"][0]
+    assert mlmd.prop(blessing, "blessed") == 0
+    assert mlmd.prop(step(store, gated_run, "Evaluator").outputs["blessing"][0], "blessed") == 1
+    assert mlmd.prop(step(store, gated_run, "Pusher").outputs["pushed_model"][0], "pushed") == 0
+    assert sorted(v for v in os.listdir(os.path.join(home, "registry")) if v.isdigit()) == versions
+    with open(os.path.join(home, "runs", gated_run, "report.html")) as fh:
+        assert "rule &#39;forbidden&#39;" in fh.read()
