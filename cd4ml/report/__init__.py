@@ -13,4 +13,5 @@ from cd4ml.report.statistics import feature_distribution, load_statistics, stati
 
 __all__ = ["baseline_on_same_data", "model_evaluation", "subgroup_errors", "thresholds", "plot_distributions",
            "plot_error_by", "plot_importances", "plot_lineage", "png_bytes", "REPORT_FILE", "ReportData", "gather",
-           "render", "write_report", "write_run_report", "feature_distribution", "load_statistics", "statistics_summary"]
+           "render", "write_report", "write_run_report", "feature_distribution", "load_statistics",
+           "statistics_summary"]
