@@ -25,8 +25,8 @@ CLUSTER_ENV = {
 }
 # Every component of create_pipeline, and what must have run before it (transitively).
 COMPONENTS = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "SchemaProposal", "ExampleValidator",
-              "DataValidationGate", "DetectorTrainer", "Transform", "Trainer", "Evaluator", "Pusher",
-              "ReleaseBundle"]
+              "DataValidationGate", "DetectorTrainer", "Transform", "Trainer", "Evaluator", "ModelExplainer",
+              "Pusher", "ReleaseBundle"]
 MUST_FOLLOW = {
     "StatisticsGen": ["CsvExampleGen"],
     "ExampleValidator": ["StatisticsGen", "ImportSchemaGen"],
@@ -34,7 +34,8 @@ MUST_FOLLOW = {
     "Transform": ["DataValidationGate", "CsvExampleGen"],
     "Trainer": ["Transform", "DataValidationGate"],
     "Evaluator": ["Trainer", "CsvExampleGen"],
-    "Pusher": ["Evaluator", "Trainer"],
+    "ModelExplainer": ["Trainer", "CsvExampleGen"],
+    "Pusher": ["Evaluator", "Trainer", "ModelExplainer"],
     "DetectorTrainer": ["CsvExampleGen", "DataValidationGate"],
     "ReleaseBundle": ["Pusher", "Evaluator", "DetectorTrainer"],
 }
@@ -133,6 +134,21 @@ def test_compiled_spec_carries_image_roots_beam_args_and_parameters(compiled):
     trainer = json.dumps(tasks["Trainer"]["inputs"]["parameters"])
     assert "components.model.run_fn" in trainer
     assert job["labels"]["cd4ml-git-commit"]
+
+
+def test_a_tuning_job_compiles_with_the_tuner_before_the_trainer(compiled, tmp_path):
+    """--tune on a cluster: the Tuner imports tuner_fn from the image; a plain job resolves the
+    latest tuned hyperparameters with TFX's LatestArtifactStrategy, which KFP v2 compiles."""
+    with open(compiled) as fh:
+        plain = json.load(fh)["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert any(t.startswith("latest_tuned_hyperparameters") for t in plain) and "Tuner" not in plain
+    out = tmp_path / "tuned.json"
+    proc = cli("compile", "--span", "2", "-o", str(out), env=dict(CLUSTER_ENV, CD4ML_TUNE="1"), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out) as fh:
+        tasks = json.load(fh)["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert "Tuner" in _ancestors(tasks, "Trainer")
+    assert "components.model.tuner_fn" in json.dumps(tasks["Tuner"]["inputs"]["parameters"])
 
 
 def test_submit_uploads_the_spec_and_starts_a_named_run(compiled, tmp_path, monkeypatch):
