@@ -31,7 +31,6 @@ from tfx.components.trainer.component import Trainer
 from tfx.components.transform.component import Transform
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
-from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
@@ -45,6 +44,7 @@ from components.baseline import BaselineModelStrategy
 from components.pusher import Executor as UniqueVersionPusher
 from components.detectors import DetectorTrainer
 from components.explainer import ModelExplainer
+from components.latest import LatestOrNothingStrategy
 from components.release import ReleaseBundle
 from components.validation_gate import DataValidationGate
 from components.window import SpanWindowStrategy
@@ -97,11 +97,13 @@ TUNER, TUNED_RESOLVER = "Tuner", "latest_tuned_hyperparameters"
 HYPERPARAMETERS = {TUNER: "best_hyperparameters", TUNED_RESOLVER: "hyperparameters"}
 
 
-def hyperparameter_source(config: PipelineConfig, transform, schema, training: dict):
+def hyperparameter_source(config: PipelineConfig, transform, schema, training: dict, target: str = "local"):
     """Where the Trainer's hyperparameters come from: with `--tune`, TFX's Tuner searching
     `tune_trials` trials (components/model.py tuner_fn); otherwise the latest HyperParameters
     artifact an earlier tuning run of this pipeline recorded in ML Metadata (none: the Trainer
-    uses the configured defaults). The run summary says which."""
+    uses the configured defaults). The run summary says which. The Kubeflow target compiles only
+    TFX's own strategies, whose latest-artifact resolver fails when nothing was tuned yet: a plain
+    Kubeflow job trains with the configured defaults (None here)."""
     if config.tune:
         # Imported only here: the Tuner component loads keras_tuner (3 s), which a plain run skips.
         from tfx.components.tuner.component import Tuner
@@ -115,8 +117,10 @@ def hyperparameter_source(config: PipelineConfig, transform, schema, training: d
             eval_args=trainer_pb2.EvalArgs(),
             custom_config=dict(training, trials=config.tune_trials),
         ).with_id(TUNER)
+    if target == "kubeflow":
+        return None
     return Resolver(
-        strategy_class=LatestArtifactStrategy,
+        strategy_class=LatestOrNothingStrategy,
         hyperparameters=Channel(type=HyperParameters),
     ).with_id(TUNED_RESOLVER)
 
@@ -211,13 +215,13 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
                           disable_analyzer_cache=True, **user_code(config, "transform"))
     training = {"seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
                 "hidden_units": config.units}
-    tuning = hyperparameter_source(config, transform, schema, training)
+    tuning = hyperparameter_source(config, transform, schema, training, target)
     trainer = Trainer(
         **user_code(config, "trainer"),
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
-        hyperparameters=tuning.outputs[HYPERPARAMETERS[tuning.id]],
+        hyperparameters=tuning.outputs[HYPERPARAMETERS[tuning.id]] if tuning else None,
         train_args=trainer_pb2.TrainArgs(),
         eval_args=trainer_pb2.EvalArgs(),
         custom_config=training,
@@ -271,7 +275,9 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     nodes = [gen, statistics, schema_import, schema_proposal, validator, gate, detectors]
     if window:
         nodes.append(window)
-    return nodes + [transform, tuning, trainer, baseline, evaluator, explainer, pusher, release]
+    if tuning:
+        nodes.append(tuning)
+    return nodes + [transform, trainer, baseline, evaluator, explainer, pusher, release]
 
 
 def create_pipeline(config: PipelineConfig,

@@ -80,5 +80,6 @@ def test_tuning_then_reuse_then_the_gate_stops_a_push(home):
     assert mlmd.prop(step(store, gated_run, "Evaluator").outputs["blessing"][0], "blessed") == 1
     assert mlmd.prop(step(store, gated_run, "Pusher").outputs["pushed_model"][0], "pushed") == 0
     assert sorted(v for v in os.listdir(os.path.join(home, "registry")) if v.isdigit()) == versions
+    assert {r.status for r in mlmd.list_runs(store)} == {"complete"}  # no failed resolver either
     with open(os.path.join(home, "runs", gated_run, "report.html")) as fh:
         assert "rule &#39;forbidden&#39;" in fh.read()
