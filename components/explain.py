@@ -168,11 +168,10 @@ def check(importance: Dict[str, object], rules: ExplainabilityRules) -> List[str
 
 # --- what a version ships (contract.EXPLAINER_DIR) ------------------------------------------------
 
-def save(directory: str, background: np.ndarray, importance: Dict[str, object], extra: Optional[Dict] = None,
-         write: Callable[[str, str], None] = None):
+def save(directory: str, background: np.ndarray, importance: Dict[str, object], write: Callable[[str, str], None],
+         extra: Optional[Dict] = None):
     """background.json (the rows, in encode_row's layout, with the feature names) and
-    importances.json. `write(path, text)` defaults to a local file write."""
-    write = write or _write_local
+    importances.json, each written by `write(path, text)`."""
     names = [f.name for f in features.FEATURES]
     write(os.path.join(directory, BACKGROUND_FILE),
           json.dumps({"features": names, "encoding": "features.encode_row",
@@ -194,9 +193,3 @@ def background_from_json(text: str, spec: Sequence[features.Feature]) -> np.ndar
         if f.is_categorical and not np.isin(rows[:, i], np.arange(len(f.vocabulary))).all():
             raise ValueError(f"{BACKGROUND_FILE}: column '{f.name}' holds values that are no vocabulary index")
     return rows
-
-
-def _write_local(path: str, text: str):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as fh:
-        fh.write(text)

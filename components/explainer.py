@@ -18,6 +18,7 @@ from tfx.types import standard_artifacts
 
 from cd4ml.contract import EXPLANATION_ARTIFACT
 from components import detector_core, detector_fit, explain, features
+from components.files import write_text
 
 # The blessing's custom properties, as TFX's InfraValidator sets them (Pusher reads `blessed`).
 BLESSED, REASON = "blessed", "reason"
@@ -56,14 +57,6 @@ def explain_models(examples_uri: str, model: types.Artifact, baseline: types.Art
     return background, candidate, before
 
 
-def _write(path: str, text: str):
-    import tensorflow as tf
-
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "w") as fh:
-        fh.write(text)
-
-
 @component
 def ModelExplainer(
     model: InputArtifact[standard_artifacts.Model],
@@ -76,7 +69,7 @@ def ModelExplainer(
     checked = explain.ExplainabilityRules.from_json(rules)
     background, candidate, before = explain_models(examples.uri, model, baseline_model)
     problems = explain.check(candidate, checked)
-    explain.save(explanation.uri, background, candidate, write=_write, extra={
+    explain.save(explanation.uri, background, candidate, write_text, extra={
         "baseline": before, "rules": json.loads(checked.to_json()), "violations": problems,
         "passed": not problems, "features": features.FEATURE_NAMES})
     top = max(candidate["share"].items(), key=lambda kv: kv[1])

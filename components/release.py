@@ -27,6 +27,7 @@ from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, E
 from components import evaluation, features
 from components.detectors import Detectors
 from components.explainer import ModelExplanation
+from components.files import write_text
 
 HOLDOUT_ROWS = 50
 
@@ -62,13 +63,6 @@ def holdout_sample(examples_uri: str, model_dir: str, rows: int = HOLDOUT_ROWS) 
         sample.append({"features": {name: row[name] for name in features.FEATURE_NAMES},
                        "label": row[features.LABEL_KEY], "expected": float(prediction)})
     return sample
-
-
-def write_text(path: str, text: str):
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as fh:
-        fh.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def write_version(destination: str, schema_uri: str, eval_uri: str, examples: types.Artifact,

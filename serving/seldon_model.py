@@ -154,7 +154,7 @@ class BikeDemandModel:
 
         @guard.before_app_request
         def _check_body():
-            if request.method != "POST" or request.path not in _PREDICT_PATHS:
+            if request.method != "POST" or request.path not in (*_PREDICT_PATHS, EXPLAIN_PATH):
                 return None
             err = None
             size = request.content_length
@@ -180,19 +180,13 @@ class BikeDemandModel:
             """Attributions of each raw feature to the served version's predictions (the predictions'
             body; components/explain.py). Not a Seldon method: Seldon v1 sends explanations to a
             separate explainer server, which would need its own copy of the model."""
-            try:
+            try:  # size and JSON were checked by _check_body, as for predictions
                 if self.core is None:
                     raise RequestError("the model is still loading", status=503, rule="loading")
-                size = request.content_length
-                if size is not None and size > self.max_request_bytes:
-                    raise RequestError(f"request body: {size} bytes is more than the limit of "
-                                       f"{self.max_request_bytes}", status=413, rule="too_large")
                 try:
                     body = json.loads(request.get_data(cache=True))
-                except ValueError as exc:
-                    err = RequestError(f"request body: malformed JSON ({exc})", rule="malformed")
-                    self.core.reject(err)
-                    raise err from None
+                except ValueError as exc:  # a form body (json=...), which explain does not take
+                    raise RequestError(f"request body: expected a JSON body ({exc})", rule="malformed") from None
                 explained = self.core.explain(body)
             except RequestError as err:
                 response = jsonify(self._status(err))
