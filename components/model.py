@@ -17,7 +17,7 @@ Both return `predictions`: expected bikers per hour, in counts, one per row.
 """
 
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -127,7 +127,7 @@ def run_fn(fn_args: FnArgs):
 
     model = build_model(tf_transform_output, chosen["hidden_units"], chosen["learning_rate"])
     history = fit(model, train_x, train_y, eval_x, eval_y, epochs=chosen["epochs"], batch_size=batch_size,
-                  seed=seed)
+                  seed=seed, max_steps_per_epoch=_max_steps(config))
     logging.info("cd4ml trainer: %s, final %s", chosen, {k: v[-1] for k, v in history.items()})
 
     export(model, tf_transform_output, fn_args.serving_model_dir)
@@ -179,7 +179,7 @@ def tuner_fn(fn_args: FnArgs):
             (train_x, train_y), (eval_x, eval_y) = data
             model = build_model(tf_transform_output, chosen["hidden_units"], chosen["learning_rate"])
             history = fit(model, train_x, train_y, eval_x, eval_y, epochs=chosen["epochs"],
-                          batch_size=batch_size, seed=seed)
+                          batch_size=batch_size, seed=seed, max_steps_per_epoch=_max_steps(config))
             return {"val_loss": history["val_loss"][-1]}
 
     oracle = keras_tuner.oracles.RandomSearchOracle(
@@ -188,13 +188,28 @@ def tuner_fn(fn_args: FnArgs):
     return TunerFnResult(tuner=tuner, fit_kwargs={})
 
 
+def effective_batch_size(rows: int, batch_size: int, max_steps_per_epoch: Optional[int]) -> int:
+    """`batch_size`, or the smallest batch that covers `rows` in `max_steps_per_epoch` steps."""
+    if not max_steps_per_epoch:
+        return batch_size
+    return max(batch_size, -(-rows // max_steps_per_epoch))
+
+
+def _max_steps(config: Dict) -> Optional[int]:
+    value = config.get("max_steps_per_epoch")
+    return int(value) if value else None
+
+
 def fit(model: tf.keras.Model, train_x: Dict[str, np.ndarray], train_y: np.ndarray,
         eval_x: Dict[str, np.ndarray], eval_y: np.ndarray, epochs: int, batch_size: int,
-        seed: int) -> Dict[str, List[float]]:
+        seed: int, max_steps_per_epoch: Optional[int] = None) -> Dict[str, List[float]]:
     """Minibatch training of the compiled model's optimizer on MSE; returns per-epoch losses.
 
     Each epoch visits the training rows in a fresh permutation drawn from `seed`; batches are
-    gathered inside the graph, so one traced step serves every batch size.
+    gathered inside the graph, so one traced step serves every batch size. With
+    `max_steps_per_epoch`, a span too big for that many batches of `batch_size` gets bigger
+    batches instead: one step per batch is the Trainer's cost (a host round trip each, whatever
+    the batch), so a 50x span trains in about the time of a 4x one, still on every row.
     """
     names = model.input_names
     xs = {k: tf.constant(train_x[k]) for k in names}
@@ -219,6 +234,7 @@ def fit(model: tf.keras.Model, train_x: Dict[str, np.ndarray], train_y: np.ndarr
     rng = np.random.default_rng(seed)
     history: Dict[str, List[float]] = {"loss": [], "val_loss": []}
     n = int(ys.shape[0])
+    batch_size = effective_batch_size(n, batch_size, max_steps_per_epoch)
     for _ in range(epochs):
         order = rng.permutation(n)
         total = 0.0

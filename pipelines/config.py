@@ -36,6 +36,9 @@ class PipelineConfig:
     seed: int = 42
     epochs: int = 20
     batch_size: int = 128
+    # Steps per epoch, at most: past batch_size x this many training rows, batches grow instead
+    # (every epoch still sees every row once), so the Trainer's cost stops growing with the data.
+    max_steps_per_epoch: int = 100
     hidden_units: str = "64,32"
     # Blessing: an absolute bound on overall MAE, and no regression against the latest blessed
     # model by more than this many bikers per hour.
@@ -91,6 +94,8 @@ class PipelineConfig:
             self.explainability_rules  # noqa: B018 - validates the rules when the config is made
         except ValueError as err:
             raise ValueError(f"CD4ML_EXPLAIN_FORBIDDEN / CD4ML_EXPLAIN_MAX_SHARE: {err}") from None
+        if self.max_steps_per_epoch < 1:
+            raise ValueError(f"CD4ML_MAX_STEPS_PER_EPOCH={self.max_steps_per_epoch}: must be at least 1")
         if self.tune_trials < 1:
             raise ValueError(f"CD4ML_TUNE_TRIALS={self.tune_trials}: must be at least 1")
 

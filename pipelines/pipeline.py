@@ -214,7 +214,7 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     transform = Transform(examples=examples, schema=schema, disable_statistics=True,
                           disable_analyzer_cache=True, **user_code(config, "transform"))
     training = {"seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
-                "hidden_units": config.units}
+                "max_steps_per_epoch": config.max_steps_per_epoch, "hidden_units": config.units}
     tuning = hyperparameter_source(config, transform, schema, training, target)
     trainer = Trainer(
         **user_code(config, "trainer"),

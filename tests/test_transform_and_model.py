@@ -126,3 +126,24 @@ def test_fit_takes_labels_as_a_column_too(transform_output):
         keras_model = model.build_model(tft_output, [8])
         histories.append(model.fit(keras_model, x, labels, x, labels, epochs=2, batch_size=16, seed=3))
     assert histories[0] == histories[1]
+
+
+def test_a_step_budget_grows_the_batch_instead_of_the_steps(transform_output):
+    assert model.effective_batch_size(1000, 128, None) == 128
+    assert model.effective_batch_size(1000, 128, 100) == 128      # 8 steps: under the budget
+    assert model.effective_batch_size(142_000, 128, 100) == 1420  # 50x span-1: 100 steps of 1420
+    assert model.effective_batch_size(142_001, 128, 100) == 1421  # never more steps than the budget
+
+    out, _, transformed = transform_output
+    tft_output = tft.TFTransformOutput(out)
+    x, y = _arrays(transformed)
+
+    def train(max_steps):
+        tf.keras.utils.set_random_seed(5)
+        keras_model = model.build_model(tft_output, [8])
+        return model.fit(keras_model, x, y, x, y, epochs=4, batch_size=8, seed=5, max_steps_per_epoch=max_steps)
+
+    unbounded = train(None)
+    assert train(len(y)) == unbounded          # a budget the span fits in changes nothing
+    budgeted = train(2)
+    assert budgeted != unbounded and budgeted["loss"][-1] < budgeted["loss"][0]
