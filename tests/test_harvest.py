@@ -143,29 +143,6 @@ def test_a_burst_without_event_times_still_splits_by_request(setup):
     assert sides == {0, 1}
 
 
-def test_example_gen_groups_a_published_row_by_its_day_and_keeps_a_harvested_group():
-    import tensorflow as tf
-
-    from components.example_gen import with_split_group
-
-    def example(**values):
-        ex = tf.train.Example()
-        for name, value in values.items():
-            if isinstance(value, int):
-                ex.features.feature[name].int64_list.value.append(value)
-            else:
-                ex.features.feature[name].bytes_list.value.append(value.encode())
-        return ex
-
-    def group(ex):
-        return with_split_group(ex).features.feature[features.SPLIT_KEY].bytes_list.value[0].decode()
-
-    assert group(example(day=185)) == features.day_group(185) == "day-185"
-    assert group(example(day=185, **{features.SPLIT_KEY: "request-r1"})) == "request-r1"
-    assert group(example(day=185, **{features.SPLIT_KEY: ""})) == "day-185"   # an empty cell: by day
-    assert group(example(hr=3)) == "day-missing"   # still split, and the validator names the day
-
-
 def test_dry_run_writes_nothing(setup, capsys):
     from cd4ml import cli
 
