@@ -64,7 +64,11 @@ EXAMPLE_SIGNATURE = "serving_default"
 EXAMPLES_INPUT = "examples"
 # ... or one tensor per raw feature, named as in components/features.py (what the server sends).
 RAW_SIGNATURE = "serving_raw"
-# Both signatures answer expected bikers per hour, one per row, under this key.
+# ... or one float32 matrix [N, features] in features.encode_row's layout (categories as vocabulary
+# indices): what the server, the detectors and the explainer already hold, in one tensor.
+ENCODED_SIGNATURE = "serving_encoded"
+ENCODED_INPUT = "encoded"
+# Every signature answers expected bikers per hour, one per row, under this key.
 PREDICTIONS = "predictions"
 
 # --- metrics (the Evaluator's names, as in evaluation.json and the run summary) --------------------

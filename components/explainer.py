@@ -36,6 +36,7 @@ def _explainer(model: types.Artifact, background):
     from components.raw_signature import RawSignature
 
     signature = RawSignature(path_utils.serving_model_path(model.uri))
+    signature.agrees_with_signature(background[:8])
     return explain.Explainer(signature.predict_encoded, background)
 
 

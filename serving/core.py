@@ -300,11 +300,10 @@ class ServingCore:
             self.reject(err, model.version)
             raise
         event_times = split_event_times(rows)
-        predictions = model.predict(rows)
+        encoded = detector_core.encode(rows, model.features)  # one layout for the model and the detectors
+        predictions = model.predict_encoded(encoded)
         scores = flags = None
-        encoded = None
         if model.detectors is not None:
-            encoded = detector_core.encode(rows, model.features)
             score_array = model.detectors.outlier_scores(encoded)
             flags = (score_array > model.detectors.threshold).tolist()
             scores = score_array.tolist()
@@ -330,7 +329,7 @@ class ServingCore:
                 m.add("cd4ml_experiment_rows_total", len(rows), version=model.version, experiment=routed)
             if shadow is not None:
                 m.add("cd4ml_shadow_rows_total", len(rows), version=shadow.version)
-            if encoded is not None and model is self._current:
+            if model.detectors is not None and model is self._current:
                 self._feed_window(model, encoded)
         record = {"ts": now(), "request_id": request_id, "version": model.version,
                   "rows": rows, "predictions": values, "outlier_scores": scores}

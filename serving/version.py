@@ -139,7 +139,7 @@ class LoadedVersion:
         rows = [r["features"] for r in self.holdout[:CHECK_ROWS]]
         if not rows:
             return
-        self._signature.agrees_with_signature(rows)
+        self._signature.agrees_with_signature(detector_core.encode(rows, self.features))
         got = self.predict(rows)
         want = np.asarray([r["expected"] for r in self.holdout[:CHECK_ROWS]], np.float32)
         if not np.allclose(got, want, rtol=CHECK_RTOL, atol=1e-3):
@@ -148,6 +148,11 @@ class LoadedVersion:
 
     def predict(self, rows: List[Dict[str, object]]) -> np.ndarray:
         return self._signature.predict_rows(rows)
+
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        """Validated rows already in encode_row's layout (the server encodes once for the model
+        and the detectors)."""
+        return self._signature.predict_encoded(encoded)
 
 
 def _read(path: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -378,3 +379,30 @@ def test_shadow_scores_the_challenger_without_changing_any_answer(registry, tmp_
     assert "shadow_version" not in last
     with pytest.raises(promotion.PromotionError):
         promotion.shadow(registry, "9999")
+
+
+@pytest.mark.slow
+def test_a_version_without_the_encoded_signature_serves_the_same_through_serving_raw(registry, tmp_path):
+    """Versions pushed before `serving_encoded` existed stay servable (and rollback targets): the
+    same SavedModel saved with only its two older signatures answers the same predictions."""
+    import tensorflow as tf
+
+    from cd4ml.contract import ENCODED_SIGNATURE, EXAMPLE_SIGNATURE, RAW_SIGNATURE
+    from serving.version import LoadedVersion
+
+    current = LoadedVersion(registry, "1000")
+    assert current._signature.encoded
+    older = copy_version(registry, "1000", registry, "999")
+    loaded = tf.saved_model.load(older)
+    shutil.rmtree(os.path.join(older, "variables"))
+    os.remove(os.path.join(older, "saved_model.pb"))
+    tf.saved_model.save(loaded, older, signatures={name: loaded.signatures[name]
+                                                   for name in (EXAMPLE_SIGNATURE, RAW_SIGNATURE)})
+    assert ENCODED_SIGNATURE not in tf.saved_model.load(older).signatures
+    before = LoadedVersion(registry, "999")  # loads: its holdout check passes through serving_raw
+    assert not before._signature.encoded
+    rows = [r["features"] for r in holdout(registry)]
+    np.testing.assert_array_equal(before.predict(rows), current.predict(rows))
+    core = make_core(registry, tmp_path, version="999")
+    assert core.predict({"jsonData": rows}).predictions == current.predict(rows).tolist()
+    core.close()

@@ -10,7 +10,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
-from components import features, model, schema, transform
+from components import detector_core, features, model, schema, transform
 from tests.conftest import read_span, tf_example
 
 ROWS = 120
@@ -77,7 +77,7 @@ def test_model_signatures_agree_and_return_counts(transform_output, tmp_path):
     export = str(tmp_path / "saved")
     model.export(keras_model, tft_output, export)
     loaded = tf.saved_model.load(export)
-    assert set(loaded.signatures) == {model.EXAMPLE_SIGNATURE, model.RAW_SIGNATURE}
+    assert set(loaded.signatures) == {model.EXAMPLE_SIGNATURE, model.RAW_SIGNATURE, model.ENCODED_SIGNATURE}
 
     sample = rows[:10]
     raw_inputs = {f.name: tf.constant([r[f.name][0] for r in sample],
@@ -92,6 +92,10 @@ def test_model_signatures_agree_and_return_counts(transform_output, tmp_path):
         examples=tf.constant([example(r) for r in sample]))[model.PREDICTIONS].numpy()
     assert by_raw.shape == (10,)
     np.testing.assert_allclose(by_raw, by_example, rtol=1e-5)
+    # One matrix in encode_row's layout: the same predictions, to the bit.
+    encoded = detector_core.encode([{k: v[0] for k, v in r.items()} for r in sample])
+    by_encoded = loaded.signatures[model.ENCODED_SIGNATURE](encoded=tf.constant(encoded))[model.PREDICTIONS].numpy()
+    np.testing.assert_array_equal(by_encoded, by_raw)
     assert (by_raw >= 0).all()
     # Counts, not log counts: the model was fit on log1p, the signature undoes it.
     expected = np.expm1(np.maximum(keras_model.predict({k: v[:10] for k, v in x.items()}, verbose=0).ravel(), 0))
