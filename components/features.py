@@ -75,7 +75,7 @@ class Feature:
                 return f"feature '{self.name}': expected a number ({self.dtype}), got {value!r}"
             if value != value or value in (float("inf"), float("-inf")):
                 return f"feature '{self.name}': NaN and infinity are not allowed"
-            if self.dtype == "int" and float(value) != int(value):
+            if self.dtype == "int" and not (isinstance(value, int) or float(value).is_integer()):
                 return f"feature '{self.name}': expected an integer, got {value!r}"
         if self.kind == KEY:
             return None

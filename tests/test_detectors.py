@@ -73,17 +73,22 @@ def test_fast_scorer_equals_scikit_learn(span1_train):
 
 
 def test_drift_p_values_are_scipys_tests(fitted, span1_train):
+    """Every feature's p-value is scipy's own test of the reference against the window (KS
+    asymptotic for numbers, chi-squared for categories), for windows of either span and size."""
     from scipy.stats import chi2_contingency, ks_2samp
 
     drift, _, _ = fitted
-    window = detector_core.encode(_sample(_rows(2, lambda d: True), 200, seed=5))
-    p = drift.p_values(window)
-    temp = features.FEATURE_NAMES.index("temp")
-    assert p[temp] == pytest.approx(ks_2samp(drift.x_ref[:, temp], window[:, temp], method="asymp").pvalue)
-    season = features.FEATURE_NAMES.index("season")
-    cats = sorted(set(drift.categories[season]) | set(window[:, season].astype(int).tolist()))
-    table = [[np.sum(col == c) for c in cats] for col in (drift.x_ref[:, season], window[:, season])]
-    assert p[season] == pytest.approx(chi2_contingency(table)[1])
+    for span, size, seed in [(2, 200, 5), (1, 200, 6), (2, 50, 7), (1, 500, 8)]:
+        window = detector_core.encode(_sample(_rows(span, lambda d: True), size, seed=seed))
+        p = drift.p_values(window)
+        for i, name in enumerate(features.FEATURE_NAMES):
+            if i in drift.categories:
+                cats = sorted(set(drift.categories[i]) | set(window[:, i].astype(int).tolist()))
+                table = [[np.sum(col == c) for c in cats] for col in (drift.x_ref[:, i], window[:, i])]
+                expected = chi2_contingency(table)[1]
+            else:
+                expected = ks_2samp(drift.x_ref[:, i], window[:, i], method="asymp").pvalue
+            assert p[i] == pytest.approx(expected, rel=1e-12, abs=1e-300), (span, size, name)
     assert drift.threshold == pytest.approx(0.05 / len(features.FEATURES))  # Bonferroni over 11 tests
 
 

@@ -406,3 +406,21 @@ def test_a_version_without_the_encoded_signature_serves_the_same_through_serving
     core = make_core(registry, tmp_path, version="999")
     assert core.predict({"jsonData": rows}).predictions == current.predict(rows).tolist()
     core.close()
+
+
+def test_a_batch_is_refused_at_its_first_bad_value_whatever_the_column():
+    """Big batches are screened column by column; the refusal still names the first bad row and
+    value as a row-by-row check words it (and a good batch of every type passes)."""
+    rows = [dict(GOOD, hr=h % 24, temp=0.5 if h % 2 else 1) for h in range(50)]
+    assert len(parse({"jsonData": [dict(r) for r in rows]})) == 50
+    for field, value, needle in [("temp", float("nan"), "NaN"), ("hr", 24, "unknown category 24"),
+                                 ("hum", 1.5, "outside the range"), ("weathersit", 3, "expected a string"),
+                                 ("season", True, "expected int"), ("holiday", 10 ** 400, "unknown category"),
+                                 ("windspeed", "0.1", "the string '0.1'")]:
+        batch = [dict(r) for r in rows]
+        batch[37][field] = value
+        batch[41]["temp"] = -1.0  # a later bad row must not be the one named
+        with pytest.raises(RequestError) as err:
+            parse({"jsonData": batch})
+        assert err.value.message.startswith(f"row 37: feature '{field}'") and needle in err.value.message, \
+            err.value.message
