@@ -117,7 +117,7 @@ def main(argv=None) -> int:
               **{key: {} for key in servers}, "resident_mb": {}}
     print(f"benchmark: version {version} (detectors: {model.detectors is not None})", flush=True)
     for n, rs in rows.items():
-        result["in_process"][f"{n}_rows"] = {"serving_raw": measure(lambda rs=rs: model.predict(rs), args.requests, 1)}
+        result["in_process"][f"{n}_rows"] = {"model_call": measure(lambda rs=rs: model.predict(rs), args.requests, 1)}
         print(f"  in-process {n} rows: {result['in_process'][f'{n}_rows']}", flush=True)
 
     chosen = args.servers.split(",")
