@@ -151,13 +151,12 @@ class FastIForest:
         self.offset = float(offset)
         self.threshold = float(threshold)
         trees, width = self.left.shape
-        self.rows_index = np.arange(trees)
         # Flat indices over all trees: node i of tree t is t * width + i; child 2 * node + 1 is the
         # left one (x <= cut), 2 * node the right one. One gather per level picks either.
-        offsets = (self.rows_index * width)[:, None]
+        self._roots = np.arange(trees) * width
+        offsets = self._roots[:, None]
         self._children = np.stack([self.right + offsets, self.left + offsets], axis=-1).astype(np.int64).ravel()
         self._feature, self._cut = self.feature.astype(np.int64).ravel(), self.cut.ravel()
-        self._roots = self.rows_index * width
 
     def score(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32).astype(np.float64)
