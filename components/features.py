@@ -88,6 +88,28 @@ class Feature:
                 return f"feature '{self.name}': {value!r} is outside the range [{self.low}, {self.high}]"
         return None
 
+    def all_valid(self, values: Sequence) -> bool:
+        """True only when check() passes every value, decided a column at a time (a batch of 100
+        rows checked value by value cost the server more than the model). False may still be all
+        valid: the caller then walks check() row by row, which also words the refusal."""
+        import numpy as np
+
+        types = set(map(type, values))
+        if self.dtype == "string":
+            if types != {str}:
+                return False
+        elif not types <= ({int} if self.dtype == "int" else {int, float}):
+            return False
+        if self.kind == KEY:
+            return True
+        if self.is_categorical:
+            return set(values) <= set(self.vocabulary)
+        try:
+            column = np.asarray(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond float
+            return False
+        return bool(np.isfinite(column).all() and column.min() >= self.low and column.max() <= self.high)
+
 
 @dataclasses.dataclass(frozen=True)
 class RawType:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
-
 from cd4ml.contract import EVENT_TIME
 from components import features
 
@@ -79,12 +77,10 @@ def parse(payload, max_rows: int = DEFAULT_MAX_ROWS,
 
 
 def check_values(rows: List[Dict[str, object]], spec: Sequence[features.Feature]) -> List[Dict[str, object]]:
-    """Rows that carry every feature of `spec`, checked against its rules.
-
-    Whole columns are screened first (a batch of 100 rows checked value by value cost more than
-    the model); only a column that fails the screen is walked row by row, which finds and names
-    the first bad value exactly as Feature.check words it."""
-    checked = len(rows) > 1 and all(_column_is_valid([row[f.name] for row in rows], f) for f in spec)
+    """Rows that carry every feature of `spec`, checked against its rules: whole columns first
+    (Feature.all_valid); a batch that fails is walked row by row, which names the first bad value
+    as Feature.check words it."""
+    checked = len(rows) > 1 and all(f.all_valid([row[f.name] for row in rows]) for f in spec)
     for i, row in enumerate(rows):
         if not checked:
             for f in spec:
@@ -94,26 +90,6 @@ def check_values(rows: List[Dict[str, object]], spec: Sequence[features.Feature]
         if EVENT_TIME in row:
             row[EVENT_TIME] = check_event_time(row[EVENT_TIME], f"row {i}")
     return rows
-
-
-def _column_is_valid(values: list, f: features.Feature) -> bool:
-    """True only when Feature.check passes every value (False may still be all valid: then the
-    row-by-row walk decides)."""
-    types = set(map(type, values))
-    if f.dtype == "string":
-        if types != {str}:
-            return False
-    elif not types <= ({int} if f.dtype == "int" else {int, float}):
-        return False
-    if f.kind == features.KEY:
-        return True
-    if f.is_categorical:
-        return set(values) <= set(f.vocabulary)
-    try:
-        column = np.asarray(values, dtype=np.float64)
-    except OverflowError:  # an integer beyond float: the walk names it
-        return False
-    return bool(np.isfinite(column).all() and column.min() >= f.low and column.max() <= f.high)
 
 
 def check_event_time(value, where: str) -> Optional[str]:

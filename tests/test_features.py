@@ -101,3 +101,23 @@ def test_config_rejects_a_badly_typed_variable_naming_it():
 
     with pytest.raises(ValueError, match="CD4ML_EPOCHS='ten'"):
         PipelineConfig.from_env(environ={"CD4ML_EPOCHS": "ten"})
+
+
+def test_a_column_is_screened_valid_only_when_every_value_passes_check():
+    """Feature.all_valid is the server's shortcut for Feature.check over a batch: it may say no to
+    a valid column (the check then decides) but never yes to a column with a bad value."""
+    import random
+
+    rng = random.Random(3)
+    odd = [None, True, float("nan"), float("inf"), -1, 2, 0.5, 1.5, 10 ** 400, "x", "Jan", "clear", 3, 23, 24,
+           1.0, "0.2", [1]]
+    said_yes = 0
+    for f in features.FEATURES:
+        good = list(f.vocabulary) if f.is_categorical else [f.low, f.high, (f.low + f.high) / 2]
+        assert f.all_valid(good * 3), f.name
+        for _ in range(300):
+            column = [rng.choice(good) for _ in range(5)] + [rng.choice(odd + good)]
+            if f.all_valid(column):
+                said_yes += 1
+                assert all(f.check(v) is None for v in column), (f.name, column)
+    assert said_yes > 100  # the screen passes most good columns, so it is worth having
