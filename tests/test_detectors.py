@@ -147,7 +147,8 @@ def test_a_legacy_detector_set_is_told_apart_from_a_broken_one(tmp_path):
         detector_core.load(str(tmp_path))
 
 
-def test_the_fit_reads_an_even_sample_of_a_large_split(tmp_path):
+@pytest.mark.parametrize("count_batch", [8192, 7])  # the split counted in one batch, and in many
+def test_the_fit_reads_an_even_sample_of_a_large_split(tmp_path, monkeypatch, count_batch):
     import tensorflow as tf
 
     def example(i):
@@ -158,6 +159,7 @@ def test_the_fit_reads_an_even_sample_of_a_large_split(tmp_path):
     with tf.io.TFRecordWriter(str(split / "data.gz"), options="GZIP") as writer:
         for i in range(100):
             writer.write(example(i))
+    monkeypatch.setattr(detector_fit, "COUNT_BATCH", count_batch)
     assert len(detector_fit.read_examples(str(split), sample=None)) == 100
     sampled = detector_fit.read_examples(str(split), sample=30)
     assert len(sampled) == 25  # every 4th record: an even spread over the split, not its head
