@@ -4,9 +4,22 @@ One reader for everything that explains a model: the run summary ("not blessed: 
 overall"), the release bundle's evaluation.json, the run report and the lineage command.
 """
 
+import json
 from typing import Any, Dict, List
 
 from cd4ml.contract import METRICS, OVERALL_SLICE
+
+
+def metric_name(metric_config: Dict[str, Any]) -> str:
+    """The name a recorded MetricConfig (eval_config JSON) computes under, which its thresholds
+    bind to: the "name" in its config when it sets one (components/regression_metrics.py sets
+    mean_absolute_error), else its class name."""
+    config = (metric_config.get("config") or "").strip()
+    if config:
+        name = json.loads(config if config.startswith("{") else "{" + config + "}").get("name")
+        if name:
+            return name
+    return metric_config.get("class_name", metric_config.get("className", ""))
 
 
 def _slice_name(slice_key) -> str:

@@ -23,6 +23,8 @@ import re
 import subprocess
 from typing import Dict, Optional
 
+from cd4ml.contract import MAE
+from components.evaluation import metric_name
 from pipelines.config import PipelineConfig
 
 RANGE_CONFIG = "range_config"
@@ -179,7 +181,6 @@ def parameter_values(job: Dict, span: Optional[int] = None, mae_bound: Optional[
                     patch(value)
 
         for spec in eval_config.get("metrics_specs", eval_config.get("metricsSpecs", [])):
-            patch([m for m in spec.get("metrics", [])
-                   if m.get("class_name", m.get("className")) == "MeanAbsoluteError"])
+            patch([m for m in spec.get("metrics", []) if metric_name(m) == MAE])
         values[EVAL_CONFIG] = json.dumps(eval_config, sort_keys=True)
     return values

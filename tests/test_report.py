@@ -11,6 +11,7 @@ import re
 import pytest
 
 from cd4ml import report
+from cd4ml.contract import MAE
 from pipelines.local_runner import NOT_BLESSED, VALIDATION_FAILED, RunResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -113,7 +114,7 @@ def test_every_run_writes_its_report(trained_home):
                         "error by season", "feature distributions"):
             assert section in text, section
         assert re.search(r"<td>season=\d</td>", text) and "<td>hr=23</td>" in text
-        assert f"MeanAbsoluteError &lt;= {trained_home.config.mae_bound:g} (absolute bound, on overall)" in text
+        assert f"{MAE} &lt;= {trained_home.config.mae_bound:g} (absolute bound, on overall)" in text
         assert len(images(text)) >= 3
         for span in result.window:  # every span of the training window, with its file
             span_file = os.path.join(trained_home.config.data_root, f"span-{span}", "bikeshare.csv")

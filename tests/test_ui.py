@@ -160,7 +160,7 @@ def test_runs_to_run_to_version_to_span_files(ui, browser, ui_home, shots):
     assert len(dag.find_elements(*by("path[marker-end]"))) >= 12  # the edges are drawn too
     assert browser.find_element(*by("#window")).text == "2, 1"
     text = browser.find_element(*by("main")).text
-    assert "no anomalies" in text and "MeanAbsoluteError" in text and "season=3" in text
+    assert "no anomalies" in text and "mean_absolute_error <=" in text and "season=3" in text
     assert "bikers" in browser.find_element(*by("#statistics")).text
     assert "optional" in browser.find_element(*by("#schema")).text  # casual/registered
     shots(browser, "run")

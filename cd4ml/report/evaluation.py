@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 
 from cd4ml.contract import EXAMPLE_COUNT, MAE, OVERALL_SLICE
 from cd4ml.report.plots import slice_values
+from components.evaluation import metric_name
 
 
 def model_evaluation(store, version: Optional[str] = None) -> Optional[Dict[str, object]]:
@@ -90,9 +91,9 @@ def thresholds(eval_config) -> List[Dict[str, object]]:
     for spec in eval_config.get("metrics_specs", []):
         for metric in spec.get("metrics", []):
             if metric.get("threshold"):
-                add(metric["class_name"], metric["threshold"], "every slice")
+                add(metric_name(metric), metric["threshold"], "every slice")
             for per_slice in metric.get("per_slice_thresholds", []):
-                add(metric["class_name"], per_slice.get("threshold") or {},
+                add(metric_name(metric), per_slice.get("threshold") or {},
                     _slice_label(per_slice.get("slicing_specs")))
     return found
 

@@ -136,7 +136,7 @@ def _reference_statistics(data: ReportData, store, result):
 
 def _plots(data: ReportData, span, current, reference):
     bound = next((t["value"] for t in data.thresholds if t["rule"] == "absolute bound"
-                  and t["metric"] == "MeanAbsoluteError"), None)  # drawn as a line on the slice plots
+                  and t["metric"] == MAE), None)  # drawn as a line on the slice plots
     if data.evaluation:
         for column in features.SLICES:
             plot = plot_error_by(data.evaluation["slices"], column, bound, data.baseline_metrics)
