@@ -1,12 +1,12 @@
-"""MAE and RMSE in one TFMA metric: one pass over each example's label and prediction per slice.
+"""Example count, MAE and RMSE in one TFMA metric: one pass over each example per slice.
 
 TFMA runs every metric's combiner once per example per slice, and each combiner extracts the
 label, prediction and weight again (`to_label_prediction_example_weight`). With five slicing
 specs and a Keras-wrapped RMSE beside TFMA's MAE, that extraction and the Keras batching were
 most of the Evaluator at 50x the span (about 15 s of 34 s, benchmarks/scale.py). This metric does
-the extraction once and keeps two running sums. It is named like TFMA's MAE, so a threshold on
-`mean_absolute_error` binds to it, and it writes the same metric keys as TFMA's MAE and Keras'
-RMSE did, so evaluation.json, the run browser and the blessing read it unchanged.
+the extraction once and keeps three running sums. It is named like TFMA's MAE, so a threshold on
+`mean_absolute_error` binds to it, and it writes the same metric keys as TFMA's ExampleCount and
+MAE and Keras' RMSE did, so evaluation.json, the run browser and the blessing read it unchanged.
 """
 
 import math
@@ -17,12 +17,13 @@ import numpy as np
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.proto import config_pb2
 
-from cd4ml.contract import MAE, RMSE
+from cd4ml.contract import EXAMPLE_COUNT, MAE, RMSE
 
 
 class RegressionErrors(metric_types.Metric):
-    """`mean_absolute_error` and `root_mean_squared_error` of a regression model, weighted when
-    the evaluation is: sum(w * |y - p|) / sum(w) and sqrt(sum(w * (y - p)^2) / sum(w))."""
+    """`example_count`, `mean_absolute_error` and `root_mean_squared_error` of a regression
+    model, weighted when the evaluation is (as TFMA's own): sum(w), sum(w * |y - p|) / sum(w) and
+    sqrt(sum(w * (y - p)^2) / sum(w))."""
 
     def __init__(self, name: str = MAE):
         super().__init__(metric_util.merge_per_key_computations(_computations), name=name)
@@ -36,7 +37,7 @@ def _computations(name: Optional[str] = None, eval_config: Optional[config_pb2.E
                   ) -> metric_types.MetricComputations:
     keys = [metric_types.MetricKey(name=metric, model_name=model_name, output_name=output_name,
                                    sub_key=sub_key, example_weighted=example_weighted)
-            for metric in (name or MAE, RMSE)]
+            for metric in (EXAMPLE_COUNT, name or MAE, RMSE)]
     return [metric_types.MetricComputation(
         keys=keys, preprocessors=preprocessors,
         combiner=_ErrorSums(eval_config, model_name, output_name, keys, example_weighted))]
@@ -50,7 +51,7 @@ class _ErrorSums(beam.CombineFn):
         self._eval_config = eval_config
         self._model_name = model_name
         self._output_name = output_name
-        self._mae_key, self._rmse_key = keys
+        self._count_key, self._mae_key, self._rmse_key = keys
         self._example_weighted = example_weighted
 
     def create_accumulator(self) -> List[float]:
@@ -78,8 +79,9 @@ class _ErrorSums(beam.CombineFn):
     def extract_output(self, accumulator: List[float]) -> metric_types.MetricsDict:
         weights, absolute, squared = accumulator
         if not weights:
-            return {self._mae_key: float("nan"), self._rmse_key: float("nan")}
-        return {self._mae_key: absolute / weights, self._rmse_key: math.sqrt(squared / weights)}
+            return {self._count_key: 0.0, self._mae_key: float("nan"), self._rmse_key: float("nan")}
+        return {self._count_key: weights, self._mae_key: absolute / weights,
+                self._rmse_key: math.sqrt(squared / weights)}
 
 
 metric_types.register_metric(RegressionErrors)

@@ -98,7 +98,8 @@ TUNER, TUNED_RESOLVER = "Tuner", "latest_tuned_hyperparameters"
 HYPERPARAMETERS = {TUNER: "best_hyperparameters", TUNED_RESOLVER: "hyperparameters"}
 
 
-def hyperparameter_source(config: PipelineConfig, transform, schema, training: dict, target: str = "local"):
+def hyperparameter_source(config: PipelineConfig, examples, transform, schema, training: dict,
+                          target: str = "local"):
     """Where the Trainer's hyperparameters come from: with `--tune`, TFX's Tuner searching
     `tune_trials` trials (components/model.py tuner_fn); otherwise the latest HyperParameters
     artifact an earlier tuning run of this pipeline recorded in ML Metadata (none: the Trainer
@@ -111,7 +112,7 @@ def hyperparameter_source(config: PipelineConfig, transform, schema, training: d
 
         return Tuner(
             **user_code(config, "tuner"),
-            examples=transform.outputs["transformed_examples"],
+            examples=examples,
             transform_graph=transform.outputs["transform_graph"],
             schema=schema,
             train_args=trainer_pb2.TrainArgs(),
@@ -168,8 +169,8 @@ def user_code(config: PipelineConfig, which: str) -> dict:
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     # The bounds judge the overall MAE only: slices (one hour, one weather) are reported, but a
     # busy 17:00 slice with a high absolute error must not block an otherwise better model.
-    # One metric for MAE and RMSE (components/regression_metrics.py): the threshold binds to its
-    # mean_absolute_error key, and TFMA reads each example once per slice instead of twice.
+    # One metric for example count, MAE and RMSE (components/regression_metrics.py): the threshold
+    # binds to its mean_absolute_error key, and TFMA reads each example once per slice, not thrice.
     errors = tfma.MetricConfig(
         class_name=RegressionErrors.__name__, module=RegressionErrors.__module__, config=f'"name": "{MAE}"',
         per_slice_thresholds=[tfma.PerSliceMetricThreshold(
@@ -183,10 +184,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         model_specs=[tfma.ModelSpec(signature_name=EXAMPLE_SIGNATURE, label_key=features.LABEL_KEY,
                                     prediction_key=PREDICTIONS)],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[s]) for s in features.SLICES],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            errors,
-        ])],
+        metrics_specs=[tfma.MetricsSpec(metrics=[errors])],
     )
 
 
@@ -212,15 +210,17 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
     examples = window.outputs["examples"] if window else gen.outputs["examples"]
     # StatisticsGen already profiled the raw span; Transform's own pre/post statistics would
     # double that work on every run for numbers nobody reads. A window of a few small spans is
-    # analyzed in seconds, so no analyzer cache (one more artifact per span) is kept.
-    transform = Transform(examples=examples, schema=schema, disable_statistics=True,
+    # analyzed in seconds, so no analyzer cache (one more artifact per span) is kept. Transform
+    # only analyzes: the Trainer reads the raw window and applies the transform graph itself
+    # (components/model.py _load), so no transformed copy of every split is written and reread.
+    transform = Transform(examples=examples, schema=schema, disable_statistics=True, materialize=False,
                           disable_analyzer_cache=True, **user_code(config, "transform"))
     training = {"seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
                 "max_steps_per_epoch": config.max_steps_per_epoch, "hidden_units": config.units}
-    tuning = hyperparameter_source(config, transform, schema, training, target)
+    tuning = hyperparameter_source(config, examples, transform, schema, training, target)
     trainer = Trainer(
         **user_code(config, "trainer"),
-        examples=transform.outputs["transformed_examples"],
+        examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
         hyperparameters=tuning.outputs[HYPERPARAMETERS[tuning.id]] if tuning else None,

@@ -55,13 +55,16 @@ def test_lineage_pushed_model_back_to_the_span_files(trained_home):
     assert mlmd.prop(pushed, "pushed_version") == trained_home.span2.pushed_version
     model = steps["Pusher"].inputs["model"][0]
     assert model.id == steps["Trainer"].outputs["model"][0].id
-    transformed = steps["Trainer"].inputs["examples"][0]
-    assert transformed.id == steps["Transform"].outputs["transformed_examples"][0].id
-    # Transform read the training window: this run's span 2, and span 1 as span 1's run ingested it.
+    graph = steps["Trainer"].inputs["transform_graph"][0]
+    assert graph.id == steps["Transform"].outputs["transform_graph"][0].id
+    assert "transformed_examples" not in steps["Transform"].outputs  # the Trainer transforms in TF
+    # Transform and the Trainer read the training window: this run's span 2, and span 1 as span
+    # 1's run ingested it.
     span1_steps = {s.node: s for s in mlmd.run_steps(store, trained_home.span1.run_id)}
-    window = {mlmd.prop(a, "span"): a.id for a in steps["Transform"].inputs["examples"]}
-    assert window == {2: steps["CsvExampleGen"].outputs["examples"][0].id,
-                      1: span1_steps["CsvExampleGen"].outputs["examples"][0].id}
+    for reader in ("Transform", "Trainer"):
+        window = {mlmd.prop(a, "span"): a.id for a in steps[reader].inputs["examples"]}
+        assert window == {2: steps["CsvExampleGen"].outputs["examples"][0].id,
+                          1: span1_steps["CsvExampleGen"].outputs["examples"][0].id}, reader
     assert trained_home.span2.window == [2, 1] and trained_home.span1.window == [1]
     gen = steps["CsvExampleGen"].execution
     assert mlmd.prop(gen, "input_base") == trained_home.config.data_root

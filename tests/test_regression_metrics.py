@@ -1,4 +1,4 @@
-"""The Evaluator's merged MAE/RMSE metric: the same numbers as TFMA's own MAE and MSE combiners,
+"""The Evaluator's merged metric: the same numbers as TFMA's own ExampleCount, MAE and MSE,
 weighted or not, and the MAE threshold of the pipeline's eval_config binds to it."""
 
 import math
@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.metrics import mean_regression_error, metric_specs, metric_types
+from tensorflow_model_analysis.metrics import example_count, mean_regression_error, metric_specs, metric_types
 
-from cd4ml.contract import MAE, RMSE
+from cd4ml.contract import EXAMPLE_COUNT, MAE, RMSE
 from components.evaluation import metric_name
 from components.regression_metrics import RegressionErrors
 from pipelines.config import PipelineConfig
@@ -41,7 +41,9 @@ def test_mae_and_rmse_match_tfma_own_metrics(example_weighted):
     ours = _combine(RegressionErrors(), inputs, example_weighted)
     mae = _combine(mean_regression_error.MeanAbsoluteError(), inputs, example_weighted)[MAE]
     mse = _combine(mean_regression_error.MeanSquaredError(), inputs, example_weighted)["mean_squared_error"]
-    assert set(ours) == {MAE, RMSE}
+    count = _combine(example_count.ExampleCount(), inputs, example_weighted)[EXAMPLE_COUNT]
+    assert set(ours) == {EXAMPLE_COUNT, MAE, RMSE}
+    assert ours[EXAMPLE_COUNT] == pytest.approx(count, rel=1e-12)
     assert ours[MAE] == pytest.approx(mae, rel=1e-12)
     assert ours[RMSE] == pytest.approx(math.sqrt(mse), rel=1e-12)
     w = weights if example_weighted else np.ones_like(weights)
@@ -50,7 +52,8 @@ def test_mae_and_rmse_match_tfma_own_metrics(example_weighted):
 
 
 def test_no_examples_give_nan_not_an_error():
-    assert all(math.isnan(v) for v in _combine(RegressionErrors(), [], False).values())
+    empty = _combine(RegressionErrors(), [], False)
+    assert empty.pop(EXAMPLE_COUNT) == 0 and all(math.isnan(v) for v in empty.values())
 
 
 def test_the_pipeline_mae_threshold_binds_to_the_merged_metric():
