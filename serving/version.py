@@ -44,7 +44,7 @@ class LoadedVersion:
         self.features: Tuple[features.Feature, ...] = self._features()
         self.feature_names = [f.name for f in self.features]
         try:
-            self._signature = RawSignature(self.path, self.features)
+            self._signature = RawSignature(self.path, self.features, lite=True)
         except (KeyError, OSError, ValueError, tf.errors.OpError) as err:
             raise VersionError(f"SavedModel does not load: {str(err).splitlines()[0][:300]}") from err
         self.schema_text = _read(os.path.join(self.path, SCHEMA_FILE))
