@@ -136,7 +136,11 @@ class LiteFunction:
                 # TF 2.18 points at the ai-edge-litert package; tf.lite is the same runtime and
                 # stays in the pinned TensorFlow (docs/stack.md).
                 warnings.filterwarnings("ignore", message=".*LiteRT interpreter.*", category=UserWarning)
-                interpreter = tf.lite.Interpreter(model_content=self.flatbuffer, num_threads=1)
+                # Without the default XNNPACK delegate: on request-sized batches the builtin
+                # kernels answer sooner (35 vs 44 us for a row, the same for 100).
+                interpreter = tf.lite.Interpreter(
+                    model_content=self.flatbuffer, num_threads=1,
+                    experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             interpreter.allocate_tensors()
             runner = interpreter.get_signature_runner()  # the converted function's named tensors
             self._local.input = runner.get_input_details()[ENCODED_INPUT]["index"]

@@ -388,6 +388,7 @@ def test_a_version_without_the_encoded_signature_serves_the_same_through_serving
     import tensorflow as tf
 
     from cd4ml.contract import ENCODED_SIGNATURE, EXAMPLE_SIGNATURE, RAW_SIGNATURE
+    from components.raw_signature import LITE_ATOL, LITE_RTOL
     from serving.version import LoadedVersion
 
     current = LoadedVersion(registry, "1000")
@@ -400,12 +401,58 @@ def test_a_version_without_the_encoded_signature_serves_the_same_through_serving
                                                    for name in (EXAMPLE_SIGNATURE, RAW_SIGNATURE)})
     assert ENCODED_SIGNATURE not in tf.saved_model.load(older).signatures
     before = LoadedVersion(registry, "999")  # loads: its holdout check passes through serving_raw
-    assert not before._signature.encoded
+    assert not before._signature.encoded and not before._signature.lite  # nothing to convert
     rows = [r["features"] for r in holdout(registry)]
-    np.testing.assert_array_equal(before.predict(rows), current.predict(rows))
+    np.testing.assert_allclose(before.predict(rows), current.predict(rows), rtol=LITE_RTOL, atol=LITE_ATOL)
     core = make_core(registry, tmp_path, version="999")
-    assert core.predict({"jsonData": rows}).predictions == current.predict(rows).tolist()
+    assert core.predict({"jsonData": rows}).predictions == before.predict(rows).tolist()
     core.close()
+
+
+@pytest.mark.slow
+def test_the_server_answers_through_tensorflow_lite_as_serving_raw_does(registry):
+    """The served version's rows go through the Lite conversion of `serving_encoded`, which answers
+    within LITE_RTOL of `serving_raw`'s own __call__ on every holdout row, in batches of any size
+    and from several threads at once (one interpreter per thread)."""
+    import concurrent.futures
+
+    from components import detector_core
+    from components.raw_signature import LITE_ATOL, LITE_RTOL
+    from serving.version import LoadedVersion
+
+    version = LoadedVersion(registry, "1000")
+    signature = version._signature
+    assert signature.lite
+    rows = [r["features"] for r in holdout(registry)]
+    encoded = detector_core.encode(rows, version.features)
+    expected = signature._call_signature(features.decode_columns(encoded, version.features))
+    for size in (1, 3, len(rows), 1):  # each change of batch size resizes the interpreter
+        np.testing.assert_allclose(version.predict_encoded(encoded[:size]), expected[:size],
+                                   rtol=LITE_RTOL, atol=LITE_ATOL)
+    assert not np.array_equal(expected, np.zeros_like(expected))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: version.predict_encoded(encoded[i % len(rows):]), range(200)))
+    for i, got in enumerate(answers):
+        np.testing.assert_allclose(got, expected[i % len(rows):], rtol=LITE_RTOL, atol=LITE_ATOL)
+
+
+@pytest.mark.slow
+def test_a_lite_conversion_that_answers_differently_is_dropped(registry, caplog):
+    """The Lite path is checked like the other fast paths: one that is off by more than its
+    tolerance is never used, and the version answers through TensorFlow, bit for bit."""
+    from components import detector_core
+    from components.raw_signature import RawSignature
+
+    rows = [r["features"] for r in holdout(registry)]
+    encoded = detector_core.encode(rows)
+    signature = RawSignature(os.path.join(registry, "1000"), lite=True)
+    assert signature.lite
+    right = signature._lite
+    signature._lite = lambda matrix: right(matrix) + 0.01  # a conversion that rounds wrongly
+    assert not signature.agrees_with_signature(encoded)
+    assert not signature.lite and "differs from serving_raw" in caplog.text
+    expected = signature._call_signature(features.decode_columns(encoded))
+    np.testing.assert_array_equal(signature.predict_encoded(encoded), expected)
 
 
 def test_a_batch_is_refused_at_its_first_bad_value_whatever_the_column():

@@ -26,3 +26,25 @@ def test_find_reads_only_a_bounded_tail_and_skips_the_cut_line(tmp_path):
     assert log.find("request_id", "new", max_bytes=200)["request_id"] == "new"
     assert log.find("request_id", "old", max_bytes=200) is None  # beyond the tail, or cut
     assert log.find("request_id", "old")["pad"] == "x" * 500
+
+
+def test_a_log_line_is_the_compact_json_of_its_record_with_numpy_values_and_no_nan(tmp_path):
+    """json_line (orjson) writes what json.dumps with compact separators writes (text as UTF-8), one line per
+    record; numpy scalars and arrays become plain numbers, and NaN becomes null (still JSON)."""
+    import json
+
+    import numpy as np
+
+    from serving.logs import json_line
+
+    record = {"ts": "2026-12-03T17:42:55.123+00:00", "request_id": "ab" * 16, "rows": [{"mnth": "Jan", "temp": 0.24}],
+              "predictions": [32.80291748046875], "is_outlier": [False], "text": "naïve \"quoted\"\n"}
+    assert json_line(record) == json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
+    line = json_line({"scores": np.array([0.5, 1.25]), "n": np.int64(3), "p": np.float32(0.5),
+                      "bad": float("nan"), 7: "int key"})
+    assert line.endswith("}\n") and line.count("\n") == 1
+    assert json.loads(line) == {"scores": [0.5, 1.25], "n": 3, "p": 0.5, "bad": None, "7": "int key"}
+    log = JsonlLog(str(tmp_path), "predictions")
+    log.write(record)
+    log.write({"n": np.int64(4)})
+    assert [json.loads(x) for x in open(log.path)] == [record, {"n": 4}]
