@@ -126,7 +126,7 @@ class LiteFunction:
             return lite
         except Exception as err:  # noqa: BLE001 - any failure leaves the TensorFlow path serving
             log.warning("cd4ml serving: %s does not convert to TensorFlow Lite (%s); answering through "
-                        "TensorFlow", ENCODED_SIGNATURE, str(err).splitlines()[0][:200] if str(err) else err)
+                        "TensorFlow", ENCODED_SIGNATURE, (str(err).splitlines() or [repr(err)])[0][:200])
             return None
 
     def _interpreter(self):

@@ -185,8 +185,9 @@ def parse_v2(inputs, max_rows: int = DEFAULT_MAX_ROWS,
 
 def _v2_column(tensor: Dict, f: features.Feature) -> list:
     datatype, shape, data = tensor.get("datatype"), tensor.get("shape"), tensor.get("data")
-    if not (datatype == "BYTES" if f.dtype == "string" else V2_NUMERIC.get(datatype)):
-        if f.dtype == "string":
+    wanted = f.types.v2
+    if not (datatype == wanted if wanted == "BYTES" else V2_NUMERIC.get(datatype)):
+        if wanted == "BYTES":
             raise RequestError(f"input '{f.name}': datatype must be BYTES (a category name), got {datatype!r}",
                                rule="datatype")
         raise RequestError(f"input '{f.name}': datatype must be numeric (INT*, UINT*, FP*), got {datatype!r}",
