@@ -16,8 +16,9 @@ setup(
     install_requires=[],  # the lock files are the install path; see Makefile `setup`
     extras_require={
         "pipeline": ["tfx[kfp]==1.16.0", "apache-beam[gcp]==2.59.0", "dill==0.3.1.1",
-                     "tf-keras==2.16.0", "scipy", "scikit-learn"],
-        "serving": ["seldon-core==1.17.1", "tensorflow==2.16.2", "tf-keras==2.16.0", "scipy"],
+                     "tf-keras==2.16.0", "scipy", "scikit-learn", "numba", "orjson"],
+        "serving": ["seldon-core==1.17.1", "tensorflow==2.16.2", "tf-keras==2.16.0", "scipy", "numba",
+                    "orjson"],
     },
     entry_points={"console_scripts": ["cd4ml=cd4ml.cli:main"]},
 )
