@@ -162,12 +162,9 @@ class FastIForest:
                       np.ascontiguousarray(self.cut, np.float64), np.ascontiguousarray(self.leaf_value, np.float64))
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        # sklearn compares float32 rows with float64 cuts: the same cast here.
-        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1), dtype=np.float64)
-        path = _path_lengths(x, *self._walk)
-        # sklearn: score_samples = -2 ** (-path / norm); decision = score_samples - offset_;
-        # the outlier score is -decision.
-        return 2.0 ** (-path / self.norm) + self.offset
+        # sklearn compares float32 rows with float64 cuts; encode() already gives float32 rows.
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)
+        return _scores(x, *self._walk, self.norm, self.offset)
 
     def is_outlier(self, scores: np.ndarray) -> np.ndarray:
         return scores > self.threshold
@@ -186,9 +183,10 @@ class FastIForest:
 
 
 @numba.njit(nogil=True, cache=False)
-def _path_lengths(x, children, feature, cut, leaf_value):  # pragma: no cover - compiled
-    """Each row's path length summed over the trees, in sklearn's order of summation. Tree by tree
-    over all rows, so one tree's arrays stay in cache."""
+def _scores(x, children, feature, cut, leaf_value, norm, offset):  # pragma: no cover - compiled
+    """Each row's path length summed over the trees, in sklearn's order of summation (tree by tree
+    over all rows, so one tree's arrays stay in cache), as the outlier score. sklearn:
+    score_samples = -2 ** (-path / norm); decision = score_samples - offset_; the score is -decision."""
     out = np.zeros(x.shape[0])
     for t in range(children.shape[0]):
         for r in range(x.shape[0]):
@@ -198,7 +196,7 @@ def _path_lengths(x, children, feature, cut, leaf_value):  # pragma: no cover - 
                 node = children[t, node, np.int64(x[r, f] <= cut[t, node])]
                 f = feature[t, node]
             out[r] += leaf_value[t, node]
-    return out
+    return 2.0 ** (-out / norm) + offset
 
 
 def save(directory: str, drift: TabularDrift, outlier: FastIForest, meta: Dict) -> None:

@@ -208,6 +208,42 @@ def test_feedback_joins_by_request_id_for_live_mae(registry, tmp_path):
         core.feedback([1.0], request_id="unknown")
 
 
+def test_a_deferred_answer_is_recorded_when_its_loop_runs_it_before_the_next_request(registry, tmp_path):
+    """The V2 runtime hands the after-answer work to its loop's call_soon: nothing of it runs
+    before the answer is returned, all of it (log line, metrics, feedback memory, drift window)
+    runs before the loop takes the next request, and a failure in it is logged, never raised."""
+    import asyncio
+
+    core = make_core(registry, tmp_path)
+    log_path = tmp_path / "logs" / "predictions.jsonl"
+    seen = {}
+
+    async def serve():
+        loop = asyncio.get_running_loop()
+        answer = core.predict({"jsonData": [GOOD, GOOD]}, defer=loop.call_soon)
+        seen["lines_at_answer"] = log_path.read_text().count("\n") if log_path.exists() else 0
+        seen["window_at_answer"] = core._window_rows
+        await asyncio.sleep(0)  # the loop's next turn: where the next request would be read
+        seen["feedback"] = core.feedback([p + 1.0 for p in answer.predictions], request_id=answer.request_id)
+        return answer
+
+    answer = asyncio.run(serve())
+    assert seen["lines_at_answer"] == 0 and seen["window_at_answer"] == 0
+    assert seen["feedback"]["matched"] and seen["feedback"]["live_mae"] == pytest.approx(1.0)
+    assert core._window_rows == 2
+    logged = [json.loads(line) for line in open(log_path)]
+    assert [r["request_id"] for r in logged] == [answer.request_id]
+    assert {(m["key"], m["value"]) for m in core.metrics() if m["key"] == "cd4ml_rows_total"} == {("cd4ml_rows_total", 2)}
+
+    core.predictions_log.close()  # the next line cannot be written
+    later = []
+    refused = core.predict({"jsonData": [GOOD]}, defer=later.append)
+    assert refused.predictions and len(later) == 1
+    later[0]()  # logs the failure instead of raising into the event loop
+    assert [json.loads(line)["request_id"] for line in open(log_path)] == [answer.request_id]
+    core.close()
+
+
 @pytest.mark.slow
 def test_feedback_joins_a_prediction_another_worker_answered(registry, tmp_path):
     """Gunicorn workers share the log directory but not memory: the join reads the prediction log."""
