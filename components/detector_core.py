@@ -151,7 +151,7 @@ class FastIForest:
     def __init__(self, arrays: Dict[str, np.ndarray], levels: int, norm: float, offset: float, threshold: float):
         for name in self.ARRAYS:
             setattr(self, name, np.asarray(arrays[name]))
-        self.levels = int(levels)
+        self.levels = int(levels)  # the deepest leaf: part of outlier.npz, not needed by the compiled walk
         self.norm = float(norm)
         self.offset = float(offset)
         self.threshold = float(threshold)

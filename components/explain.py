@@ -17,8 +17,8 @@ It is what SHAP's `Exact` explainer with an `Independent` masker computes (SHAP 
 BSL-licensed and pins an older TensorFlow). We tried SHAP first and measured: its numba kernels
 compile on the first call of every process, 6.3 s before the first explanation (each pipeline
 run, each CLI call, each server worker; the outlier forest's one small numba loop compiles in
-0.3 s). With 11 features the exact sum is one batch of 2^11 x background rows through the model and one
-matrix product, so it is done here in numpy (tests/test_explain.py checks it against the
+0.3 s). With 11 features the exact sum is one batch of 2^11 x background rows through the model
+and one matrix product, so it is done here in numpy (tests/test_explain.py checks it against the
 closed form of a linear model and against the permutation definition).
 
 The background is chosen in the pipeline (components/explainer.py) from the span's training rows
