@@ -22,6 +22,7 @@ This module must stay importable without TensorFlow: the serving validator and t
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 NUMERIC = "numeric"
@@ -75,6 +76,8 @@ class Feature:
                 return f"feature '{self.name}': expected a number ({self.dtype}), got {value!r}"
             if value != value or value in (float("inf"), float("-inf")):
                 return f"feature '{self.name}': NaN and infinity are not allowed"
+            if isinstance(value, int) and not -sys.float_info.max <= value <= sys.float_info.max:
+                return f"feature '{self.name}': {value} is too large for a number (beyond a float)"
             if self.dtype == "int" and not (isinstance(value, int) or float(value).is_integer()):
                 return f"feature '{self.name}': expected an integer, got {value!r}"
         if self.kind == KEY:
@@ -87,28 +90,6 @@ class Feature:
             if not self.low <= value <= self.high:
                 return f"feature '{self.name}': {value!r} is outside the range [{self.low}, {self.high}]"
         return None
-
-    def all_valid(self, values: Sequence) -> bool:
-        """True only when check() passes every value, decided a column at a time (a batch of 100
-        rows checked value by value cost the server more than the model). False may still be all
-        valid: the caller then walks check() row by row, which also words the refusal."""
-        import numpy as np
-
-        types = set(map(type, values))
-        if self.dtype == "string":
-            if types != {str}:
-                return False
-        elif not types <= ({int} if self.dtype == "int" else {int, float}):
-            return False
-        if self.kind == KEY:
-            return True
-        if self.is_categorical:
-            return set(values) <= set(self.vocabulary)
-        try:
-            column = np.asarray(values, dtype=np.float64)
-        except OverflowError:  # an integer beyond float
-            return False
-        return bool(np.isfinite(column).all() and column.min() >= self.low and column.max() <= self.high)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +194,59 @@ def encode_row(row: Dict[str, Value], spec: Sequence[Feature] = FEATURES) -> Lis
         value = row[f.name]
         out.append(float(f.vocabulary.index(value)) if f.is_categorical else float(value))
     return out
+
+
+class RowEncoder:
+    """A specification's rules and encode_row's layout in one pass over a batch of rows.
+
+    The server used to check every value (Feature.check) and then encode it (encode_row): two
+    walks, each scanning a vocabulary tuple, and for one row they cost more than the model
+    (benchmarks/serving.py). Here a category is one dict lookup that checks and encodes it, a
+    number one type test and one range test. It accepts only values Feature.check accepts and
+    encodes them as encode_row does (tests/test_features.py tries both on hostile values). When a
+    value is not plainly valid it answers None, and the caller walks Feature.check, which words
+    the refusal (or accepts a rare form, such as 2.0 for an integer, and encodes it the slow way).
+    """
+
+    def __init__(self, spec: Sequence[Feature] = FEATURES):
+        self.spec = tuple(spec)
+        # Per feature: (name, category -> index or None, allowed number types, low, high).
+        self._plan = []
+        for f in self.spec:
+            if f.is_categorical:
+                own = str if f.dtype == "string" else int if f.dtype == "int" else (int, float)
+                # Only entries of the feature's own type: an entry of another type never matches here.
+                table = {v: float(i) for i, v in enumerate(f.vocabulary)
+                         if isinstance(v, own) and not isinstance(v, bool)}
+                self._plan.append((f.name, table, (), None, None))
+            elif f.kind == NUMERIC:
+                numbers = (int,) if f.dtype == "int" else (int, float)
+                # Bounds within the floats: the range test then also refuses NaN, infinity and an
+                # integer too large for a float, as Feature.check does.
+                self._plan.append((f.name, None, numbers, max(f.low, -sys.float_info.max),
+                                   min(f.high, sys.float_info.max)))
+            else:  # a key has no number: never encoded here
+                self._plan.append((f.name, None, (), None, None))
+
+    def encode(self, rows: Sequence[Dict[str, Value]]) -> Optional[List[float]]:
+        """The rows in encode_row's layout, flat (row after row); None when any value needs
+        Feature.check."""
+        out: List[float] = []
+        append = out.append
+        for row in rows:
+            for name, table, numbers, low, high in self._plan:
+                value = row[name]
+                kind = type(value)
+                if table is not None:
+                    code = table.get(value) if kind is str or kind is int or kind is float else None
+                    if code is None:
+                        return None
+                    append(code)
+                elif kind in numbers and low <= value <= high:
+                    append(float(value))
+                else:
+                    return None
+        return out
 
 
 def decode_columns(encoded, spec: Sequence[Feature] = FEATURES) -> Dict[str, object]:

@@ -32,7 +32,7 @@ from components import detector_core, explain
 from serving import registry as reg
 from serving.bandit import Counts, Experiment
 from serving.logs import now, open_log
-from serving.request import DEFAULT_MAX_ROWS, RequestError, parse, split_event_times
+from serving.request import DEFAULT_MAX_ROWS, RequestError, check_and_encode, read_seldon, split_event_times
 from serving.version import LoadedVersion, VersionError
 
 log = logging.getLogger("cd4ml.serving")
@@ -290,10 +290,11 @@ class ServingCore:
         return True
 
     # ----- requests --------------------------------------------------------------------------
-    def predict(self, payload, parser=parse, defer: Optional[Callable[[Callable[[], None]], object]] = None
+    def predict(self, payload, reader=read_seldon, defer: Optional[Callable[[Callable[[], None]], object]] = None
                 ) -> Prediction:
-        """Answer a request body; `parser` turns it into validated rows (the Seldon v1 body by
-        default, request.parse_v2 for the Open Inference Protocol's inputs).
+        """Answer a request body; `reader` turns it into rows (the Seldon v1 body by default,
+        request.read_v2 for the Open Inference Protocol's inputs), which are checked against the
+        answering version's features and encoded in one pass (request.check_and_encode).
 
         What the answer does not need (the shadow's prediction, metrics, the feedback memory, the
         drift window and the prediction log line) runs after it: at once, or handed to `defer`,
@@ -303,12 +304,12 @@ class ServingCore:
         started = time.perf_counter()
         model, experiment = self._route()  # one reference for the whole request: reloads cannot touch it
         try:
-            rows = parser(payload, self.max_rows, model.features)
+            rows = reader(payload, self.max_rows, model.features)
+            encoded = check_and_encode(rows, model.encoder)  # one layout for the model and the detectors
         except RequestError as err:
             self.reject(err, model.version)
             raise
         event_times = split_event_times(rows)
-        encoded = detector_core.encode(rows, model.features)  # one layout for the model and the detectors
         predictions = model.predict_encoded(encoded)
         scores = flags = None
         if model.detectors is not None:
@@ -364,7 +365,7 @@ class ServingCore:
             record.update(shadow_version=shadow.version, shadow_predictions=shadow_values)
         self.predictions_log.write(record)
 
-    def explain(self, payload, parser=parse) -> Explained:
+    def explain(self, payload, reader=read_seldon) -> Explained:
         """Additive attributions of the served version's predictions to each raw feature.
 
         Same body and validation as predict (against the served version's own features); a version
@@ -372,7 +373,8 @@ class ServingCore:
         started = time.perf_counter()
         model = self._current
         try:
-            rows = parser(payload, min(self.max_rows, EXPLAIN_MAX_ROWS), model.features)
+            rows = reader(payload, min(self.max_rows, EXPLAIN_MAX_ROWS), model.features)
+            encoded = check_and_encode(rows, model.encoder)
             if model.explainer is None:
                 raise RequestError(f"version {model.version} ships no explainer (it was pushed before "
                                    f"versions carried one): it serves predictions only; push a new "
@@ -380,8 +382,7 @@ class ServingCore:
         except RequestError as err:
             self.reject(err, model.version)
             raise
-        split_event_times(rows)
-        result = model.explainer.explain(detector_core.encode(rows, model.features))
+        result = model.explainer.explain(encoded)
         latency_ms = (time.perf_counter() - started) * 1e3
         with self._lock:
             self._metrics.add("cd4ml_explained_rows_total", len(rows), version=model.version)

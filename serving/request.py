@@ -1,14 +1,20 @@
-"""Turn a Seldon request body into validated rows, or a 4xx that names the field and the rule.
+"""Turn a request body into validated rows, or a 4xx that names the field and the rule.
 
-The rules are a feature specification: the one shipped inside the version that will answer
-(serving/version.py), else components.features: names, types, categories, ranges. Everything is
-checked before any row is scored, so a batch is answered whole or rejected whole.
+Two steps. A reader knows one protocol (read_seldon: Seldon v1's `data`/`jsonData`; read_v2:
+the Open Inference Protocol's inputs) and gives rows of {feature: value} with the names and
+shapes checked. check_and_encode then applies the value rules of a feature specification (the
+one shipped inside the version that will answer, serving/version.py, else components.features:
+types, categories, ranges) and gives the rows in the model's numeric layout in the same pass.
+parse is both steps for a caller that wants the rows only. Everything is checked
+before any row is scored, so a batch is answered whole or rejected whole.
 """
 
 from __future__ import annotations
 
 import datetime
 from typing import Dict, List, Optional, Sequence
+
+import numpy as np
 
 from cd4ml.contract import EVENT_TIME
 from components import features
@@ -28,7 +34,14 @@ class RequestError(Exception):
 
 def parse(payload, max_rows: int = DEFAULT_MAX_ROWS,
           spec: Sequence[features.Feature] = features.FEATURES) -> List[Dict[str, object]]:
-    """Rows as {feature: value} from `data.names` + `data.ndarray`, or `jsonData` records."""
+    """Validated rows from a Seldon v1 body."""
+    return check_values(read_seldon(payload, max_rows, spec), spec)
+
+
+def read_seldon(payload, max_rows: int = DEFAULT_MAX_ROWS,
+                spec: Sequence[features.Feature] = features.FEATURES) -> List[Dict[str, object]]:
+    """Rows as {feature: value} from `data.names` + `data.ndarray`, or `jsonData` records; names,
+    sizes and shapes checked, values not yet."""
     if not isinstance(payload, dict):
         raise RequestError(f"request body must be a JSON object, got {type(payload).__name__}",
                            rule="malformed")
@@ -73,20 +86,32 @@ def parse(payload, max_rows: int = DEFAULT_MAX_ROWS,
     else:
         raise RequestError("request needs 'data' ({'names': [...], 'ndarray': [[...]]}) or 'jsonData'",
                            rule="malformed")
-    return check_values(rows, spec)
+    return rows
+
+
+def check_and_encode(rows: List[Dict[str, object]], encoder: features.RowEncoder) -> np.ndarray:
+    """Rows checked against the rules of `encoder.spec`, and in its numeric layout (the model's
+    and the detectors' input): one pass for a valid batch; for any other, check_values words the
+    first bad value."""
+    flat = encoder.encode(rows)
+    if flat is None:
+        check_values(rows, encoder.spec)  # raises, or accepts a form the one pass leaves to it (2.0 for 2)
+        flat = [x for row in rows for x in features.encode_row(row, encoder.spec)]
+    elif any(EVENT_TIME in row for row in rows):
+        for i, row in enumerate(rows):
+            if EVENT_TIME in row:
+                row[EVENT_TIME] = check_event_time(row[EVENT_TIME], f"row {i}")
+    return np.asarray(flat, dtype=np.float32).reshape(len(rows), len(encoder.spec))
 
 
 def check_values(rows: List[Dict[str, object]], spec: Sequence[features.Feature]) -> List[Dict[str, object]]:
-    """Rows that carry every feature of `spec`, checked against its rules: whole columns first
-    (Feature.all_valid); a batch that fails is walked row by row, which names the first bad value
-    as Feature.check words it."""
-    checked = len(rows) > 1 and all(f.all_valid([row[f.name] for row in rows]) for f in spec)
+    """Rows that carry every feature of `spec`, checked against its rules; the first bad value
+    is refused as Feature.check words it."""
     for i, row in enumerate(rows):
-        if not checked:
-            for f in spec:
-                problem = f.check(row[f.name])
-                if problem:
-                    raise RequestError(f"row {i}: {problem}", rule=rule_of(problem))
+        for f in spec:
+            problem = f.check(row[f.name])
+            if problem:
+                raise RequestError(f"row {i}: {problem}", rule=rule_of(problem))
         if EVENT_TIME in row:
             row[EVENT_TIME] = check_event_time(row[EVENT_TIME], f"row {i}")
     return rows
@@ -146,12 +171,12 @@ V2_NUMERIC = {"BOOL": False, "UINT8": True, "UINT16": True, "UINT32": True, "UIN
               "INT16": True, "INT32": True, "INT64": True, "FP16": True, "FP32": True, "FP64": True}
 
 
-def parse_v2(inputs, max_rows: int = DEFAULT_MAX_ROWS,
-             spec: Sequence[features.Feature] = features.FEATURES) -> List[Dict[str, object]]:
+def read_v2(inputs, max_rows: int = DEFAULT_MAX_ROWS,
+            spec: Sequence[features.Feature] = features.FEATURES) -> List[Dict[str, object]]:
     """Rows from V2 request inputs ([{name, datatype, shape, data}], one per feature, shape [N] or
-    [N, 1]; optionally an `event_time` BYTES input); then the same value rules as every other
-    request. Any numeric datatype is accepted for a numeric or integer-coded feature, BYTES for a
-    string one.
+    [N, 1]; optionally an `event_time` BYTES input); names, datatypes and shapes checked, values
+    not yet (check_and_encode). Any numeric datatype is accepted for a numeric or integer-coded
+    feature, BYTES for a string one.
 
     Written for the common request (every input present once, shape [N]): each step is one test
     that a good request passes at once, and the slower wording of a refusal runs only for a bad one
@@ -179,8 +204,7 @@ def parse_v2(inputs, max_rows: int = DEFAULT_MAX_ROWS,
                                f"(every input needs one value per row)", rule="shape")
     _check_size(n_rows, max_rows, "inputs")
     names = [f.name for f in fields]
-    rows = [dict(zip(names, values)) for values in zip(*columns)]
-    return check_values(rows, spec)  # the names were checked once for the whole tensor set
+    return [dict(zip(names, values)) for values in zip(*columns)]
 
 
 def _v2_column(tensor: Dict, f: features.Feature) -> list:
@@ -208,7 +232,7 @@ def _v2_column(tensor: Dict, f: features.Feature) -> list:
 def v2_inputs(rows: List[Dict[str, object]], spec: Sequence[features.Feature] = features.FEATURES,
               event_times: Optional[List[Optional[str]]] = None) -> List[Dict]:
     """Rows as a V2 request's inputs, one [N] tensor per feature (and the rows' event times when
-    given): what a client sends, and what parse_v2 reads back."""
+    given): what a client sends, and what read_v2 reads back."""
     inputs = [{"name": f.name, "datatype": f.types.v2, "shape": [len(rows)], "data": [r[f.name] for r in rows]}
               for f in spec]
     if event_times:

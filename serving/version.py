@@ -43,6 +43,7 @@ class LoadedVersion:
         self.manifest = self._manifest()
         self.features: Tuple[features.Feature, ...] = self._features()
         self.feature_names = [f.name for f in self.features]
+        self.encoder = features.RowEncoder(self.features)  # checks and encodes this version's requests
         try:
             self._signature = RawSignature(self.path, self.features, lite=True)
         except (KeyError, OSError, ValueError, tf.errors.OpError) as err:

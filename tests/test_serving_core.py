@@ -17,7 +17,7 @@ import pytest
 
 from components import features
 from serving import registry as reg
-from serving.request import RequestError, parse
+from serving.request import RequestError, check_and_encode, parse, read_seldon
 from tests.concurrency import clients, wait_until
 from tests.conftest import copy_version, read_span
 
@@ -61,6 +61,10 @@ def test_bad_requests_are_refused_naming_field_and_rule(name, payload, status, n
         parse(payload)
     assert info.value.status == status
     assert needle in info.value.message, info.value.message
+    # The server's path (read, then check and encode in one pass) refuses it in the same words.
+    with pytest.raises(RequestError) as served:
+        check_and_encode(read_seldon(payload), features.RowEncoder())
+    assert (served.value.status, served.value.message) == (info.value.status, info.value.message)
 
 
 def test_good_requests_in_both_layouts():
@@ -68,6 +72,25 @@ def test_good_requests_in_both_layouts():
     assert parse(ndarray([GOOD, GOOD], names)) == [GOOD, GOOD]
     assert parse({"jsonData": GOOD}) == [GOOD]
     assert parse({"jsonData": [GOOD]}) == [GOOD]
+
+
+def test_the_server_path_encodes_good_rows_and_rare_valid_forms_alike():
+    """check_and_encode: the one pass for a plain batch, Feature.check's walk for a form it leaves
+    to it (2.0 for the integer 2; an event time is checked on either path)."""
+    encoder = features.RowEncoder()
+    plain = check_and_encode([dict(GOOD), dict(GOOD, hr=9)], encoder)
+    assert plain.dtype == np.float32 and plain.shape == (2, len(features.FEATURES))
+    assert plain.tolist() == np.float32([features.encode_row(GOOD), features.encode_row(dict(GOOD, hr=9))]).tolist()
+    assert check_and_encode([dict(GOOD, hr=8.0, event_time="2011-07-04")], encoder).tolist() == plain[:1].tolist()
+    counted = features.RowEncoder((*features.FEATURES, features.Feature("count", features.NUMERIC, "int", "",
+                                                                         low=0, high=10)))
+    assert counted.encode([dict(GOOD, count=2.0)]) is None  # left to Feature.check, which accepts it
+    rare = check_and_encode([dict(GOOD, count=2.0, event_time="2011-07-04")], counted)
+    assert rare.tolist() == [plain[0].tolist() + [2.0]]
+    for row, with_spec in ((dict(GOOD, event_time="yesterday"), encoder),
+                           (dict(GOOD, count=2.0, event_time="now"), counted)):
+        with pytest.raises(RequestError, match="event_time"):
+            check_and_encode([row], with_spec)
 
 
 def test_prediction_log_rotates_and_keeps_every_line(tmp_path):
@@ -492,18 +515,21 @@ def test_a_lite_conversion_that_answers_differently_is_dropped(registry):
 
 
 def test_a_batch_is_refused_at_its_first_bad_value_whatever_the_column():
-    """Big batches are screened column by column; the refusal still names the first bad row and
-    value as a row-by-row check words it (and a good batch of every type passes)."""
+    """A big batch goes through the server's one pass (check_and_encode) or parse; a bad value
+    anywhere is refused naming the first bad row and value as a row-by-row check words it (and a
+    good batch of every type passes)."""
     rows = [dict(GOOD, hr=h % 24, temp=0.5 if h % 2 else 1) for h in range(50)]
     assert len(parse({"jsonData": [dict(r) for r in rows]})) == 50
+    assert check_and_encode([dict(r) for r in rows], features.RowEncoder()).shape == (50, len(features.FEATURES))
     for field, value, needle in [("temp", float("nan"), "NaN"), ("hr", 24, "unknown category 24"),
                                  ("hum", 1.5, "outside the range"), ("weathersit", 3, "expected a string"),
-                                 ("season", True, "expected int"), ("holiday", 10 ** 400, "unknown category"),
+                                 ("season", True, "expected int"), ("holiday", 10 ** 400, "too large"),
                                  ("windspeed", "0.1", "the string '0.1'")]:
-        batch = [dict(r) for r in rows]
-        batch[37][field] = value
-        batch[41]["temp"] = -1.0  # a later bad row must not be the one named
-        with pytest.raises(RequestError) as err:
-            parse({"jsonData": batch})
-        assert err.value.message.startswith(f"row 37: feature '{field}'") and needle in err.value.message, \
-            err.value.message
+        for refuse in (lambda b: parse({"jsonData": b}), lambda b: check_and_encode(b, features.RowEncoder())):
+            batch = [dict(r) for r in rows]
+            batch[37][field] = value
+            batch[41]["temp"] = -1.0  # a later bad row must not be the one named
+            with pytest.raises(RequestError) as err:
+                refuse(batch)
+            assert err.value.message.startswith(f"row 37: feature '{field}'") and needle in err.value.message, \
+                err.value.message
