@@ -4,7 +4,12 @@ against the same runtime serving a trivial model; the Seldon v1 path against a t
 model. 1 and 100 rows per request, 1 and 8 concurrent keep-alive clients; resident memory of
 each server. Writes benchmarks/results/serving.json.
 
-    .venv/bin/python benchmarks/serving.py [--registry DIR] [--requests N] [--clients 1,8]
+    .venv/bin/python benchmarks/serving.py [--registry DIR] [--requests N] [--rounds R] [--clients 1,8]
+
+The servers run side by side and are measured in interleaved rounds (each round gives every
+server a slice of the requests, in a rotating order): on a shared machine the load of the moment
+then falls on all of them alike, so the ratios compare like with like even when the absolute
+figures move between runs.
 
 Targets: V2 single-row p50 <= 1.2x the trivial V2 model, V2 throughput with 8 clients >= 0.8x
 of it, and the V2 path at least as fast as the v1 path (single-row p50). Everything is localhost
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime
 import json
 import os
@@ -46,10 +52,8 @@ def summarize(latencies_s: List[float], wall_s: float) -> Dict[str, float]:
             "req_per_s": round(len(ms) / wall_s, 1)}
 
 
-def measure(call: Callable[[], None], n: int, clients: int, warmup: int = 20) -> Dict[str, float]:
-    for _ in range(warmup):
-        call()
-
+def timed(call: Callable[[], None], n: int, clients: int):
+    """Latencies of n calls shared by `clients` threads, and the wall time they took."""
     def worker(count):
         out = []
         for _ in range(count):
@@ -60,8 +64,32 @@ def measure(call: Callable[[], None], n: int, clients: int, warmup: int = 20) ->
 
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        parts = list(pool.map(worker, [n // clients] * clients))
-    return summarize([x for part in parts for x in part], time.perf_counter() - started)
+        parts = list(pool.map(worker, [max(1, n // clients)] * clients))
+    return [x for part in parts for x in part], time.perf_counter() - started
+
+
+def measure(call: Callable[[], None], n: int, clients: int, warmup: int = 20) -> Dict[str, float]:
+    for _ in range(warmup):
+        call()
+    return summarize(*timed(call, n, clients))
+
+
+def interleaved(calls: Dict[str, Callable[[], None]], n: int, clients: int, rounds: int,
+                warmup: int = 20) -> Dict[str, Dict[str, float]]:
+    """Each call measured over n requests in `rounds` slices, the calls taking turns (the order
+    rotates each round), so every one sees the same moments of the machine's load."""
+    keys = list(calls)
+    for key in keys:
+        for _ in range(warmup):
+            calls[key]()
+    latencies = {key: [] for key in keys}
+    wall = dict.fromkeys(keys, 0.0)
+    for r in range(rounds):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            lat, seconds = timed(calls[key], max(1, n // rounds), clients)
+            latencies[key] += lat
+            wall[key] += seconds
+    return {key: summarize(latencies[key], wall[key]) for key in keys}
 
 
 def http_call(url: str, payload: Dict) -> Callable[[], None]:
@@ -81,7 +109,8 @@ def http_call(url: str, payload: Dict) -> Callable[[], None]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--registry", default=PipelineConfig.from_env().registry)
-    parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds the requests are split into")
     parser.add_argument("--clients", default="1,8")
     parser.add_argument("--servers", default="trivial_v2,cd4ml_v2,trivial_seldon,cd4ml_seldon",
                         help="which servers to measure (a subset is for trying a change; it writes no JSON)")
@@ -113,7 +142,7 @@ def main(argv=None) -> int:
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()},
               "version": version, "detectors": model.detectors is not None,
-              "requests_per_measurement": args.requests, "in_process": {},
+              "requests_per_measurement": args.requests, "interleaved_rounds": args.rounds, "in_process": {},
               **{key: {} for key in servers}, "resident_mb": {}}
     print(f"benchmark: version {version} (detectors: {model.detectors is not None})", flush=True)
     for n, rs in rows.items():
@@ -124,17 +153,20 @@ def main(argv=None) -> int:
     unknown = sorted(set(chosen) - set(servers))
     if unknown:
         parser.error(f"--servers: unknown {', '.join(unknown)} (choose from {', '.join(servers)})")
-    with tempfile.TemporaryDirectory() as logs:
-        for key, (protocol, kwargs) in servers.items():
-            if key not in chosen:
-                continue
-            with running(args.registry, os.path.join(logs, key), protocol=protocol, **kwargs) as srv:
-                for n, payload in payloads[protocol].items():
-                    for c in clients:
-                        figures = measure(http_call(srv.predict_url, payload), args.requests, c)
-                        result[key][f"{n}_rows_{c}_clients"] = figures
-                        print(f"  {key} {n} rows, {c} clients: {figures}", flush=True)
-                result["resident_mb"][key] = srv.resident_mb()
+    chosen = [key for key in servers if key in chosen]
+    with tempfile.TemporaryDirectory() as logs, contextlib.ExitStack() as stack:
+        started = {key: stack.enter_context(running(args.registry, os.path.join(logs, key),
+                                                    protocol=servers[key][0], **servers[key][1]))
+                   for key in chosen}
+        print(f"  servers up: {', '.join(chosen)}; {args.rounds} interleaved rounds", flush=True)
+        for n in rows:
+            for c in clients:
+                calls = {key: http_call(srv.predict_url, payloads[servers[key][0]][n]) for key, srv in started.items()}
+                for key, figures in interleaved(calls, args.requests, c, args.rounds).items():
+                    result[key][f"{n}_rows_{c}_clients"] = figures
+                    print(f"  {key} {n} rows, {c} clients: {figures}", flush=True)
+        for key, srv in started.items():
+            result["resident_mb"][key] = srv.resident_mb()
 
     if set(chosen) != set(servers):
         print("benchmark: a subset of the servers measured; no JSON written")
