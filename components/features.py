@@ -197,7 +197,7 @@ def encode_row(row: Dict[str, Value], spec: Sequence[Feature] = FEATURES) -> Lis
 
 
 class RowEncoder:
-    """A specification's rules and encode_row's layout in one pass over a batch of rows.
+    """A specification's rules and encode_row's layout in one pass over a batch.
 
     The server used to check every value (Feature.check) and then encode it (encode_row): two
     walks, each scanning a vocabulary tuple, and for one row they cost more than the model
@@ -206,10 +206,12 @@ class RowEncoder:
     encodes them as encode_row does (tests/test_features.py tries both on hostile values). When a
     value is not plainly valid it answers None, and the caller walks Feature.check, which words
     the refusal (or accepts a rare form, such as 2.0 for an integer, and encodes it the slow way).
+    Rows come from a Seldon body (encode), columns from V2 tensors (encode_columns).
     """
 
     def __init__(self, spec: Sequence[Feature] = FEATURES):
         self.spec = tuple(spec)
+        self.names = tuple(f.name for f in self.spec)
         # Per feature: (name, category -> index or None, allowed number types, low, high).
         self._plan = []
         for f in self.spec:
@@ -228,25 +230,45 @@ class RowEncoder:
             else:  # a key has no number: never encoded here
                 self._plan.append((f.name, None, (), None, None))
 
-    def encode(self, rows: Sequence[Dict[str, Value]]) -> Optional[List[float]]:
-        """The rows in encode_row's layout, flat (row after row); None when any value needs
-        Feature.check."""
+    def encode(self, rows: Sequence[Dict[str, Value]]):
+        """The rows (each carrying every feature) as a float32 matrix in encode_row's layout;
+        None when any value needs Feature.check."""
+        import numpy as np
+
         out: List[float] = []
         append = out.append
         for row in rows:
             for name, table, numbers, low, high in self._plan:
-                value = row[name]
-                kind = type(value)
-                if table is not None:
-                    code = table.get(value) if kind is str or kind is int or kind is float else None
-                    if code is None:
-                        return None
-                    append(code)
-                elif kind in numbers and low <= value <= high:
-                    append(float(value))
-                else:
+                code = _code(row[name], table, numbers, low, high)
+                if code is None:
                     return None
-        return out
+                append(code)
+        return np.asarray(out, dtype=np.float32).reshape(len(rows), len(self._plan))
+
+    def encode_columns(self, columns: Sequence[Sequence[Value]]):
+        """One column of values per feature, in the spec's order and of one length, as encode
+        gives the same rows."""
+        import numpy as np
+
+        out: List[float] = []
+        append = out.append
+        for (_, table, numbers, low, high), values in zip(self._plan, columns):
+            for value in values:
+                code = _code(value, table, numbers, low, high)
+                if code is None:
+                    return None
+                append(code)
+        return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(len(self._plan), -1).T)
+
+
+def _code(value, table, numbers, low, high) -> Optional[float]:
+    """RowEncoder's test of one value: its number, or None when Feature.check must decide."""
+    kind = type(value)
+    if table is not None:
+        return table.get(value) if kind is str or kind is int or kind is float else None
+    if kind in numbers and low <= value <= high:
+        return float(value)
+    return None
 
 
 def decode_columns(encoded, spec: Sequence[Feature] = FEATURES) -> Dict[str, object]:

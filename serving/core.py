@@ -19,7 +19,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -32,7 +31,7 @@ from components import detector_core, explain
 from serving import registry as reg
 from serving.bandit import Counts, Experiment
 from serving.logs import now, open_log
-from serving.request import DEFAULT_MAX_ROWS, RequestError, check_and_encode, read_seldon, split_event_times
+from serving.request import DEFAULT_MAX_ROWS, Batch, RequestError, seldon_batch
 from serving.version import LoadedVersion, VersionError
 
 log = logging.getLogger("cd4ml.serving")
@@ -290,11 +289,11 @@ class ServingCore:
         return True
 
     # ----- requests --------------------------------------------------------------------------
-    def predict(self, payload, reader=read_seldon, defer: Optional[Callable[[Callable[[], None]], object]] = None
+    def predict(self, payload, reader=seldon_batch, defer: Optional[Callable[[Callable[[], None]], object]] = None
                 ) -> Prediction:
-        """Answer a request body; `reader` turns it into rows (the Seldon v1 body by default,
-        request.read_v2 for the Open Inference Protocol's inputs), which are checked against the
-        answering version's features and encoded in one pass (request.check_and_encode).
+        """Answer a request body; `reader` turns it into a request.Batch checked against the
+        answering version's features (request.seldon_batch for a Seldon v1 body, the default;
+        request.v2_batch for the Open Inference Protocol's inputs).
 
         What the answer does not need (the shadow's prediction, metrics, the feedback memory, the
         drift window and the prediction log line) runs after it: at once, or handed to `defer`,
@@ -304,24 +303,24 @@ class ServingCore:
         started = time.perf_counter()
         model, experiment = self._route()  # one reference for the whole request: reloads cannot touch it
         try:
-            rows = reader(payload, self.max_rows, model.features)
-            encoded = check_and_encode(rows, model.encoder)  # one layout for the model and the detectors
+            batch = reader(payload, self.max_rows, model.encoder)
         except RequestError as err:
             self.reject(err, model.version)
             raise
-        event_times = split_event_times(rows)
+        encoded = batch.encoded  # one layout for the model and the detectors
         predictions = model.predict_encoded(encoded)
         scores = flags = None
         if model.detectors is not None:
             score_array = model.detectors.outlier_scores(encoded)
             flags = (score_array > model.detectors.threshold).tolist()
             scores = score_array.tolist()
-        answer = Prediction(model.version, uuid.uuid4().hex, predictions.tolist(), scores, flags,
+        # 128 random bits in hex, as uuid4().hex gives, without the UUID object (a tenth of the cost).
+        answer = Prediction(model.version, os.urandom(16).hex(), predictions.tolist(), scores, flags,
                             (time.perf_counter() - started) * 1e3, experiment.id if experiment else None)
         if defer is None:
-            self._account(answer, model, rows, encoded, event_times)
+            self._account(answer, model, batch)
         else:
-            defer(functools.partial(self._account_deferred, answer, model, rows, encoded, event_times))
+            defer(functools.partial(self._account_deferred, answer, model, batch))
         return answer
 
     def _account_deferred(self, *args):
@@ -331,9 +330,9 @@ class ServingCore:
             log.exception("cd4ml serving: an answered request was not recorded (metrics, feedback memory, "
                           "drift window or prediction log)")
 
-    def _account(self, answer: Prediction, model: LoadedVersion, rows: List[Dict[str, object]],
-                 encoded: np.ndarray, event_times: Optional[List[Optional[str]]]):
+    def _account(self, answer: Prediction, model: LoadedVersion, batch: Batch):
         """Everything an answered request leaves behind: predict() runs it, or defers it."""
+        rows, encoded, event_times = batch.rows, batch.encoded, batch.event_times
         request_id, values, routed, version = answer.request_id, answer.predictions, answer.experiment, model.version
         shadow, shadow_values = self._shadow, None
         if shadow is not None:  # after the answer: the challenger costs the client nothing
@@ -365,7 +364,7 @@ class ServingCore:
             record.update(shadow_version=shadow.version, shadow_predictions=shadow_values)
         self.predictions_log.write(record)
 
-    def explain(self, payload, reader=read_seldon) -> Explained:
+    def explain(self, payload, reader=seldon_batch) -> Explained:
         """Additive attributions of the served version's predictions to each raw feature.
 
         Same body and validation as predict (against the served version's own features); a version
@@ -373,8 +372,7 @@ class ServingCore:
         started = time.perf_counter()
         model = self._current
         try:
-            rows = reader(payload, min(self.max_rows, EXPLAIN_MAX_ROWS), model.features)
-            encoded = check_and_encode(rows, model.encoder)
+            batch = reader(payload, min(self.max_rows, EXPLAIN_MAX_ROWS), model.encoder)
             if model.explainer is None:
                 raise RequestError(f"version {model.version} ships no explainer (it was pushed before "
                                    f"versions carried one): it serves predictions only; push a new "
@@ -382,10 +380,10 @@ class ServingCore:
         except RequestError as err:
             self.reject(err, model.version)
             raise
-        result = model.explainer.explain(encoded)
+        result = model.explainer.explain(batch.encoded)
         latency_ms = (time.perf_counter() - started) * 1e3
         with self._lock:
-            self._metrics.add("cd4ml_explained_rows_total", len(rows), version=model.version)
+            self._metrics.add("cd4ml_explained_rows_total", len(batch), version=model.version)
             self._metrics.observe("cd4ml_explain_duration_seconds", latency_ms, version=model.version)
         return Explained(model.version, result, latency_ms)
 

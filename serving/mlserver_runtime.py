@@ -33,12 +33,11 @@ from fastapi import Request
 from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.handlers import custom_handler
-from mlserver.types import (InferenceRequest, InferenceResponse, MetadataModelResponse, MetadataTensor,
-                            Parameters, ResponseOutput)
+from mlserver.types import InferenceRequest, InferenceResponse, MetadataModelResponse, MetadataTensor
 
 from cd4ml.contract import MODEL_NAME, PREDICTIONS
 from components import features
-from serving.request import RequestError, read_v2
+from serving.request import RequestError, v2_batch
 from serving.settings import CoreSettings
 
 OUTLIER_SCORE, IS_OUTLIER = "outlier_score", "is_outlier"
@@ -84,17 +83,18 @@ class BikeDemandRuntime(MLModel):
         inputs = [_plain_input(i) for i in payload.inputs]
         try:
             # What the answer does not need runs on this loop right after it is written (ServingCore.predict).
-            result = self.core.predict(inputs, reader=read_v2, defer=asyncio.get_running_loop().call_soon)
+            result = self.core.predict(inputs, reader=v2_batch, defer=asyncio.get_running_loop().call_soon)
         except RequestError as err:
             raise RequestRefused(err) from None
         n = len(result.predictions)
-        outputs = [ResponseOutput(name=PREDICTIONS, datatype="FP32", shape=[n], data=result.predictions)]
+        outputs = [{"name": PREDICTIONS, "datatype": "FP32", "shape": [n], "data": result.predictions}]
         if result.outlier_scores is not None:
-            outputs += [ResponseOutput(name=OUTLIER_SCORE, datatype="FP64", shape=[n], data=result.outlier_scores),
-                        ResponseOutput(name=IS_OUTLIER, datatype="BOOL", shape=[n], data=result.is_outlier)]
-        return InferenceResponse(id=payload.id or result.request_id, model_name=self.name,
-                                 model_version=result.version, outputs=outputs,
-                                 parameters=Parameters(request_id=result.request_id))
+            outputs += [{"name": OUTLIER_SCORE, "datatype": "FP64", "shape": [n], "data": result.outlier_scores},
+                        {"name": IS_OUTLIER, "datatype": "BOOL", "shape": [n], "data": result.is_outlier}]
+        # One validation of the whole answer: a quarter cheaper than building each output's model.
+        return InferenceResponse.model_validate(
+            {"id": payload.id or result.request_id, "model_name": self.name, "model_version": result.version,
+             "outputs": outputs, "parameters": {"request_id": result.request_id}})
 
     @custom_handler(rest_path=f"/v2/models/{MODEL_NAME}/feedback")
     async def feedback(self, request: Request) -> Dict:
@@ -125,7 +125,7 @@ class BikeDemandRuntime(MLModel):
             raise MLServerError(f"explain body is not JSON: {err}", status_code=400) from None
         inputs = body.get("inputs") if isinstance(body, dict) else None
         try:
-            explained = self.core.explain(inputs, reader=read_v2)
+            explained = self.core.explain(inputs, reader=v2_batch)
         except RequestError as err:
             raise RequestRefused(err) from None
         return {"model_name": self.name, "model_version": explained.version,
@@ -138,7 +138,7 @@ class BikeDemandRuntime(MLModel):
 
 
 def _plain_input(tensor) -> Dict:
-    """A request input as the plain dict read_v2 reads (model_dump costs 2 us a field)."""
+    """A request input as the plain dict v2_batch reads (model_dump costs 2 us a field)."""
     datatype, data = tensor.datatype, tensor.data
     return {"name": tensor.name, "datatype": getattr(datatype, "value", datatype), "shape": tensor.shape,
             "data": getattr(data, "root", data)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 from cd4ml.demo.loop import Server
-from serving.request import read_v2, v2_inputs
+from serving.request import v2_batch, v2_inputs
 
 
 class InProcessServer(Server):
@@ -25,7 +25,7 @@ class InProcessServer(Server):
         self.core.load()
 
     def predict(self, rows: List[Dict], event_times: Optional[List[str]] = None) -> Dict:
-        result = self.core.predict(v2_inputs(rows, event_times=event_times), reader=read_v2)
+        result = self.core.predict(v2_inputs(rows, event_times=event_times), reader=v2_batch)
         return {"version": result.version, "request_id": result.request_id, "predictions": result.predictions}
 
     def feedback(self, answer: Dict, truth: List[float]):

@@ -4,6 +4,7 @@ import csv
 import math
 import os
 
+import numpy as np
 import pytest
 
 from components import features, schema
@@ -129,14 +130,18 @@ def test_the_one_pass_encoder_accepts_only_what_check_accepts_and_encodes_alike(
             rows = [{f.name: rng.choice(good[f.name]) for f in spec} for _ in range(rng.randint(1, 3))]
             if rng.random() < 0.7:
                 rng.choice(rows)[rng.choice(spec).name] = rng.choice(odd)
-            flat = encoder.encode(rows)
+            encoded = encoder.encode(rows)
+            by_column = encoder.encode_columns([[row[f.name] for row in rows] for f in spec])
             valid = all(f.check(row[f.name]) is None for row in rows for f in spec)
             valid_batches += valid
-            if flat is not None:
+            assert (encoded is None) == (by_column is None), rows
+            if encoded is not None:
                 fast += 1
                 assert valid, rows
-                assert flat == [x for row in rows for x in features.encode_row(row, spec)], rows
+                expected = np.asarray([features.encode_row(row, spec) for row in rows], dtype=np.float32)
+                assert np.array_equal(encoded, expected) and np.array_equal(by_column, expected), rows
         # The one pass takes almost every valid batch, so the server rarely walks Feature.check.
         assert valid_batches > 300 and fast > 0.9 * valid_batches, (fast, valid_batches)
     published = [features.parse_row({f.name: r[f.name] for f in features.FEATURES}) for r in read_span(2)[:500]]
-    assert features.RowEncoder().encode(published) == [x for r in published for x in features.encode_row(r)]
+    assert np.array_equal(features.RowEncoder().encode(published),
+                          np.asarray([features.encode_row(r) for r in published], dtype=np.float32))
