@@ -11,8 +11,9 @@ followed, and feedback joins by request id.
 
 Model name `bike-demand`. Inputs: one tensor per feature, shape [N] or [N, 1] (any numeric
 datatype for a numeric feature, BYTES for a string one). Outputs: `predictions` (FP32), and with
-detectors `outlier_score` (FP64) and `is_outlier` (BOOL). `model_version` names the version that
-answered, `parameters.request_id` the id feedback joins on:
+detectors `outlier_score` (FP64) and `is_outlier` (BOOL); a request's `outputs` picks some of them
+(the detectors run either way). `model_version` names the version that answered,
+`parameters.request_id` the id feedback joins on:
 
     POST /v2/models/bike-demand/feedback  {"request_id": "...", "truth": [31, 12]}
     POST /v2/models/bike-demand/explain   (the infer body: each feature's attribution per row)
@@ -82,6 +83,11 @@ class BikeDemandRuntime(MLModel):
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         inputs = [_plain_input(i) for i in payload.inputs]
         try:
+            requested = _requested_outputs(payload.outputs, self.core.current.detectors is not None)
+        except RequestError as err:
+            self.core.reject(err)
+            raise RequestRefused(err) from None
+        try:
             # What the answer does not need runs on this loop right after it is written (ServingCore.predict).
             result = self.core.predict(inputs, reader=v2_batch, defer=asyncio.get_running_loop().call_soon)
         except RequestError as err:
@@ -91,6 +97,9 @@ class BikeDemandRuntime(MLModel):
         if result.outlier_scores is not None:
             outputs += [{"name": OUTLIER_SCORE, "datatype": "FP64", "shape": [n], "data": result.outlier_scores},
                         {"name": IS_OUTLIER, "datatype": "BOOL", "shape": [n], "data": result.is_outlier}]
+        if requested is not None:  # the protocol's `outputs`: those asked for, in the order asked
+            by_name = {o["name"]: o for o in outputs}
+            outputs = [by_name[name] for name in requested if name in by_name]
         # One validation of the whole answer: a quarter cheaper than building each output's model.
         return InferenceResponse.model_validate(
             {"id": payload.id or result.request_id, "model_name": self.name, "model_version": result.version,
@@ -135,6 +144,25 @@ class BikeDemandRuntime(MLModel):
     async def experiment(self, request: Request) -> Dict:
         """The running experiment's arms and counts as this server routes on them ({} when none)."""
         return self.core.experiment_status() or {}
+
+
+def _requested_outputs(requested, detectors: bool) -> Optional[List[str]]:
+    """The names of the request's `outputs` (None: all of them), refused when one is not an
+    output of this model, or needs detectors the answering version was pushed without. The
+    detectors still score, log and feed the drift window when their outputs are not asked for."""
+    if not requested:
+        return None
+    names = [o.name for o in requested]
+    known = (PREDICTIONS, OUTLIER_SCORE, IS_OUTLIER)
+    for name in names:
+        if name not in known:
+            raise RequestError(f"output {name!r}: not an output of {MODEL_NAME} (outputs: {', '.join(known)})",
+                               rule="unknown_output")
+        if name != PREDICTIONS and not detectors:
+            raise RequestError(f"output {name!r}: the version answering has no detectors", rule="no_detectors")
+    if len(set(names)) != len(names):
+        raise RequestError("field 'outputs': an output is requested twice", rule="duplicate_output")
+    return names
 
 
 def _plain_input(tensor) -> Dict:

@@ -157,6 +157,33 @@ def test_bad_requests_get_a_4xx_naming_input_and_rule(server, name, make, status
     assert infer(server, v2_inputs([GOOD])).status_code == 200  # and the server stays up
 
 
+def test_requested_outputs_are_answered_in_the_order_asked(server, triton):
+    """The protocol's `outputs`: only those asked for, refused by name when the model has none such."""
+    import tritonclient.http as httpclient
+
+    tensors = []
+    for f in features.FEATURES:
+        tensor = httpclient.InferInput(f.name, [1], f.types.v2)
+        tensor.set_data_from_numpy(np.array([GOOD[f.name]], dtype=NUMPY_TYPES[f.types.v2]), binary_data=False)
+        tensors.append(tensor)
+    asked = [httpclient.InferRequestedOutput("predictions", binary_data=False)]
+    only = triton.infer(MODEL_NAME, tensors, outputs=asked)
+    assert [o["name"] for o in only.get_response()["outputs"]] == ["predictions"]
+    everything = infer(server, v2_inputs([GOOD])).json()
+    assert only.as_numpy("predictions").tolist() == pytest.approx(everything["outputs"][0]["data"])
+
+    reordered = infer(server, v2_inputs([GOOD]), outputs=[{"name": "is_outlier"}, {"name": "outlier_score"}]).json()
+    assert [o["name"] for o in reordered["outputs"]] == ["is_outlier", "outlier_score"]
+    assert reordered["outputs"][1]["data"] == pytest.approx(everything["outputs"][1]["data"])
+
+    for outputs, needle in (([{"name": "predictions"}, {"name": "explanation"}], "output 'explanation': not an output"),
+                            ([{"name": "predictions"}, {"name": "predictions"}], "requested twice")):
+        reply = infer(server, v2_inputs([GOOD]), outputs=outputs)
+        assert reply.status_code == 400 and needle in reply.json()["error"], reply.text
+    metrics = requests.get(server.metrics_url, timeout=30).text
+    assert 'rule="unknown_output"' in metrics and 'rule="duplicate_output"' in metrics
+
+
 def test_tritonclient_surfaces_the_rule(triton):
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
