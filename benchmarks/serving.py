@@ -12,7 +12,9 @@ then falls on all of them alike, so the ratios compare like with like even when 
 figures move between runs.
 
 Targets: V2 single-row p50 <= 1.2x the trivial V2 model, V2 throughput with 8 clients >= 0.8x
-of it, and the V2 path at least as fast as the v1 path (single-row p50). Everything is localhost
+of it, and the V2 path at least as fast as the v1 path (single-row p50). Without a target, our V2
+server is also asked (the protocol's `outputs`) for the predictions alone, the one output the
+trivial model answers: what the detectors' two outputs cost in the answer. Everything is localhost
 and bounded by request counts, so a run takes a few minutes on a 2-core machine.
 """
 
@@ -36,6 +38,7 @@ sys.path.insert(0, REPO)
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
+from cd4ml.contract import PREDICTIONS  # noqa: E402
 from components import features  # noqa: E402
 from pipelines.config import PipelineConfig  # noqa: E402
 from serving import registry as reg  # noqa: E402
@@ -43,6 +46,8 @@ from serving.launch import running  # noqa: E402
 from serving.request import v2_inputs  # noqa: E402
 
 RESULTS = os.path.join(REPO, "benchmarks", "results", "serving.json")
+# Our V2 server asked (the protocol's `outputs`) for the predictions alone, as the trivial model answers.
+PREDICTIONS_ONLY = "cd4ml_v2_predictions_only"
 
 
 def summarize(latencies_s: List[float], wall_s: float) -> Dict[str, float]:
@@ -143,7 +148,7 @@ def main(argv=None) -> int:
                           "platform": platform.platform()},
               "version": version, "detectors": model.detectors is not None,
               "requests_per_measurement": args.requests, "interleaved_rounds": args.rounds, "in_process": {},
-              **{key: {} for key in servers}, "resident_mb": {}}
+              **{key: {} for key in servers}, PREDICTIONS_ONLY: {}, "resident_mb": {}}
     print(f"benchmark: version {version} (detectors: {model.detectors is not None})", flush=True)
     for n, rs in rows.items():
         result["in_process"][f"{n}_rows"] = {"model_call": measure(lambda rs=rs: model.predict(rs), args.requests, 1)}
@@ -162,6 +167,9 @@ def main(argv=None) -> int:
         for n in rows:
             for c in clients:
                 calls = {key: http_call(srv.predict_url, payloads[servers[key][0]][n]) for key, srv in started.items()}
+                if "cd4ml_v2" in started:  # the same server asked for what the trivial model answers
+                    calls[PREDICTIONS_ONLY] = http_call(started["cd4ml_v2"].predict_url,
+                                                        dict(payloads["v2"][n], outputs=[{"name": PREDICTIONS}]))
                 for key, figures in interleaved(calls, args.requests, c, args.rounds).items():
                     result[key][f"{n}_rows_{c}_clients"] = figures
                     print(f"  {key} {n} rows, {c} clients: {figures}", flush=True)
@@ -186,10 +194,13 @@ def main(argv=None) -> int:
         "v2_single_row_p50_vs_seldon_v1": {"ratio": round(p50("cd4ml_v2") / p50("cd4ml_seldon"), 3), "target": 1.0,
                                            "met": p50("cd4ml_v2") <= p50("cd4ml_seldon")},
     }
+    # No target: what the two detector outputs cost in the answer (the detectors run either way).
+    result["informative"] = {"v2_predictions_only_single_row_p50_vs_trivial_v2":
+                             round(p50(PREDICTIONS_ONLY) / p50("trivial_v2"), 3)}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=2)
-    print(json.dumps(result["targets"], indent=2), f"\nwrote {args.out}")
+    print(json.dumps({**result["targets"], **result["informative"]}, indent=2), f"\nwrote {args.out}")
     return 0
 
 
