@@ -42,6 +42,7 @@ from serving.request import RequestError, v2_batch
 from serving.settings import CoreSettings
 
 OUTLIER_SCORE, IS_OUTLIER = "outlier_score", "is_outlier"
+OUTPUTS = (PREDICTIONS, OUTLIER_SCORE, IS_OUTLIER)  # what infer answers, and a request's `outputs` may ask for
 
 
 class RequestRefused(MLServerError):
@@ -153,10 +154,9 @@ def _requested_outputs(requested, detectors: bool) -> Optional[List[str]]:
     if not requested:
         return None
     names = [o.name for o in requested]
-    known = (PREDICTIONS, OUTLIER_SCORE, IS_OUTLIER)
     for name in names:
-        if name not in known:
-            raise RequestError(f"output {name!r}: not an output of {MODEL_NAME} (outputs: {', '.join(known)})",
+        if name not in OUTPUTS:
+            raise RequestError(f"output {name!r}: not an output of {MODEL_NAME} (outputs: {', '.join(OUTPUTS)})",
                                rule="unknown_output")
         if name != PREDICTIONS and not detectors:
             raise RequestError(f"output {name!r}: the version answering has no detectors", rule="no_detectors")
