@@ -60,6 +60,20 @@ def infer(server, inputs, **extra):
     return requests.post(server.predict_url, json={"inputs": inputs, **extra}, timeout=60)
 
 
+def triton_inputs(rows):
+    """tritonclient InferInputs for rows, one per feature, as JSON tensors (the protocol proper, no
+    Triton binary extension)."""
+    import tritonclient.http as httpclient
+
+    tensors = []
+    for f in features.FEATURES:
+        tensor = httpclient.InferInput(f.name, [len(rows)], f.types.v2)
+        tensor.set_data_from_numpy(np.array([r[f.name] for r in rows], dtype=NUMPY_TYPES[f.types.v2]),
+                                   binary_data=False)
+        tensors.append(tensor)
+    return tensors
+
+
 def test_health_and_metadata_with_tritonclient(triton):
     assert triton.is_server_live() and triton.is_server_ready() and triton.is_model_ready(MODEL_NAME)
     meta = triton.get_model_metadata(MODEL_NAME)
@@ -74,12 +88,7 @@ def test_tritonclient_infer_answers_the_holdout_as_recorded(triton, registry):
 
     sample = holdout(registry)
     rows = [r["features"] for r in sample]
-    inputs = []
-    for f in features.FEATURES:
-        tensor = httpclient.InferInput(f.name, [len(rows)], f.types.v2)
-        tensor.set_data_from_numpy(np.array([r[f.name] for r in rows], dtype=NUMPY_TYPES[f.types.v2]),
-                                 binary_data=False)  # JSON tensors: the protocol proper, no Triton extension
-        inputs.append(tensor)
+    inputs = triton_inputs(rows)
     outputs = [httpclient.InferRequestedOutput(n, binary_data=False)
                for n in ("predictions", "outlier_score", "is_outlier")]
     result = triton.infer(MODEL_NAME, inputs, outputs=outputs)
@@ -161,13 +170,8 @@ def test_requested_outputs_are_answered_in_the_order_asked(server, triton):
     """The protocol's `outputs`: only those asked for, refused by name when the model has none such."""
     import tritonclient.http as httpclient
 
-    tensors = []
-    for f in features.FEATURES:
-        tensor = httpclient.InferInput(f.name, [1], f.types.v2)
-        tensor.set_data_from_numpy(np.array([GOOD[f.name]], dtype=NUMPY_TYPES[f.types.v2]), binary_data=False)
-        tensors.append(tensor)
     asked = [httpclient.InferRequestedOutput("predictions", binary_data=False)]
-    only = triton.infer(MODEL_NAME, tensors, outputs=asked)
+    only = triton.infer(MODEL_NAME, triton_inputs([GOOD]), outputs=asked)
     assert [o["name"] for o in only.get_response()["outputs"]] == ["predictions"]
     everything = infer(server, v2_inputs([GOOD])).json()
     assert only.as_numpy("predictions").tolist() == pytest.approx(everything["outputs"][0]["data"])
@@ -185,15 +189,9 @@ def test_requested_outputs_are_answered_in_the_order_asked(server, triton):
 
 
 def test_tritonclient_surfaces_the_rule(triton):
-    import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
-    inputs = []
-    for f in features.FEATURES:
-        tensor = httpclient.InferInput(f.name, [1], f.types.v2)
-        value = 1.5 if f.name == "windspeed" else GOOD[f.name]
-        tensor.set_data_from_numpy(np.array([value], dtype=NUMPY_TYPES[f.types.v2]), binary_data=False)
-        inputs.append(tensor)
+    inputs = triton_inputs([dict(GOOD, windspeed=1.5)])
     with pytest.raises(InferenceServerException, match=r"windspeed.*outside the range"):
         triton.infer(MODEL_NAME, inputs)
 
