@@ -18,5 +18,6 @@ def run_and_report(config: PipelineConfig, progress: Callable[[str], None] = pri
     from cd4ml.report import write_run_report
 
     result = local_runner.run(config, progress=progress, run_id=run_id)
-    write_run_report(result, config.metadata_path)  # <run dir>/report.html; logs a warning on failure
+    if result.run_dir:  # a run that never started (no such span) has no folder and no report
+        write_run_report(result, config.metadata_path)  # <run dir>/report.html; logs a warning on failure
     return result

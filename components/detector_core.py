@@ -19,6 +19,7 @@ categories as numbers (docs/stack.md).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Dict, Iterable, List, Sequence
@@ -121,7 +122,7 @@ class TabularDrift:
         m, n = sorted([float(n1), float(n2)], reverse=True)
         return float(np.clip(distributions.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1))
 
-    def save(self, path: str):
+    def save(self, path):  # a path or a binary file object
         cats = sorted(self.categories)
         np.savez(path, x_ref=self.x_ref, p_val=np.float64(self.p_val), category_columns=np.array(cats, np.int64),
                  **{f"categories_{c}": np.array(self.categories[c], np.int64) for c in cats})
@@ -175,7 +176,7 @@ class FastIForest:
     def is_outlier(self, scores: np.ndarray) -> np.ndarray:
         return scores > self.threshold
 
-    def save(self, path: str):
+    def save(self, path):  # a path or a binary file object
         np.savez(path, **{name: getattr(self, name) for name in self.ARRAYS}, levels=np.int64(self.levels),
                  norm=np.float64(self.norm), offset=np.float64(self.offset), threshold=np.float64(self.threshold))
 
@@ -204,11 +205,19 @@ def _scores(x, nodes, norm, offset):  # pragma: no cover - compiled
 
 
 def save(directory: str, drift: TabularDrift, outlier: FastIForest, meta: Dict) -> None:
-    os.makedirs(directory, exist_ok=True)
-    drift.save(os.path.join(directory, DRIFT_FILE))
-    outlier.save(os.path.join(directory, OUTLIER_FILE))
-    with open(os.path.join(directory, META), "w") as fh:
-        json.dump(meta, fh, indent=2, sort_keys=True)
+    """Write the set under `directory`, an artifact URI: a local path, or gs:// in a Kubeflow pod
+    (local-file calls there would write into a folder named `gs:` and be lost with the pod), so
+    every byte goes through TensorFlow's filesystem layer. The server only loads (local copies)."""
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(directory)
+    for name, detector in ((DRIFT_FILE, drift), (OUTLIER_FILE, outlier)):
+        buffer = io.BytesIO()
+        detector.save(buffer)
+        with tf.io.gfile.GFile(os.path.join(directory, name), "wb") as fh:
+            fh.write(buffer.getvalue())
+    with tf.io.gfile.GFile(os.path.join(directory, META), "w") as fh:
+        fh.write(json.dumps(meta, indent=2, sort_keys=True))
 
 
 class LegacyDetectors(ValueError):

@@ -29,11 +29,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import apache_beam as beam
 import pyarrow as pa
 import tensorflow as tf
-from tfx.components.example_gen import base_example_gen_executor, utils
+from tfx.components.example_gen import base_example_gen_executor, driver as example_gen_driver, input_processor, utils
 from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 from tfx.dsl.io import fileio
 from tfx.types import standard_component_specs
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.utils import io_utils, proto_utils
 from tfx_bsl.coders import csv_decoder, example_coder
 
@@ -114,7 +114,43 @@ def _CsvToGroupedRows(pipeline: beam.Pipeline, input_base: str, split_pattern: s
             | "ToGroupedExamples" >> beam.FlatMap(grouped_examples))
 
 
+def resolve_span(exec_properties: Dict[str, Any], examples: List) -> Dict[str, Any]:
+    """Exec properties with `{SPAN}` resolved, as TFX's ExampleGen driver would have resolved them.
+
+    The local runner and Vertex AI (its `lifecycle.preCacheCheck` hook) run that driver before
+    this executor; open-source KFP runs no such hook, so the pattern arrives still holding
+    `{SPAN}`. The same input processor then runs here: the latest span, or the one `range_config`
+    names, with its fingerprint, set on the output artifact as the driver sets them. Already
+    resolved properties pass through unchanged, so every runner ingests the same span.
+    """
+    input_config = proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+    if not any("{SPAN}" in split.pattern for split in input_config.splits):
+        return exec_properties
+    range_config = None
+    if exec_properties.get(standard_component_specs.RANGE_CONFIG_KEY):
+        range_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.RANGE_CONFIG_KEY], range_config_pb2.RangeConfig())
+    processor = input_processor.FileBasedInputProcessor(
+        exec_properties[standard_component_specs.INPUT_BASE_KEY], input_config.splits, range_config)
+    span, version = processor.resolve_span_and_version()
+    for split in input_config.splits:
+        split.pattern = processor.get_pattern_for_span_version(split.pattern, span, version)
+    resolved = dict(exec_properties)
+    resolved.update({standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config),
+                     utils.SPAN_PROPERTY_NAME: span, utils.VERSION_PROPERTY_NAME: version,
+                     utils.FINGERPRINT_PROPERTY_NAME: processor.get_input_fingerprint(span, version)})
+    for artifact in examples:
+        example_gen_driver.update_output_artifact(resolved, artifact.mlmd_artifact)
+    return resolved
+
+
 class Executor(csv_executor.Executor):
+    def Do(self, input_dict, output_dict, exec_properties):  # noqa: N802 - TFX's naming
+        exec_properties = resolve_span(exec_properties,
+                                       output_dict.get(standard_component_specs.EXAMPLES_KEY, []))
+        super().Do(input_dict, output_dict, exec_properties)
+
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]  # noqa: N802
                                ) -> Dict[str, beam.pvalue.PCollection]:
         """Serialized examples per output split, split by hashing `split_group` as TFX does.

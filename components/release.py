@@ -9,7 +9,6 @@ written last; a version without it is incomplete and the server refuses to load 
 """
 
 import datetime
-import glob
 import json
 import os
 from typing import Dict, List
@@ -51,7 +50,7 @@ def _decode(example: tf.train.Example) -> Dict[str, object]:
 
 def holdout_sample(examples_uri: str, model_dir: str, rows: int = HOLDOUT_ROWS) -> List[Dict]:
     """The first `rows` eval examples with their label and the SavedModel's prediction."""
-    files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, "Split-eval", "*")))
     serialized = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(rows):
         serialized.append(record.numpy())

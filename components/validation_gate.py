@@ -8,12 +8,12 @@ artifact (kept in ML Metadata with the run) is the durable report; `anomaly_repo
 """
 
 import os
-import shutil
 from typing import Dict, List
 
 from tfx import types
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
@@ -37,7 +37,7 @@ def anomaly_report(anomalies_uri: str, split_names: List[str]) -> List[Dict[str,
     problems = []
     for split in split_names:
         path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE)
-        if not os.path.exists(path):
+        if not fileio.exists(path):
             continue
         anomalies = anomalies_util.load_anomalies_binary(path)
         for feature, info in sorted(anomalies.anomaly_info.items()):
@@ -74,5 +74,6 @@ def DataValidationGate(
     problems = report_for(anomalies)
     if problems:
         raise DataValidationError(problems)
-    source = io_utils.get_only_uri_in_dir(schema.uri)
-    shutil.copyfile(source, os.path.join(validated_schema.uri, SCHEMA_FILE))
+    # Artifact URIs are gs:// in a Kubeflow pod: through TFX's filesystem layer, never shutil.
+    fileio.copy(io_utils.get_only_uri_in_dir(schema.uri), os.path.join(validated_schema.uri, SCHEMA_FILE),
+                overwrite=True)

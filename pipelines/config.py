@@ -111,10 +111,6 @@ class PipelineConfig:
         return os.path.join(self.home, "runs")
 
     @property
-    def schema_source_dir(self) -> str:
-        return os.path.join(self.source_dir, "components", "schema")
-
-    @property
     def transform_module(self) -> str:
         return os.path.join(self.source_dir, "components", "transform.py")
 

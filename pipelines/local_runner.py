@@ -98,10 +98,16 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
     """Run the pipeline once; never raises for bad data or a failed component (see exit_code)."""
     started = time.monotonic()
     run_id = run_id or new_run_id()
-    result = RunResult(run_id=run_id, exit_code=ERROR, run_dir=os.path.join(config.runs_dir, run_id))
-    os.makedirs(result.run_dir, exist_ok=True)
+    result = RunResult(run_id=run_id, exit_code=ERROR)
     try:
         result.span = spans.resolve_span(config.data_root, config.span)
+    except spans.NoSuchSpan as exc:  # nothing to run on: no run, so no run folder or report either
+        result.error = str(exc)
+        result.seconds = round(time.monotonic() - started, 2)
+        return result
+    result.run_dir = os.path.join(config.runs_dir, run_id)
+    os.makedirs(result.run_dir, exist_ok=True)
+    try:
         result.rows = spans.check_span(config.data_root, result.span)
     except spans.SpanError as exc:
         result.exit_code = VALIDATION_FAILED
@@ -195,6 +201,8 @@ def describe_hyperparameters(hp: Dict[str, object]) -> str:
 
 
 def format_summary(result: RunResult) -> str:
+    if not result.run_dir:
+        return f"cd4ml run: not started: {result.error}"
     lines = [f"run {result.run_id}: {result.status} in {result.seconds:.1f} s (span {result.span}, "
              f"{result.rows} rows)"]
     if len(result.window) > 1:

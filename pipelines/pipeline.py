@@ -49,7 +49,7 @@ from components.regression_metrics import RegressionErrors
 from components.release import ReleaseBundle
 from components.validation_gate import DataValidationGate
 from components.window import SpanWindowStrategy
-from pipelines.config import PipelineConfig
+from pipelines.config import REPO_ROOT, PipelineConfig
 
 SPAN_PATTERN = "span-{SPAN}/*.csv"
 EXAMPLE_GEN = "CsvExampleGen"
@@ -132,10 +132,12 @@ def curated_schema_file(config: PipelineConfig) -> str:
 
     ImportSchemaGen's cache key is the file *path*: an edited schema at the same path would be
     served from cache. Locally we import a content-addressed copy; on a cluster the schema ships
-    in the image, whose tag changes with every build.
+    in the image, whose tag changes with every build. There the path is relative to the task's
+    working directory, the repository inside the image (WORKDIR /pipeline), never a path of the
+    machine that compiled the job.
     """
     if on_cluster(config):
-        return os.path.join(config.schema_source_dir, SCHEMA_FILE)
+        return os.path.relpath(curated_schema.SCHEMA_PATH, REPO_ROOT)
     with open(curated_schema.SCHEMA_PATH, "rb") as fh:
         digest = hashlib.sha256(fh.read()).hexdigest()[:12]
     target = os.path.join(config.pipeline_root, "curated-schema", digest, SCHEMA_FILE)

@@ -23,6 +23,10 @@ class SpanError(ValueError):
     """A span that cannot be read at all; the message names the file and the rule."""
 
 
+class NoSuchSpan(SpanError):
+    """The span asked for (or any span) is not in the data root: there is nothing to run on."""
+
+
 def list_spans(data_root: str) -> List[int]:
     if not os.path.isdir(data_root):
         return []
@@ -41,11 +45,12 @@ def span_dir(data_root: str, span: int) -> str:
 def resolve_span(data_root: str, span: Optional[int]) -> int:
     spans = list_spans(data_root)
     if not spans:
-        raise SpanError(f"{data_root}: no span-N directories (expected e.g. {data_root}/span-1/*.csv)")
+        raise NoSuchSpan(f"{data_root}: no span-N directories (expected e.g. {data_root}/span-1/*.csv)")
     if span is None:
         return spans[-1]
     if span not in spans:
-        raise SpanError(f"{span_dir(data_root, span)}: span {span} does not exist (have {spans})")
+        raise NoSuchSpan(f"span {span} does not exist in {data_root} (spans there: "
+                         f"{', '.join(map(str, spans))}; expected {span_dir(data_root, span)}/*.csv)")
     return span
 
 

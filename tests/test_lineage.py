@@ -37,6 +37,21 @@ def test_runs_lists_a_run_that_never_reached_the_pipeline(tmp_path, capsys):
     assert runs[0]["status"] == "not started" and runs[0]["span"] == 7
 
 
+def test_a_span_that_does_not_exist_is_named_and_leaves_no_run(tmp_path, capsys):
+    """`cd4ml run --span 9` on a data root with spans 1 and 2: said plainly, exit 1, and no run
+    folder or report for a run that never started (it was 'feature -' in a report before)."""
+    from tests.conftest import DATA_ROOT
+
+    home = tmp_path / "home"
+    code, out, _ = run_cli(capsys, "run", "--home", str(home), "--data-root", DATA_ROOT, "--span", "9")
+    assert code == 1
+    assert "not started: span 9 does not exist" in out and "spans there: 1, 2" in out
+    assert "feature" not in out and "report" not in out
+    assert not (home / "runs").exists() or not os.listdir(home / "runs")
+    code, out, _ = run_cli(capsys, "runs", "--home", str(home), "--json")
+    assert json.loads(out) == []
+
+
 @pytest.fixture(scope="module", params=["sqlite", "mysql"])
 def home(request):
     """The same two runs with ML Metadata in SQLite and on a MariaDB server: every query and

@@ -217,6 +217,26 @@ def test_cd_uploads_the_compiled_spec_and_submits_only_with_secrets(workflows):
         else:
             check = steps[0]["run"]
             assert "HAS_KFP" in check and "exit" in check  # fails clearly with no cluster
+            # A scheduled retrain submits only when the image its commit names exists.
+            exists = next(i for i, s in enumerate(steps) if "docker manifest inspect" in s.get("run", ""))
+            assert exists < steps.index(submit) and "exit 1" in steps[exists]["run"]
+
+
+def test_cd_submits_only_the_image_it_built_and_pushed(workflows):
+    """The run names the image tagged with this commit, and is submitted only when that image was
+    pushed; with a cluster configured but no push, the job fails instead of submitting."""
+    jobs = workflows["cd.yml"]["jobs"]
+    build, pipeline = jobs["pipeline-image"], jobs["pipeline"]
+    assert "${{ github.sha }}" in workflows["cd.yml"]["env"]["CD4ML_IMAGE"]
+    push = next(s for s in build["steps"] if "docker push" in s.get("run", ""))
+    assert push["id"] == "push" and 'pushed=true' in push["run"] and "GITHUB_OUTPUT" in push["run"]
+    assert "steps.push.outputs.pushed" in build["outputs"]["pushed"]
+    assert pipeline["env"]["CD4ML_IMAGE"] == "${{ needs.pipeline-image.outputs.image }}"
+    assert "needs.pipeline-image.outputs.pushed" in pipeline["env"]["IMAGE_PUSHED"]
+    submit = next(s for s in pipeline["steps"] if "cd4ml submit" in s.get("run", ""))
+    assert "IMAGE_PUSHED == 'true'" in submit["if"]
+    refuse = next(s for s in pipeline["steps"] if "IMAGE_PUSHED != 'true'" in s.get("if", ""))
+    assert "exit 1" in refuse["run"]
 
 
 def test_event_data_never_spliced_into_a_script(workflows):
