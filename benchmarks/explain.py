@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from components import detector_core, explain
-    from serving import registry as reg
+    from components import registry as reg
     from serving.launch import running
     from serving.request import v2_inputs
     from serving.version import LoadedVersion

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     import requests
 
     from cd4ml import experiment
-    from serving import registry as reg
+    from components import registry as reg
     from serving.launch import running
     from serving.request import v2_inputs
     from tests.conftest import copy_version

@@ -41,7 +41,7 @@ import requests  # noqa: E402
 from cd4ml.contract import PREDICTIONS  # noqa: E402
 from components import features  # noqa: E402
 from pipelines.config import PipelineConfig  # noqa: E402
-from serving import registry as reg  # noqa: E402
+from components import registry as reg  # noqa: E402
 from serving.launch import running  # noqa: E402
 from serving.request import v2_inputs  # noqa: E402
 

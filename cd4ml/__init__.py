@@ -28,9 +28,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    from tfx import types
-
     for value in vars(importlib.import_module(module_name)).values():
-        if isinstance(value, type) and issubclass(value, types.Artifact) and value.TYPE_NAME == type_name:
+        if isinstance(value, type) and getattr(value, "TYPE_NAME", None) == type_name:
             return value
     raise AttributeError(f"{module_name} defines no artifact type {type_name}")

@@ -40,6 +40,17 @@ EXPLANATION_ARTIFACT = "cd4ml.Explanation"
 TUNED_HYPERPARAMETERS_FILE = "best_hyperparameters.txt"
 # Beside the versions: an operator's pin (promote/rollback) and the shadow challenger.
 PIN_FILE = "SERVING.json"
+# Beside the versions, hidden from their listing: what the pipeline itself keeps between runs, so
+# that every runner finds it the same way (no ML Metadata query): the spans that passed data
+# validation (components/window.py) and the latest tuned hyperparameters (components/tuning.py).
+PIPELINE_STATE_DIR = ".pipeline"
+# A run parameter meaning "nothing yet" (no version served, nothing tuned).
+NOTHING = "none"
+# Custom properties the pipeline's own lookups set, which the ML Metadata readers follow:
+WINDOW_PROPERTY = "window"    # TrainingWindow's Examples: [{"span", "examples": URI}], newest first
+TUNED_SOURCE = "source"       # TunedHyperparameters' output: "reused" | "defaults"
+TUNED_BY = "tuned_by"         # ... the URI of the Tuner output its values came from
+TUNED_VALUES = "values"       # ... the values (JSON)
 # `.<version>.claim`: a version name reserved by a push in progress (components/pusher.py).
 CLAIM_SUFFIX = ".claim"
 SHADOW_FILE = "SHADOW.json"

@@ -22,8 +22,8 @@ from typing import Dict, List, Optional
 from cd4ml import promotion
 from cd4ml.contract import EXPERIMENT_FILE, FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir
 from cd4ml.logstore import read_records
-from serving import registry as reg
-from serving.bandit import STRATEGIES, THOMPSON, Counts, Experiment
+from components import registry as reg
+from serving.bandit import STRATEGIES, THOMPSON, Counts, Experiment, read_experiment
 
 
 class ExperimentError(ValueError):
@@ -35,7 +35,7 @@ def _now() -> str:
 
 
 def running(registry: str) -> Optional[Experiment]:
-    return reg.read_experiment(registry)
+    return read_experiment(registry)
 
 
 def start(registry: str, challengers: List[str], strategy: str = THOMPSON, min_feedback: int = 200,

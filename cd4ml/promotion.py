@@ -1,6 +1,6 @@
 """The model registry seen by operators: list versions, pin one (promote), roll back, unpin.
 
-Registry layout (components/release.py, serving/registry.py): `<registry>/<version>/`, complete
+Registry layout (components/release.py, components/registry.py): `<registry>/<version>/`, complete
 once MANIFEST.json exists. The server serves the version named in `<registry>/SERVING.json`, else
 the newest complete one, and re-reads the registry every few seconds: writing the pin file is
 how `promote` and `rollback` take effect without a restart.
@@ -25,15 +25,15 @@ from typing import Dict, List, Optional
 
 from cd4ml.contract import (APPROVAL_FILE, APPROVED, EVALUATION_FILE, MAE, MANIFEST, OVERALL_SLICE, PENDING,
                             PIN_FILE, REJECTED, RMSE, SHADOW_FILE)
-from serving.registry import approval as _approval, order as _order, read_shadow
-from serving.registry import read_text as _read, remote as _remote, target as serving_target, versions as _versions
+from components.registry import approval as _approval, order as _order, read_shadow
+from components.registry import read_text as _read, remote as _remote, target as serving_target, versions as _versions
 
 
 class PromotionError(ValueError):
     pass
 
 
-# --- file access: reads and the serving rule come from serving.registry (one statement of it) --
+# --- file access: reads and the serving rule come from components.registry (one statement of it) --
 
 def write_atomic(path: str, text: str):
     tmp = path + ".tmp"

@@ -1,38 +1,50 @@
-"""Which blessed model a candidate is compared against.
+"""ServingBaseline: the model a candidate must not regress from is the version serving now.
 
-TFX's LatestBlessedModelStrategy resolves *before* the candidate is known, so on a rerun with
-nothing changed the candidate itself (blessed by the first run) becomes the baseline, the
-Evaluator's inputs change, and the whole tail of the pipeline runs again and pushes the same
-model twice (tfx#3049-style cache confusion). This strategy takes the candidate as an input and
-returns the latest blessed model *other than it*: the same baseline the first run saw, so an
-unchanged rerun is fully cached, while new code or new data is still compared with the model
-that is serving.
+"No regression" protects users, so the baseline is what the registry serves (its pin, else the
+newest complete approved version: components/registry.py, the server's own rule), read by this
+component from the registry on every runner alike. It replaces TFX's resolvers, which
+open-source KFP cannot run (no `resolver` executor) and whose "latest blessed model" is not
+necessarily what serves.
+
+One exception keeps an unchanged rerun fully cached: when the version serving is this very
+candidate (pushed by an earlier run of the same inputs), the baseline is the one that version
+was compared with, recorded in its manifest. The component's cache key includes the
+`serving_state` run parameter (`serving_state()` below, computed by every runner before a run),
+so a changed registry reruns it while an unchanged rerun is answered from the cache.
+
+The output is a Model artifact holding a copy of the baseline's SavedModel (KFP hands tasks
+artifacts, not registry paths), or none: `has_baseline` tells the Evaluator and the explainer.
 """
 
-from typing import Dict, List, Optional
 
-from tfx import types
-from tfx.dsl.components.common import resolver
+import os
 
-_BLESSED = "blessed"
-_CURRENT_MODEL_ID = "current_model_id"
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
+
+from components import registry as reg
+from components.files import copy_tree
+
+HAS_BASELINE = "has_baseline"
+VERSION = "version"
+SERVING_FORMAT = "Format-Serving"  # where TFX's path_utils look for a SavedModel in a Model artifact
 
 
-class BaselineModelStrategy(resolver.ResolverStrategy):
-    """Inputs: candidate (Model), model (all Models), model_blessing (all ModelBlessings)."""
+def has_baseline(artifact) -> bool:
+    return artifact is not None and artifact.get_int_custom_property(HAS_BASELINE) == 1
 
-    def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
-                          ) -> Optional[Dict[str, List[types.Artifact]]]:
-        candidates = {a.id for a in input_dict.get("candidate", [])}
-        blessed_ids = {
-            b.get_int_custom_property(_CURRENT_MODEL_ID)
-            for b in input_dict.get("model_blessing", [])
-            if b.get_int_custom_property(_BLESSED) == 1
-        }
-        models = sorted(input_dict.get("model", []), key=lambda a: a.id, reverse=True)
-        baseline = [m for m in models if m.id in blessed_ids and m.id not in candidates][:1]
-        blessings = [b for b in input_dict.get("model_blessing", [])
-                     if baseline and b.get_int_custom_property(_CURRENT_MODEL_ID) == baseline[0].id
-                     and b.get_int_custom_property(_BLESSED) == 1][:1]
-        return {"candidate": list(input_dict.get("candidate", [])), "model": baseline,
-                "model_blessing": blessings}
+
+@component
+def ServingBaseline(
+    candidate: InputArtifact[standard_artifacts.Model],
+    baseline: OutputArtifact[standard_artifacts.Model],
+    registry: Parameter[str],
+    serving_state: Parameter[str] = "",
+):
+    version = reg.baseline_version(registry, candidate.uri)
+    baseline.set_string_custom_property(VERSION, version or "")
+    baseline.set_string_custom_property(reg.SERVING_STATE, serving_state)
+    baseline.set_int_custom_property(HAS_BASELINE, int(version is not None))
+    if version is not None:  # the whole version: SavedModel, variables, assets (and its extras)
+        copy_tree(os.path.join(registry, version), os.path.join(baseline.uri, SERVING_FORMAT))

@@ -18,6 +18,7 @@ from tfx.types import standard_artifacts
 
 from cd4ml.contract import EXPLANATION_ARTIFACT
 from components import detector_core, detector_fit, explain, features
+from components.baseline import has_baseline
 from components.files import write_text
 
 # The blessing's custom properties, as TFX's InfraValidator sets them (Pusher reads `blessed`).
@@ -49,7 +50,7 @@ def explain_models(examples_uri: str, model: types.Artifact, baseline: types.Art
         detector_fit.read_examples(os.path.join(examples_uri, "Split-eval"), sample=importance_rows))
     candidate = explain.importances(_explainer(model, background).explain(rows))
     before = None
-    if baseline is not None:
+    if has_baseline(baseline):
         try:
             before = explain.importances(_explainer(baseline, background).explain(rows))
         except Exception as err:  # noqa: BLE001 - an older baseline (other inputs) has no comparison

@@ -24,9 +24,11 @@ from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, E
                             FEATURES_FILE, HOLDOUT, MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS, RELEASE_ARTIFACT,
                             SAVED_MODEL_FILES, SCHEMA_FILE)
 from components import evaluation, features
+from components.baseline import VERSION as BASELINE_VERSION
+from components.registry import SERVING_STATE
 from components.detectors import Detectors
 from components.explainer import ModelExplanation
-from components.files import write_text
+from components.files import copy_tree, write_text
 
 HOLDOUT_ROWS = 50
 
@@ -66,7 +68,10 @@ def holdout_sample(examples_uri: str, model_dir: str, rows: int = HOLDOUT_ROWS) 
 
 def write_version(destination: str, schema_uri: str, eval_uri: str, examples: types.Artifact,
                   detectors_uri: str, pipeline_name: str, promotion: str = "auto",
-                  explanation_uri: str = "") -> Dict[str, object]:
+                  explanation_uri: str = "", compared: Dict[str, object] = None) -> Dict[str, object]:
+    """`compared`: what the pipeline's baseline lookup needs back (components/registry.py
+    baseline_version, serving_state): the candidate model's URI, the version it was compared
+    with and the registry state of its run."""
     summary = evaluation.summarize(eval_uri)
     tf.io.gfile.copy(os.path.join(schema_uri, SCHEMA_FILE), os.path.join(destination, SCHEMA_FILE), overwrite=True)
     write_text(os.path.join(destination, EVALUATION_FILE), json.dumps(summary, indent=2, sort_keys=True))
@@ -76,10 +81,10 @@ def write_version(destination: str, schema_uri: str, eval_uri: str, examples: ty
     files = [*SAVED_MODEL_FILES, SCHEMA_FILE, FEATURES_FILE, EVALUATION_FILE, HOLDOUT]
     if detectors_uri:
         for src in tf.io.gfile.glob(os.path.join(detectors_uri, "*")):
-            _copy_tree(src, os.path.join(destination, DETECTORS_DIR, os.path.basename(src)))
+            copy_tree(src, os.path.join(destination, DETECTORS_DIR, os.path.basename(src)))
         files.append(f"{DETECTORS_DIR}/")
     if explanation_uri:
-        _copy_tree(explanation_uri, os.path.join(destination, EXPLAINER_DIR))
+        copy_tree(explanation_uri, os.path.join(destination, EXPLAINER_DIR))
         files.append(f"{EXPLAINER_DIR}/")
     manifest = {
         "version": os.path.basename(destination.rstrip("/")),
@@ -89,23 +94,12 @@ def write_version(destination: str, schema_uri: str, eval_uri: str, examples: ty
         "metrics": summary["slices"].get(OVERALL_SLICE, {}),
         "features": features.FEATURE_NAMES,
         "files": files,
+        **(compared or {}),
     }
     if promotion == "manual":  # pushed, but served only once a person approves it (cd4ml approve)
         manifest["approval"] = PENDING
     write_text(os.path.join(destination, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
-
-
-def _copy_tree(src: str, dst: str):
-    if not tf.io.gfile.isdir(src):
-        tf.io.gfile.makedirs(os.path.dirname(dst))
-        tf.io.gfile.copy(src, dst, overwrite=True)
-        return
-    for root, _, names in tf.io.gfile.walk(src):
-        target = os.path.join(dst, os.path.relpath(root, src))
-        tf.io.gfile.makedirs(target)
-        for name in names:
-            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
 
 
 @component
@@ -115,6 +109,8 @@ def ReleaseBundle(
     evaluation_result: InputArtifact[standard_artifacts.ModelEvaluation],
     examples: InputArtifact[standard_artifacts.Examples],
     release: OutputArtifact[ModelRelease],
+    model: InputArtifact[standard_artifacts.Model] = None,
+    baseline: InputArtifact[standard_artifacts.Model] = None,
     detectors: InputArtifact[Detectors] = None,
     explanation: InputArtifact[ModelExplanation] = None,
     pipeline_name: Parameter[str] = "cd4ml",
@@ -125,9 +121,15 @@ def ReleaseBundle(
     if not pushed:
         return
     destination = pushed_model.get_string_custom_property("pushed_destination")
+    compared = {}
+    if model is not None:
+        compared["model"] = model.uri
+    if baseline is not None:
+        compared["baseline"] = baseline.get_string_custom_property(BASELINE_VERSION) or None
+        compared[SERVING_STATE] = baseline.get_string_custom_property(SERVING_STATE)
     manifest = write_version(destination, schema.uri, evaluation_result.uri, examples,
                              detectors.uri if detectors else "", pipeline_name, promotion,
-                             explanation.uri if explanation else "")
+                             explanation.uri if explanation else "", compared)
     release.set_string_custom_property("version", manifest["version"])
     release.set_string_custom_property("destination", destination)
     release.set_string_custom_property("approval", manifest.get("approval", "not needed"))

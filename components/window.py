@@ -1,25 +1,38 @@
-"""Which spans a run trains on: a window of the latest spans, not only the newest one.
+"""TrainingWindow: the examples a run trains on, this span and the trusted spans before it.
 
-TFX ingests one span per ExampleGen execution and leaves windows to input resolution
-(SpanRangeStrategy over the `span` property). This strategy is that rolling range with two
-changes a continuous-delivery loop needs:
+TFX ingests one span per ExampleGen execution and leaves windows to input resolution; open-source
+KFP runs no resolver, and Kubeflow's compiler takes none of ours. So this component builds the
+window itself, the same on every runner, from what it keeps beside the registry
+(`<registry>/.pipeline/trusted-spans/`, contract.PIPELINE_STATE_DIR):
 
-- the window ends at the span this run ingested (`current`), not at the highest span ever seen,
-  so `cd4ml run --span 1` trains on span 1 and its predecessors even after span 2 exists;
-- only trusted spans join: this run's span (which passed the validation gate before this resolver
-  runs) and spans a completed Transform already consumed. A quarantined drop or harvest was
-  ingested by ExampleGen but stopped at the gate, so it never enters a later window.
+- it runs after the validation gate, so reaching it is what makes a span trusted: it records
+  this span's examples there (a quarantined drop or harvest stops at the gate and never enters a
+  later window);
+- the window ends at this run's span, not at the highest span ever seen, so `cd4ml run --span 1`
+  trains on span 1 and its predecessors even after span 2 exists;
+- each span counts once, with its newest trusted examples.
 
-Each span counts once: its newest ExampleGen artifact. KubeflowV2DagRunner cannot compile a custom
-strategy; the Kubeflow target trains on the ingested span alone (docs/loop.md).
+The output is one Examples artifact holding the window's files (`Split-*/span-N-*`): Transform,
+Trainer and Evaluator read one URI. Its `window` property lists the spans and the examples each
+came from, which `cd4ml runs`, the lineage and the run browser follow back to the span files.
 """
 
-from typing import Dict, List, Optional
+
+import json
+import os
+from typing import Dict, List
 
 from tfx import types
-from tfx.dsl.components.common import resolver
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.components.util import examples_utils
+
+from cd4ml.contract import PIPELINE_STATE_DIR, WINDOW_PROPERTY
+from components.files import copy_tree, write_text
 
 SPAN = "span"
+TRUSTED_DIR = "trusted-spans"
 
 
 def span_of(artifact: types.Artifact) -> int:
@@ -32,42 +45,60 @@ def window_spans(current: int, available: List[int], num_spans: int) -> List[int
     return sorted((s for s in set(available) if current - num_spans < s <= current), reverse=True)
 
 
-class SpanWindowStrategy(resolver.ResolverStrategy):
-    """Inputs: current (this run's Examples), examples (every Examples artifact). Config: num_spans."""
-
-    def __init__(self, num_spans: int = 1):
-        if num_spans < 1:
-            raise ValueError(f"num_spans: a window holds at least one span, got {num_spans}")
-        self.num_spans = num_spans
-
-    def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
-                          ) -> Optional[Dict[str, List[types.Artifact]]]:
-        current = list(input_dict.get("current", []))
-        if not current:
-            return None
-        newest: Dict[int, types.Artifact] = {}
-        for artifact in _trusted_ingested(store, input_dict.get("examples", [])):
-            span = span_of(artifact)
-            if span not in newest or artifact.id > newest[span].id:
-                newest[span] = artifact
-        newest[span_of(current[0])] = current[0]
-        spans = window_spans(span_of(current[0]), list(newest), self.num_spans)
-        return {"current": current, "examples": [newest[s] for s in spans]}
+def trusted_dir(registry: str) -> str:
+    return os.path.join(registry, PIPELINE_STATE_DIR, TRUSTED_DIR)
 
 
-def _trusted_ingested(store, artifacts: List[types.Artifact]) -> List[types.Artifact]:
-    """The artifacts an ExampleGen wrote (Transform writes Examples too) that a completed or
-    cached Transform execution then took as input."""
-    if not artifacts:
-        return []
-    from ml_metadata.proto import metadata_store_pb2 as pb
+def trusted_spans(registry: str) -> Dict[int, str]:
+    """{span: URI of its newest examples that passed the gate}."""
+    import tensorflow as tf
 
-    events = store.get_events_by_artifact_ids([a.id for a in artifacts])
-    executions = store.get_executions_by_id(list({e.execution_id for e in events}))
-    type_names = {t.id: t.name for t in store.get_execution_types_by_id(list({e.type_id for e in executions}))}
-    kind = {e.id: type_names.get(e.type_id, "") for e in executions}
-    done = {e.id for e in executions if e.last_known_state in (pb.Execution.COMPLETE, pb.Execution.CACHED)}
-    ingested = {e.artifact_id for e in events if e.type == pb.Event.OUTPUT and "ExampleGen" in kind[e.execution_id]}
-    consumed = {e.artifact_id for e in events if e.type == pb.Event.INPUT and e.execution_id in done
-                and kind[e.execution_id].endswith("Transform")}
-    return [a for a in artifacts if a.id in ingested and a.id in consumed]
+    folder = trusted_dir(registry)
+    found: Dict[int, str] = {}
+    if not tf.io.gfile.isdir(folder):
+        return found
+    for name in tf.io.gfile.listdir(folder):
+        if name.startswith("span-") and name.endswith(".json"):
+            with tf.io.gfile.GFile(os.path.join(folder, name)) as fh:
+                record = json.load(fh)
+            found[int(record[SPAN])] = record["examples"]
+    return found
+
+
+def read_window(artifact: types.Artifact) -> List[Dict[str, object]]:
+    text = artifact.get_string_custom_property(WINDOW_PROPERTY)
+    return json.loads(text) if text else []
+
+
+@component
+def TrainingWindow(
+    examples: InputArtifact[standard_artifacts.Examples],
+    schema: InputArtifact[standard_artifacts.Schema],  # the gate's output: this span passed it
+    window: OutputArtifact[standard_artifacts.Examples],
+    registry: Parameter[str],
+    num_spans: Parameter[int] = 2,
+):
+    del schema  # an input only so that the window waits for the gate
+    if num_spans < 1:
+        raise ValueError(f"num_spans: a window holds at least one span, got {num_spans}")
+    current = span_of(examples)
+    write_text(os.path.join(trusted_dir(registry), f"span-{current}.json"),
+               json.dumps({SPAN: current, "examples": examples.uri}))
+    sources = trusted_spans(registry)
+    sources[current] = examples.uri
+    chosen = [{SPAN: s, "examples": sources[s]} for s in window_spans(current, list(sources), num_spans)]
+    splits = artifact_utils.decode_split_names(examples.split_names)
+    import tensorflow as tf
+
+    for entry in chosen:
+        for split in splits:
+            source = os.path.join(entry["examples"], f"Split-{split}")
+            for name in tf.io.gfile.listdir(source):
+                copy_tree(os.path.join(source, name),
+                          os.path.join(window.uri, f"Split-{split}", f"span-{entry[SPAN]}-{name}"))
+    examples_utils.set_payload_format(window, examples_utils.get_payload_format(examples))
+    examples_utils.set_file_format(window, examples_utils.get_file_format(examples))
+    window.split_names = examples.split_names
+    window.span = current
+    window.set_int_custom_property(SPAN, current)
+    window.set_string_custom_property(WINDOW_PROPERTY, json.dumps(chosen))

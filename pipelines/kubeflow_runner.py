@@ -8,11 +8,15 @@ Vertex AI Pipelines and Kubeflow Pipelines v2 run. What differs from the laptop 
   which no pod can read: refused with a clear message);
 - Beam arguments (`CD4ML_BEAM_ARGS`, or `dataflow_beam_args(config)` for Dataflow);
 - runtime parameters, so one compiled spec serves every run: `range_config` (which span
-  CsvExampleGen reads) and `eval_config` (the blessing thresholds). Their defaults come from config;
-  `parameter_values(...)` builds per-run values without TensorFlow (submit, the Cloud Function).
+  CsvExampleGen reads), `eval_config` (the blessing thresholds) and the registry's state
+  (`serving_state`, `hyperparameters_state`: pipelines/pipeline.py RUN_PARAMETERS). Their defaults
+  come from config; `parameter_values(...)` builds per-run values without TensorFlow (submit,
+  the Cloud Function).
 
-Kubeflow's compiler supports only TFX's built-in resolver strategies, so the pipeline is built with
-`target="kubeflow"` (LatestBlessedModelStrategy as the baseline; see pipelines/pipeline.py).
+The graph is the local runner's, whole: no resolver (open-source KFP has no resolver executor), and
+CsvExampleGen needs no driver (its executor resolves the span: components/example_gen.py). TFX
+still compiles its driver as a `lifecycle.preCacheCheck` hook, which Vertex AI runs and
+open-source KFP ignores; both ingest the same span.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from pipelines.config import PipelineConfig
 
 RANGE_CONFIG = "range_config"
 EVAL_CONFIG = "eval_config"
-RUNTIME_PARAMETERS = (RANGE_CONFIG, EVAL_CONFIG)
+# The registry's state: must equal pipelines.pipeline.RUN_PARAMETERS (tests/test_kubeflow.py), named
+# here too so that submit and the Cloud Function need not import TFX.
+SERVING_STATE, HYPERPARAMETERS_STATE = "serving_state", "hyperparameters_state"
+RUNTIME_PARAMETERS = (RANGE_CONFIG, EVAL_CONFIG, SERVING_STATE, HYPERPARAMETERS_STATE)
 
 
 class ClusterConfigError(ValueError):
@@ -114,7 +121,7 @@ def compile_pipeline(config: PipelineConfig, output_path: str, commit: Optional[
 
     from pipelines.pipeline import create_pipeline
 
-    pipeline = create_pipeline(config, target="kubeflow")
+    pipeline = create_pipeline(config)
     _attach_runtime_parameters(pipeline, config)
     runner = kfv2.KubeflowV2DagRunner(
         config=kfv2.KubeflowV2DagRunnerConfig(display_name=config.pipeline_name,
@@ -125,6 +132,7 @@ def compile_pipeline(config: PipelineConfig, output_path: str, commit: Optional[
     defaults = {name: c.exec_properties[key].default for name, c, key in (
         (RANGE_CONFIG, _component(pipeline, "CsvExampleGen"), RANGE_CONFIG),
         (EVAL_CONFIG, _component(pipeline, "Evaluator"), EVAL_CONFIG))}
+    defaults.update({SERVING_STATE: "", HYPERPARAMETERS_STATE: ""})  # "": read the registry as it is
     job = runner.run(pipeline, parameter_values=defaults, write_out=False)
     job.setdefault("labels", {})
     job["labels"]["cd4ml-git-commit"] = label_value(commit or git_commit(config.source_dir))

@@ -1,13 +1,19 @@
 """The one pipeline factory: every runner (local, Kubeflow) builds its DAG here.
 
 span files -> CsvExampleGen -> StatisticsGen -> ExampleValidator (against the curated schema from
-ImportSchemaGen; SchemaGen proposes updates) -> DataValidationGate -> the training window (this
+ImportSchemaGen; SchemaGen proposes updates) -> DataValidationGate -> TrainingWindow (this
 span and the trusted spans before it, components/window.py) -> Transform -> [Tuner with --tune,
-else the latest tuned hyperparameters] -> Trainer -> Evaluator
-(vs. the latest blessed model other than the candidate) -> ModelExplainer (importances and the
-explainability check, an infra blessing) -> Pusher -> ReleaseBundle.
+else TunedHyperparameters: the latest tuned] -> Trainer -> ServingBaseline (the version serving
+now) -> Evaluator -> ModelExplainer (importances and the explainability check, an infra
+blessing) -> Pusher -> ReleaseBundle.
 DetectorTrainer fits drift/outlier detectors on the new span's train split after the gate (what
 production looks like now); ReleaseBundle ships them inside the pushed version.
+
+One graph for every runner: no resolver (open-source KFP has no resolver executor) and nothing
+that needs a driver or a lifecycle hook. What a run finds in the data root and the registry is
+found by our components; the run parameters `serving_state` and `hyperparameters_state`
+(RUN_PARAMETERS, computed by every runner from the registry before a run: `run_parameters`) key
+the caches of the two components that read the registry.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import tensorflow_model_analysis as tfma
+from tfx.orchestration import data_types
 # Each component from its own module, never `tfx.v1`: that imports all of TFX, 20 s more per run
 # (components/lazy_tfx.py, installed by this package's __init__, does the same for tfx.components).
 from tfx.components.evaluator.component import Evaluator
@@ -30,25 +37,23 @@ from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
 from tfx.components.transform.component import Transform
 from tfx.dsl.components.base import executor_spec
-from tfx.dsl.components.common.resolver import Resolver
-from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
-from tfx.types.channel import Channel
-from tfx.types.standard_artifacts import Examples, HyperParameters, Model, ModelBlessing
 
 from cd4ml.contract import EXAMPLE_SIGNATURE, MAE, PREDICTIONS, SCHEMA_FILE
 from components import features, schema as curated_schema
 from components import example_gen as grouped_csv
-from components.baseline import BaselineModelStrategy
+from components import registry as reg
+from components.baseline import ServingBaseline
+from components.evaluator import Executor as EvaluatorWithoutEmptyBaseline
 from components.pusher import Executor as UniqueVersionPusher
 from components.detectors import DetectorTrainer
 from components.explainer import ModelExplainer
-from components.latest import LatestOrNothingStrategy
+from components.tuning import STATE_ROOT, TunedHyperparameters, hyperparameters_state
 from components.regression_metrics import RegressionErrors
 from components.release import ReleaseBundle
 from components.validation_gate import DataValidationGate
-from components.window import SpanWindowStrategy
+from components.window import TrainingWindow
 from pipelines.config import REPO_ROOT, PipelineConfig
 
 SPAN_PATTERN = "span-{SPAN}/*.csv"
@@ -77,54 +82,57 @@ def example_gen(config: PipelineConfig):
         custom_executor_spec=executor_spec.BeamExecutorSpec(grouped_csv.Executor)).with_id(EXAMPLE_GEN)
 
 
-def training_window(config: PipelineConfig, gen, gate, target: str) -> Optional[Resolver]:
-    """The examples Transform, Trainer and Evaluator read: a window of the latest trusted spans
-    ending at this run's span (components/window.py), resolved once the gate has passed it.
-    The Kubeflow target cannot compile that resolver: it trains on the ingested span alone."""
-    if target == "kubeflow" or config.train_window_spans <= 1:
-        return None
-    window = Resolver(
-        strategy_class=SpanWindowStrategy,
-        config={"num_spans": config.train_window_spans},
-        current=gen.outputs["examples"],
-        examples=Channel(type=Examples),
-    ).with_id("training_window")
-    window.add_upstream_node(gate)
-    return window
+SERVING_STATE, HYPERPARAMETERS_STATE = "serving_state", "hyperparameters_state"
+RUN_PARAMETERS = (SERVING_STATE, HYPERPARAMETERS_STATE)
 
 
-TUNER, TUNED_RESOLVER = "Tuner", "latest_tuned_hyperparameters"
+def run_parameters(config: PipelineConfig, span: Optional[int]) -> Dict[str, str]:
+    """What the registry holds now, as the values of RUN_PARAMETERS for a run of `span`."""
+    return {SERVING_STATE: reg.serving_state(config.registry, span),
+            HYPERPARAMETERS_STATE: hyperparameters_state(config.registry)}
+
+
+def _run_parameter(name: str) -> data_types.RuntimeParameter:
+    # "" when a run is started without it (a run made by hand in a KFP UI): the components still
+    # read the registry, but KFP's cache may then answer them (docs/loop.md).
+    return data_types.RuntimeParameter(name=name, ptype=str, default="")
+
+
+TUNER, TUNED = "Tuner", "TunedHyperparameters"
 # The output each source of the Trainer's hyperparameters names them by.
-HYPERPARAMETERS = {TUNER: "best_hyperparameters", TUNED_RESOLVER: "hyperparameters"}
+HYPERPARAMETERS = {TUNER: "best_hyperparameters", TUNED: "hyperparameters"}
 
 
-def hyperparameter_source(config: PipelineConfig, examples, transform, schema, training: dict,
-                          target: str = "local"):
+def hyperparameter_source(config: PipelineConfig, examples, transform, schema, training: dict):
     """Where the Trainer's hyperparameters come from: with `--tune`, TFX's Tuner searching
-    `tune_trials` trials (components/model.py tuner_fn); otherwise the latest HyperParameters
-    artifact an earlier tuning run of this pipeline recorded in ML Metadata (none: the Trainer
-    uses the configured defaults). The run summary says which. The Kubeflow target compiles only
-    TFX's own strategies, whose latest-artifact resolver fails when nothing was tuned yet: a plain
-    Kubeflow job trains with the configured defaults (None here)."""
+    `tune_trials` trials (components/model.py tuner_fn), which publishes what it found;
+    otherwise the latest published tuning, or the configured defaults when there is none
+    (components/tuning.py). The run summary says which."""
     if config.tune:
         # Imported only here: the Tuner component loads keras_tuner (3 s), which a plain run skips.
         from tfx.components.tuner.component import Tuner
 
-        return Tuner(
+        from components.publishing_tuner import Executor as PublishingTuner
+
+        tuner = Tuner(
             **user_code(config, "tuner"),
             examples=examples,
             transform_graph=transform.outputs["transform_graph"],
             schema=schema,
             train_args=trainer_pb2.TrainArgs(),
             eval_args=trainer_pb2.EvalArgs(),
-            custom_config=dict(training, trials=config.tune_trials),
+            custom_config=dict(training, trials=config.tune_trials, **{STATE_ROOT: config.registry}),
         ).with_id(TUNER)
-    if target == "kubeflow":
-        return None
-    return Resolver(
-        strategy_class=LatestOrNothingStrategy,
-        hyperparameters=Channel(type=HyperParameters),
-    ).with_id(TUNED_RESOLVER)
+        return with_executor(tuner, executor_spec.ExecutorClassSpec(PublishingTuner))
+    return TunedHyperparameters(registry=config.registry,
+                                hyperparameters_state=_run_parameter(HYPERPARAMETERS_STATE)).with_id(TUNED)
+
+
+def with_executor(node, spec):
+    """`node` running our subclass of its executor (for TFX components whose constructor takes no
+    custom_executor_spec); the compiled job names that class, so every runner runs it."""
+    node.executor_spec = spec
+    return node
 
 
 def curated_schema_file(config: PipelineConfig) -> str:
@@ -190,13 +198,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
-def create_components(config: PipelineConfig, target: str = "local") -> List:
-    """The pipeline's components. `target` is "local" (LocalDagRunner) or "kubeflow".
-
-    The only difference: KubeflowV2DagRunner cannot compile a custom ResolverStrategy, so the
-    Kubeflow target compares the candidate with TFX's LatestBlessedModelStrategy (the latest blessed
-    model; on an unchanged rerun the cache is then less effective, see components/baseline.py).
-    """
+def create_components(config: PipelineConfig) -> List:
+    """The pipeline's components: the same graph for the local runner and the Kubeflow job."""
     gen = example_gen(config)
     statistics = StatisticsGen(examples=gen.outputs["examples"])
     schema_import = ImportSchemaGen(schema_file=curated_schema_file(config))
@@ -208,8 +211,9 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
                               schema=schema_import.outputs["schema"])
     schema = gate.outputs["validated_schema"]
     detectors = DetectorTrainer(examples=gen.outputs["examples"], schema=schema, seed=config.seed)
-    window = training_window(config, gen, gate, target)
-    examples = window.outputs["examples"] if window else gen.outputs["examples"]
+    window = TrainingWindow(examples=gen.outputs["examples"], schema=schema, registry=config.registry,
+                            num_spans=config.train_window_spans)
+    examples = window.outputs["window"]
     # StatisticsGen already profiled the raw span; Transform's own pre/post statistics would
     # double that work on every run for numbers nobody reads. A window of a few small spans is
     # analyzed in seconds, so no analyzer cache (one more artifact per span) is kept. Transform
@@ -219,41 +223,30 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
                           disable_analyzer_cache=True, **user_code(config, "transform"))
     training = {"seed": config.seed, "epochs": config.epochs, "batch_size": config.batch_size,
                 "max_steps_per_epoch": config.max_steps_per_epoch, "hidden_units": config.units}
-    tuning = hyperparameter_source(config, examples, transform, schema, training, target)
+    tuning = hyperparameter_source(config, examples, transform, schema, training)
     trainer = Trainer(
         **user_code(config, "trainer"),
         examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
-        hyperparameters=tuning.outputs[HYPERPARAMETERS[tuning.id]] if tuning else None,
+        hyperparameters=tuning.outputs[HYPERPARAMETERS[tuning.id]],
         train_args=trainer_pb2.TrainArgs(),
         eval_args=trainer_pb2.EvalArgs(),
         custom_config=training,
     )
-    if target == "kubeflow":
-        # KubeflowV2DagRunner compiles only TFX's built-in strategies into the pipeline spec.
-        baseline = Resolver(
-            strategy_class=LatestBlessedModelStrategy,
-            model=Channel(type=Model),
-            model_blessing=Channel(type=ModelBlessing),
-        ).with_id("baseline_model_resolver")
-    else:
-        baseline = Resolver(
-            strategy_class=BaselineModelStrategy,
-            candidate=trainer.outputs["model"],
-            model=Channel(type=Model),
-            model_blessing=Channel(type=ModelBlessing),
-        ).with_id("baseline_model_resolver")
+    baseline = ServingBaseline(candidate=trainer.outputs["model"], registry=config.registry,
+                               serving_state=_run_parameter(SERVING_STATE))
     evaluator = Evaluator(
         examples=examples,
         model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"],
+        baseline_model=baseline.outputs["baseline"],
         eval_config=eval_config(config),
     )
+    with_executor(evaluator, executor_spec.BeamExecutorSpec(EvaluatorWithoutEmptyBaseline))
     explainer = ModelExplainer(
         model=trainer.outputs["model"],
         examples=gen.outputs["examples"],
-        baseline_model=baseline.outputs["model"],
+        baseline_model=baseline.outputs["baseline"],
         rules=config.explainability_rules.to_json(),
     )
     pusher = Pusher(
@@ -271,27 +264,23 @@ def create_components(config: PipelineConfig, target: str = "local") -> List:
         schema=schema,
         evaluation_result=evaluator.outputs["evaluation"],
         examples=gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline=baseline.outputs["baseline"],
         detectors=detectors.outputs["detectors"],
         explanation=explainer.outputs["explanation"],
         pipeline_name=config.pipeline_name,
         promotion=config.promotion,
     )
-    nodes = [gen, statistics, schema_import, schema_proposal, validator, gate, detectors]
-    if window:
-        nodes.append(window)
-    if tuning:
-        nodes.append(tuning)
-    return nodes + [transform, trainer, baseline, evaluator, explainer, pusher, release]
+    return [gen, statistics, schema_import, schema_proposal, validator, gate, detectors, window,
+            tuning, transform, trainer, baseline, evaluator, explainer, pusher, release]
 
 
 def create_pipeline(config: PipelineConfig,
-                    metadata_connection_config: Optional[object] = None,
-                    target: str = "local") -> Pipeline:
-    """`target`: "local" or "kubeflow" (see create_components)."""
+                    metadata_connection_config: Optional[object] = None) -> Pipeline:
     return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=create_components(config, target=target),
+        components=create_components(config),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_pipeline_args,

@@ -151,3 +151,22 @@ class Counts:
         best = self.prob_best()
         winner = max(best, key=best.get)
         return winner if best[winner] >= self.experiment.confidence else None
+
+
+def read_experiment(registry: str) -> Optional[Experiment]:
+    """The running experiment from EXPERIMENT.json, or None; an unreadable one is logged and
+    ignored, like a bad pin."""
+    import logging
+    import os
+
+    from cd4ml.contract import EXPERIMENT_FILE
+    from components import registry as reg
+
+    path = os.path.join(registry, EXPERIMENT_FILE)
+    if not reg.exists(path):
+        return None
+    try:
+        return Experiment.from_json(reg.read_text(path))
+    except (ValueError, TypeError, OSError) as err:
+        logging.getLogger("cd4ml.serving").error("cd4ml serving: ignoring %s: %s", path, err)
+        return None

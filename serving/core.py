@@ -28,8 +28,8 @@ import tensorflow as tf
 from cd4ml.contract import DRIFT_LOG, FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir
 from cd4ml.logstore import read_records
 from components import detector_core, explain
-from serving import registry as reg
-from serving.bandit import Counts, Experiment
+from components import registry as reg
+from serving.bandit import Counts, Experiment, read_experiment
 from serving.logs import now, open_log
 from serving.request import DEFAULT_MAX_ROWS, Batch, RequestError, seldon_batch
 from serving.version import LoadedVersion, VersionError
@@ -231,7 +231,7 @@ class ServingCore:
         """Follow EXPERIMENT.json: load its arms, and re-read its evidence from the feedback log
         (every worker's, so all route on the same counts). An arm that fails to load ends
         nothing: the experiment is not run, and the served version answers alone."""
-        wanted = reg.read_experiment(self.registry)
+        wanted = read_experiment(self.registry)
         if wanted is None:
             if self._experiment is not None:
                 log.info("cd4ml serving: experiment %s is over; %s answers alone", self._experiment.id, self.version)

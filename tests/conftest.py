@@ -103,7 +103,7 @@ def mysql_home(tmp_path_factory, sample_data_root, mariadb) -> TrainedHome:
 
 def copy_version(src_registry: str, version: str, dst_registry: str, new_name: str = None) -> str:
     """Copy a version like a pusher would: everything first, MANIFEST.json last."""
-    from serving import registry as reg
+    from components import registry as reg
 
     new_name = new_name or version
     src, dst = os.path.join(src_registry, version), os.path.join(dst_registry, new_name)

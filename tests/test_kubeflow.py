@@ -25,15 +25,17 @@ CLUSTER_ENV = {
 }
 # Every component of create_pipeline, and what must have run before it (transitively).
 COMPONENTS = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "SchemaProposal", "ExampleValidator",
-              "DataValidationGate", "DetectorTrainer", "Transform", "Trainer", "Evaluator", "ModelExplainer",
-              "Pusher", "ReleaseBundle"]
+              "DataValidationGate", "DetectorTrainer", "TrainingWindow", "Transform", "TunedHyperparameters",
+              "Trainer", "ServingBaseline", "Evaluator", "ModelExplainer", "Pusher", "ReleaseBundle"]
 MUST_FOLLOW = {
     "StatisticsGen": ["CsvExampleGen"],
     "ExampleValidator": ["StatisticsGen", "ImportSchemaGen"],
     "DataValidationGate": ["ExampleValidator"],
-    "Transform": ["DataValidationGate", "CsvExampleGen"],
-    "Trainer": ["Transform", "DataValidationGate"],
-    "Evaluator": ["Trainer", "CsvExampleGen"],
+    "TrainingWindow": ["DataValidationGate", "CsvExampleGen"],
+    "Transform": ["DataValidationGate", "TrainingWindow"],
+    "Trainer": ["Transform", "DataValidationGate", "TunedHyperparameters"],
+    "ServingBaseline": ["Trainer"],
+    "Evaluator": ["Trainer", "TrainingWindow", "ServingBaseline"],
     "ModelExplainer": ["Trainer", "CsvExampleGen"],
     "Pusher": ["Evaluator", "Trainer", "ModelExplainer"],
     "DetectorTrainer": ["CsvExampleGen", "DataValidationGate"],
@@ -91,12 +93,17 @@ def test_compiled_spec_loads_with_kfp_and_has_every_component_in_order(compiled,
     loaded = components.load_component_from_file(str(ir))
     spec = loaded.pipeline_spec
     tasks = json_format.MessageToDict(spec.root.dag)["tasks"]
-    assert set(COMPONENTS) <= set(tasks), sorted(tasks)
-    resolvers = [t for t in tasks if t.startswith("baseline_model_resolver")]
-    assert resolvers, "the baseline model resolver is compiled"
+    assert set(COMPONENTS) == set(tasks), sorted(tasks)
     for task, before in MUST_FOLLOW.items():
         assert set(before) <= _ancestors(tasks, task), (task, tasks[task].get("dependentTasks"))
-    assert any(r in _ancestors(tasks, "Evaluator") for r in resolvers)
+    # Open-source KFP refuses a job with a resolver executor ("resolver executors not
+    # implemented"): the job has none, and no importer either; every task is a container.
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    assert {kind for e in executors.values() for kind in e} == {"container"}
+    # The only lifecycle hook is TFX's ExampleGen driver, which Vertex AI runs and open-source
+    # KFP ignores; the executor resolves the span itself (tests/test_executors.py).
+    hooks = {name for name, e in executors.items() if "lifecycle" in e["container"]}
+    assert hooks == {"CsvExampleGen_executor"}
 
 
 def _constant(param):
@@ -119,8 +126,15 @@ def test_compiled_spec_carries_image_roots_beam_args_and_parameters(compiled):
     assert "--runner=DataflowRunner" in gen_args and "--project=acme" in gen_args
     assert job["runtimeConfig"]["gcsOutputDirectory"] == CLUSTER_ENV["CD4ML_PIPELINE_ROOT"]
     # Runtime parameters: declared by the pipeline, bound to the components, defaults from config.
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"range_config", "eval_config"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
+        "range_config", "eval_config", "serving_state", "hyperparameters_state"}
     tasks = spec["root"]["dag"]["tasks"]
+    for task, name in (("ServingBaseline", "serving_state"), ("TunedHyperparameters", "hyperparameters_state")):
+        assert tasks[task]["inputs"]["parameters"][name] == {"componentInputParameter": name}
+        assert _constant(tasks[task]["inputs"]["parameters"]["registry"]) == CLUSTER_ENV["CD4ML_REGISTRY"]
+    # The schema is the image's (relative to its working directory), not the compiling machine's.
+    schema_file = _constant(tasks["ImportSchemaGen"]["inputs"]["parameters"]["schema_file"])
+    assert schema_file == "components/schema/schema.pbtxt"
     gen_inputs = tasks["CsvExampleGen"]["inputs"]["parameters"]
     assert gen_inputs["range_config"] == {"componentInputParameter": "range_config"}
     assert _constant(gen_inputs["input_base"]) == CLUSTER_ENV["CD4ML_DATA_ROOT"]
@@ -137,18 +151,20 @@ def test_compiled_spec_carries_image_roots_beam_args_and_parameters(compiled):
 
 
 def test_a_tuning_job_compiles_with_the_tuner_before_the_trainer(compiled, tmp_path):
-    """--tune on a cluster: the Tuner imports tuner_fn from the image; a plain job trains with the
-    configured defaults (KFP compiles only TFX's strategies: pipelines/pipeline.py)."""
+    """--tune on a cluster: the Tuner imports tuner_fn from the image and publishes what it found;
+    a plain job's Trainer takes the latest published tuning (TunedHyperparameters), as locally."""
     with open(compiled) as fh:
         plain = json.load(fh)["pipelineSpec"]["root"]["dag"]["tasks"]
-    assert not [t for t in plain if t.startswith("latest_tuned_hyperparameters") or t == "Tuner"]
+    assert "Tuner" not in plain and "TunedHyperparameters" in _ancestors(plain, "Trainer")
     out = tmp_path / "tuned.json"
     proc = cli("compile", "--span", "2", "-o", str(out), env=dict(CLUSTER_ENV, CD4ML_TUNE="1"), home=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out) as fh:
         tasks = json.load(fh)["pipelineSpec"]["root"]["dag"]["tasks"]
-    assert "Tuner" in _ancestors(tasks, "Trainer")
+    assert "Tuner" in _ancestors(tasks, "Trainer") and "TunedHyperparameters" not in tasks
     assert "components.model.tuner_fn" in json.dumps(tasks["Tuner"]["inputs"]["parameters"])
+    tuner = json.load(open(out))["pipelineSpec"]["deploymentSpec"]["executors"]["Tuner_executor"]
+    assert tuner["container"]["args"][1] == "components.publishing_tuner.Executor"  # it publishes what it found
 
 
 def test_submit_uploads_the_spec_and_starts_a_named_run(compiled, tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ def test_building_and_compiling_the_pipeline_imports_no_unused_component():
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    # 14 components, the training window and the latest-tuned-hyperparameters resolvers
+    # 13 components and our three that find the window, the latest tuning and the baseline
     assert result["nodes"] == 16
     assert result["heavy"] == []
     assert result["fallback"] == "Tuner" and result["now_loaded"]

@@ -97,7 +97,7 @@ def test_rollback_on_a_trained_registry_is_read_by_the_server_and_linked_in_mlmd
     decision = promotion.rollback(registry, "test", store_path)
     assert decision.version == good[-2].version
     # The server's own reader picks the pin up.
-    from serving import registry as serving_registry
+    from components import registry as serving_registry
     assert serving_registry.target(registry)[0] == good[-2].version
     # The decision is an MLMD execution whose input is the version's PushedModel.
     store = mlmd.open_store(store_path)

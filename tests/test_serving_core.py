@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from components import features
-from serving import registry as reg
+from components import registry as reg
 from serving.request import RequestError, check_and_encode, parse, read_seldon
 from tests.concurrency import clients, wait_until
 from tests.conftest import copy_version, read_span

@@ -13,12 +13,13 @@ from typing import Dict, List
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from cd4ml.contract import WINDOW_PROPERTY
 from cd4ml.mlmd.store import STATE_NAMES, event_key, plain, prop, timestamp
 
 INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-# Inputs that are not ancestry: the baseline a candidate was compared with came from an earlier
-# run; the provenance shows it as a leaf instead of walking the previous run's whole history.
+# Inputs that are not ancestry: the baseline a candidate was compared with is a copy of the
+# version serving; the provenance shows it as a leaf instead of walking what made it.
 LEAF_INPUTS = ("baseline_model",)
 RESOLVER_TYPE = "tfx.dsl.components.common.resolver.Resolver"
 
@@ -92,14 +93,33 @@ class Graph:
         return self.executions(sorted({ev.execution_id for ev in events}))
 
     def io(self, execution_id: int, kinds) -> Dict[str, List[metadata_store_pb2.Artifact]]:
-        """{event key: [artifacts]} of an execution's inputs (kinds=INPUT_EVENTS) or outputs."""
-        events = [e for e in self.store.get_events_by_execution_ids([execution_id]) if e.type in kinds]
+        """{event key: [artifacts]} of an execution's inputs (kinds=INPUT_EVENTS) or outputs.
+
+        A training window (components/window.py) is assembled from earlier spans' examples that
+        it names by URI, not as ML Metadata inputs: they are listed among its inputs here, so
+        that every walk of the graph reaches the spans a model was trained on."""
+        events = [e for e in self.store.get_events_by_execution_ids([execution_id])
+                  if e.type in kinds or (kinds == INPUT_EVENTS and e.type in OUTPUT_EVENTS)]
         by_id = {a.id: a for a in self.artifacts([ev.artifact_id for ev in events])}
         result: Dict[str, List] = {}
         for ev in events:
-            if ev.artifact_id in by_id:
+            if ev.artifact_id in by_id and ev.type in kinds:
                 result.setdefault(event_key(ev), []).append(by_id[ev.artifact_id])
+        if kinds == INPUT_EVENTS and "examples" in result:
+            outputs = [by_id[ev.artifact_id] for ev in events if ev.type in OUTPUT_EVENTS and ev.artifact_id in by_id]
+            for output in outputs:
+                known = {a.id for a in result["examples"]}
+                result["examples"] += [a for a in self.window_sources(output) if a.id not in known]
         return result
+
+    def window_sources(self, artifact) -> List[metadata_store_pb2.Artifact]:
+        """The Examples a window artifact was assembled from, newest span first ([] otherwise)."""
+        text = prop(artifact, WINDOW_PROPERTY, "")
+        found = []
+        for entry in (json.loads(text) if text else []):
+            same = self.store.get_artifacts_by_uri(entry["examples"])
+            found += sorted((a for a in same if self.artifact_type(a) == "Examples"), key=lambda a: a.id)[:1]
+        return found
 
 
 

@@ -72,10 +72,16 @@ def latest_blessed_model(store: metadata_store.MetadataStore) -> Optional[Dict[s
             "run_id": graph.run_of(producers[0]) if producers else ""}
 
 
+# The steps that carry a span forward into a model.
+TRAINING = ("TrainingWindow", "Transform", "Trainer")
+
+
 def models_from_span(store: metadata_store.MetadataStore, span: int) -> List[Dict[str, object]]:
     """Models trained on a span's examples (following Transform), blessed or not, with versions."""
     graph = Graph(store)
-    examples = [a for a in store.get_artifacts_by_type("Examples") if prop(a, "span") == span]
+    # The span's own examples, and the training windows that took them in (components/window.py).
+    examples = [a for a in store.get_artifacts_by_type("Examples")
+                if prop(a, "span") == span or any(prop(s, "span") == span for s in graph.window_sources(a))]
     seen_executions, seen_artifacts, models = set(), set(), {}
     frontier = [a.id for a in examples]
     while frontier:
@@ -89,8 +95,8 @@ def models_from_span(store: metadata_store.MetadataStore, span: int) -> List[Dic
             seen_executions.add(execution.id)
             # Only training carries a span forward; evaluation, pushing and bundling read a model
             # that already exists (the baseline included), so the walk stops there.
-            if graph.node_of(execution) not in ("Transform", "Trainer") and \
-                    graph.execution_type(execution).rsplit(".", 1)[-1] not in ("Transform", "Trainer"):
+            if graph.node_of(execution) not in TRAINING and \
+                    graph.execution_type(execution).rsplit(".", 1)[-1] not in TRAINING:
                 continue
             for outputs in graph.io(execution.id, OUTPUT_EVENTS).values():
                 for artifact in outputs:

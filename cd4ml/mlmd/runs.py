@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from cd4ml.contract import TUNED_HYPERPARAMETERS_FILE
+from cd4ml.contract import TUNED_BY, TUNED_HYPERPARAMETERS_FILE, TUNED_SOURCE, TUNED_VALUES, WINDOW_PROPERTY
 from cd4ml.mlmd.store import STATE_NAMES, event_key, prop, timestamp
 
 
@@ -144,7 +144,7 @@ def get_run(store: metadata_store.MetadataStore, run_id: str) -> Optional[Run]:
         if step.node.endswith("ExampleGen") and step.outputs.get("examples"):
             run.span = prop(step.outputs["examples"][0], "span")
         if step.node == "Transform" and step.inputs.get("examples"):
-            run.window = sorted((prop(a, "span") for a in step.inputs["examples"]), reverse=True)
+            run.window = window_of(step.inputs["examples"])
         if step.node == "Evaluator" and step.outputs.get("blessing"):
             run.blessed = prop(step.outputs["blessing"][0], "blessed") == 1
         if step.node == "ModelExplainer" and step.outputs.get("blessing"):
@@ -161,27 +161,45 @@ def get_run(store: metadata_store.MetadataStore, run_id: str) -> Optional[Run]:
     return run
 
 
+def window_of(examples) -> List[int]:
+    """The spans a Transform's examples cover, newest first: a training window lists its spans
+    (components/window.py); plain ExampleGen outputs carry one each."""
+    spans = []
+    for artifact in examples:
+        text = prop(artifact, WINDOW_PROPERTY, "")
+        spans += [int(e["span"]) for e in json.loads(text)] if text else [prop(artifact, "span")]
+    return sorted(spans, reverse=True)
+
+
 def hyperparameters_of(store: metadata_store.MetadataStore, trainer: Step) -> Dict[str, object]:
     """The HyperParameters artifact a Trainer took: tuned by a Tuner of the same run, reused from
-    an earlier tuning run, or none (the configured defaults)."""
+    an earlier tuning run (handed on by TunedHyperparameters, components/tuning.py), or none (the
+    configured defaults)."""
     from cd4ml.mlmd.graph import Graph
 
     given = trainer.inputs.get("hyperparameters") or []
-    if not given:
+    if not given or prop(given[0], TUNED_SOURCE) == "defaults":
         return {"source": "defaults"}
     artifact = given[0]
     graph = Graph(store)
-    producers = graph.producers(artifact.id)
+    tuned = artifact
+    if prop(artifact, TUNED_BY):  # reused: the Tuner's own artifact is the one at that URI
+        found = [a for a in store.get_artifacts_by_uri(prop(artifact, TUNED_BY))
+                 if graph.artifact_type(a) == "HyperParameters"]
+        tuned = found[0] if found else artifact
+    producers = graph.producers(tuned.id)
     tuned_in = graph.run_of(producers[0]) if producers else ""
-    trainer_run = graph.run_of(trainer.execution)
     values: Dict[str, object] = {}
-    try:
-        with open(os.path.join(artifact.uri, TUNED_HYPERPARAMETERS_FILE)) as fh:
-            values = json.load(fh).get("values", {})
-    except (OSError, ValueError):
-        pass  # a gs:// artifact: the run browser and `cd4ml runs` show the run it came from
-    return {"source": "tuned" if tuned_in == trainer_run else "reused", "run_id": tuned_in,
-            "artifact": artifact.id, "values": values}
+    if prop(artifact, TUNED_VALUES):
+        values = json.loads(prop(artifact, TUNED_VALUES))
+    else:
+        try:
+            with open(os.path.join(artifact.uri, TUNED_HYPERPARAMETERS_FILE)) as fh:
+                values = json.load(fh).get("values", {})
+        except (OSError, ValueError):
+            pass  # a gs:// artifact: the run browser and `cd4ml runs` show the run it came from
+    return {"source": "tuned" if tuned_in == graph.run_of(trainer.execution) else "reused",
+            "run_id": tuned_in, "artifact": tuned.id, "values": values}
 
 
 def list_runs(store: metadata_store.MetadataStore) -> List[Run]:

@@ -4,7 +4,8 @@ The registry holds one directory per pushed version; a version is complete once 
 exists (ReleaseBundle writes it last), so a half-copied version is never picked. An operator pins a
 version by writing `<registry>/SERVING.json` ({"version": ...}; `cd4ml promote/rollback` do that);
 without a pin the newest complete version wins. This module is the one statement of that rule: the
-server and the `cd4ml models/promote/rollback` commands both call it. Remote paths (gs://) go
+server, the `cd4ml models/promote/rollback` commands and the pipeline (whose baseline is the
+version served now: components/baseline.py) all call it. Remote paths (gs://) go
 through tf.io.gfile; local ones through os, so the CLI need not import TensorFlow.
 """
 
@@ -15,12 +16,12 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
-from cd4ml.contract import (APPROVAL_FILE, APPROVED, EXPERIMENT_FILE, MANIFEST, PENDING, PIN_FILE, REJECTED,
+from cd4ml.contract import (APPROVAL_FILE, APPROVED, MANIFEST, NOTHING, PENDING, PIN_FILE, REJECTED,
                             SHADOW_FILE)
 
 __all__ = ["MANIFEST", "PIN_FILE", "SHADOW_FILE"]  # re-exported for the registry's callers
 
-log = logging.getLogger("cd4ml.serving")
+log = logging.getLogger("cd4ml.registry")
 
 
 def _gfile():
@@ -100,21 +101,6 @@ def servable_versions(registry: str) -> List[str]:
     return [v for v in complete_versions(registry) if approval(registry, v) in (None, APPROVED)]
 
 
-def read_experiment(registry: str):
-    """The running experiment (serving.bandit.Experiment) from EXPERIMENT.json, or None; an
-    unreadable one is logged and ignored, like a bad pin."""
-    from serving.bandit import Experiment
-
-    path = os.path.join(registry, EXPERIMENT_FILE)
-    if not exists(path):
-        return None
-    try:
-        return Experiment.from_json(read_text(path))
-    except (ValueError, TypeError, OSError) as err:
-        log.error("cd4ml serving: ignoring %s: %s", path, err)
-        return None
-
-
 def read_shadow(registry: str) -> Optional[str]:
     """The shadow (challenger) version from SHADOW.json, or None."""
     path = os.path.join(registry, SHADOW_FILE)
@@ -155,3 +141,42 @@ def target(registry: str, pinned: Optional[str] = None) -> Tuple[Optional[str], 
         if is_complete(registry, version) and approval(registry, version) in (None, APPROVED):
             return version, "newest complete version"
     return None, f"no complete, approved version (with {MANIFEST}) under {registry}"
+
+
+# --- the pipeline's baseline: what serves now (components/baseline.py) ----------------------------
+# The run parameter that keys ServingBaseline's cache, and the manifest field recording it.
+SERVING_STATE = "serving_state"
+
+
+def manifest(registry: str, version: str) -> Dict:
+    return _json_file(os.path.join(registry, version, MANIFEST))
+
+
+def baseline_version(registry: str, candidate_uri: str) -> Optional[str]:
+    """The version the candidate is compared with: the one serving, unless that one *is* the
+    candidate, in which case the one it was itself compared with (None: compare with nothing)."""
+    served, _ = target(registry)
+    if served is None:
+        return None
+    pushed = manifest(registry, served)
+    if pushed.get("model") == candidate_uri:
+        earlier = pushed.get("baseline")
+        return earlier if earlier and is_complete(registry, earlier) else None
+    return served
+
+
+def serving_state(registry: str, span: Optional[int]) -> str:
+    """What the registry serves, as the baseline's run parameter: the cache key of ServingBaseline.
+
+    The version serving now; but when that version was trained on this run's span, the state its
+    own run saw, so that a rerun of the same inputs has the same key as that run and stays
+    cached (its candidate is that version: the baseline would be the same). Where the inputs did
+    change, the Trainer's new model is ServingBaseline's input, so it reruns whatever this says.
+    """
+    served, _ = target(registry)
+    if served is None:
+        return NOTHING
+    pushed = manifest(registry, served)
+    if span is not None and pushed.get("span") == span and pushed.get(SERVING_STATE):
+        return str(pushed[SERVING_STATE])
+    return served
