@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from cd4ml.contract import (APPROVAL_FILE, APPROVED, MANIFEST, NOTHING, PENDING, PIN_FILE, REJECTED,
-                            SHADOW_FILE)
+from cd4ml.contract import (APPROVAL_FILE, APPROVED, MANIFEST, NOTHING, PENDING, PIN_FILE, PIPELINE_STATE_DIR,
+                            REJECTED, SHADOW_FILE)
 
 __all__ = ["MANIFEST", "PIN_FILE", "SHADOW_FILE"]  # re-exported for the registry's callers
 
@@ -180,3 +180,27 @@ def serving_state(registry: str, span: Optional[int]) -> str:
     if span is not None and pushed.get("span") == span and pushed.get(SERVING_STATE):
         return str(pushed[SERVING_STATE])
     return served
+
+
+# --- the latest tuning the pipeline published (components/tuning.py) -------------------------------
+TUNED_DIR = "hyperparameters"
+
+
+def tuned_dir(registry: str) -> str:
+    return os.path.join(registry, PIPELINE_STATE_DIR, TUNED_DIR)
+
+
+def latest_tuned(registry: str) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """(file name, {"config": keras_tuner config, "tuned_by": the Tuner output's URI}) of the
+    newest published tuning, or None."""
+    folder = tuned_dir(registry)
+    names = sorted(n for n in listdir(folder) if n.startswith("tuned-") and n.endswith(".json"))
+    if not names:
+        return None
+    return names[-1], json.loads(read_text(os.path.join(folder, names[-1])))
+
+
+def hyperparameters_state(registry: str) -> str:
+    """The run parameter that keys TunedHyperparameters' cache: the newest published tuning."""
+    found = latest_tuned(registry)
+    return found[0] if found else NOTHING

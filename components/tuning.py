@@ -7,54 +7,25 @@ hyperparameters beside the registry (`<registry>/.pipeline/hyperparameters/tuned
 and TunedHyperparameters hands the
 newest of them to the Trainer of a plain run, or the configured defaults (an empty search
 result: components/model.py `hyperparameters` keeps the defaults) when nothing was tuned yet.
-Its cache key includes the `hyperparameters_state` run parameter (`hyperparameters_state()`,
+Its cache key includes the `hyperparameters_state` run parameter (components/registry.py,
 computed by every runner before a run): the name of the newest published file.
 """
 
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from tfx.dsl.component.experimental.annotations import OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
-from cd4ml.contract import NOTHING, PIPELINE_STATE_DIR, TUNED_BY, TUNED_HYPERPARAMETERS_FILE, TUNED_SOURCE, TUNED_VALUES
+from cd4ml.contract import TUNED_BY, TUNED_HYPERPARAMETERS_FILE, TUNED_SOURCE, TUNED_VALUES
+from components.registry import latest_tuned, tuned_dir
 from components.files import write_text
 
-TUNED_DIR = "hyperparameters"
 STATE_ROOT = "state_root"  # the Tuner's custom_config key naming where to publish
 NO_SEARCH = {"space": [], "values": {}}  # a keras_tuner config with nothing tuned
-
-
-def tuned_dir(registry: str) -> str:
-    return os.path.join(registry, PIPELINE_STATE_DIR, TUNED_DIR)
-
-
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
-def latest_tuned(registry: str) -> Optional[Tuple[str, Dict[str, Any]]]:
-    """(file name, {"config": keras_tuner config, "tuned_by": the Tuner output's URI}) of the
-    newest published tuning, or None."""
-    folder = tuned_dir(registry)
-    if not _gfile().isdir(folder):
-        return None
-    names = sorted(n for n in _gfile().listdir(folder) if n.startswith("tuned-") and n.endswith(".json"))
-    if not names:
-        return None
-    with _gfile().GFile(os.path.join(folder, names[-1])) as fh:
-        return names[-1], json.load(fh)
-
-
-def hyperparameters_state(registry: str) -> str:
-    """The run parameter that keys TunedHyperparameters' cache: the newest published tuning."""
-    found = latest_tuned(registry)
-    return found[0] if found else NOTHING
 
 
 def publish(registry: str, config: Dict[str, Any], tuned_by: str, now: Optional[float] = None) -> str:

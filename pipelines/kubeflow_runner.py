@@ -9,7 +9,7 @@ Vertex AI Pipelines and Kubeflow Pipelines v2 run. What differs from the laptop 
 - Beam arguments (`CD4ML_BEAM_ARGS`, or `dataflow_beam_args(config)` for Dataflow);
 - runtime parameters, so one compiled spec serves every run: `range_config` (which span
   CsvExampleGen reads), `eval_config` (the blessing thresholds) and the registry's state
-  (`serving_state`, `hyperparameters_state`: pipelines/pipeline.py RUN_PARAMETERS). Their defaults
+  (`serving_state`, `hyperparameters_state`: pipelines/run_state.py). Their defaults
   come from config; `parameter_values(...)` builds per-run values without TensorFlow (submit,
   the Cloud Function).
 
@@ -21,6 +21,7 @@ open-source KFP ignores; both ingest the same span.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -30,13 +31,11 @@ from typing import Dict, Optional
 from cd4ml.contract import MAE
 from components.evaluation import metric_name
 from pipelines.config import PipelineConfig
+from pipelines.run_state import RUN_PARAMETERS
 
 RANGE_CONFIG = "range_config"
 EVAL_CONFIG = "eval_config"
-# The registry's state: must equal pipelines.pipeline.RUN_PARAMETERS (tests/test_kubeflow.py), named
-# here too so that submit and the Cloud Function need not import TFX.
-SERVING_STATE, HYPERPARAMETERS_STATE = "serving_state", "hyperparameters_state"
-RUNTIME_PARAMETERS = (RANGE_CONFIG, EVAL_CONFIG, SERVING_STATE, HYPERPARAMETERS_STATE)
+RUNTIME_PARAMETERS = (RANGE_CONFIG, EVAL_CONFIG, *RUN_PARAMETERS)
 
 
 class ClusterConfigError(ValueError):
@@ -132,7 +131,7 @@ def compile_pipeline(config: PipelineConfig, output_path: str, commit: Optional[
     defaults = {name: c.exec_properties[key].default for name, c, key in (
         (RANGE_CONFIG, _component(pipeline, "CsvExampleGen"), RANGE_CONFIG),
         (EVAL_CONFIG, _component(pipeline, "Evaluator"), EVAL_CONFIG))}
-    defaults.update({SERVING_STATE: "", HYPERPARAMETERS_STATE: ""})  # "": read the registry as it is
+    defaults.update({name: "" for name in RUN_PARAMETERS})  # "": the components read the registry as it is
     job = runner.run(pipeline, parameter_values=defaults, write_out=False)
     job.setdefault("labels", {})
     job["labels"]["cd4ml-git-commit"] = label_value(commit or git_commit(config.source_dir))
@@ -161,6 +160,37 @@ def default_parameter(job: Dict, name: str) -> str:
         return values[name]
     params = job.get("runtimeConfig", {}).get("parameters", {})
     return params.get(name, {}).get("stringValue", "")
+
+
+@dataclasses.dataclass
+class Roots:
+    data_root: str
+    registry: str
+
+
+def _task_constant(job: Dict, task: str, name: str) -> str:
+    source = job["pipelineSpec"]["root"]["dag"]["tasks"][task]["inputs"]["parameters"][name]["runtimeValue"]
+    value = source.get("constant", source.get("constantValue"))
+    return next(iter(value.values())) if isinstance(value, dict) else value
+
+
+def compiled_roots(job: Dict) -> Roots:
+    """The data root and registry the job was compiled with (what its tasks read)."""
+    return Roots(_task_constant(job, "CsvExampleGen", "input_base"), _task_constant(job, "ServingBaseline", "registry"))
+
+
+def run_values(job: Dict, data_root: str, registry: str, span: Optional[int] = None,
+               mae_bound: Optional[float] = None) -> Dict[str, str]:
+    """Every runtime parameter of one run: the span (the latest in the data root unless given) and
+    the registry's state fixed now, so that KFP's cache answers a task only when what it reads is
+    unchanged (pipelines/run_state.py); the thresholds when given."""
+    from pipelines import spans
+    from pipelines.run_state import run_parameters
+
+    span = spans.resolve_span(data_root, span)
+    values = parameter_values(job, span=span, mae_bound=mae_bound)
+    values.update(run_parameters(registry, span))
+    return values
 
 
 def parameter_values(job: Dict, span: Optional[int] = None, mae_bound: Optional[float] = None,

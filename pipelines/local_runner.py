@@ -124,13 +124,14 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
 
     from cd4ml import mlmd
     from components.validation_gate import DataValidationError
-    from pipelines.pipeline import create_pipeline, run_parameters
+    from pipelines.pipeline import create_pipeline
+    from pipelines.run_state import run_parameters
 
     os.makedirs(config.home, exist_ok=True)
     pipeline = create_pipeline(config, mlmd.connection_config(config.metadata_path))
     ir = compiler.Compiler().compile(pipeline)
     runtime_parameter_utils.substitute_runtime_parameter(
-        ir, {"pipeline-run-id": run_id, **run_parameters(config, result.span)})
+        ir, {"pipeline-run-id": run_id, **run_parameters(config.registry, result.span)})
 
     # TFX's Beam executors parse sys.argv + beam args as absl flags: the host's own flags (pytest's
     # or our CLI's `-v`) must not reach them.

@@ -12,8 +12,8 @@ production looks like now); ReleaseBundle ships them inside the pushed version.
 One graph for every runner: no resolver (open-source KFP has no resolver executor) and nothing
 that needs a driver or a lifecycle hook. What a run finds in the data root and the registry is
 found by our components; the run parameters `serving_state` and `hyperparameters_state`
-(RUN_PARAMETERS, computed by every runner from the registry before a run: `run_parameters`) key
-the caches of the two components that read the registry.
+(computed by every runner from the registry before a run: pipelines/run_state.py) key the
+caches of the two components that read the registry.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx.orchestration import data_types
@@ -43,18 +43,18 @@ from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2
 from cd4ml.contract import EXAMPLE_SIGNATURE, MAE, PREDICTIONS, SCHEMA_FILE
 from components import features, schema as curated_schema
 from components import example_gen as grouped_csv
-from components import registry as reg
 from components.baseline import ServingBaseline
 from components.evaluator import Executor as EvaluatorWithoutEmptyBaseline
 from components.pusher import Executor as UniqueVersionPusher
 from components.detectors import DetectorTrainer
 from components.explainer import ModelExplainer
-from components.tuning import STATE_ROOT, TunedHyperparameters, hyperparameters_state
+from components.tuning import STATE_ROOT, TunedHyperparameters
 from components.regression_metrics import RegressionErrors
 from components.release import ReleaseBundle
 from components.validation_gate import DataValidationGate
 from components.window import TrainingWindow
 from pipelines.config import REPO_ROOT, PipelineConfig
+from pipelines.run_state import HYPERPARAMETERS_STATE, SERVING_STATE
 
 SPAN_PATTERN = "span-{SPAN}/*.csv"
 EXAMPLE_GEN = "CsvExampleGen"
@@ -80,16 +80,6 @@ def example_gen(config: PipelineConfig):
         input_base=config.data_root, input_config=input_config, output_config=output_config,
         range_config=range_config,
         custom_executor_spec=executor_spec.BeamExecutorSpec(grouped_csv.Executor)).with_id(EXAMPLE_GEN)
-
-
-SERVING_STATE, HYPERPARAMETERS_STATE = "serving_state", "hyperparameters_state"
-RUN_PARAMETERS = (SERVING_STATE, HYPERPARAMETERS_STATE)
-
-
-def run_parameters(config: PipelineConfig, span: Optional[int]) -> Dict[str, str]:
-    """What the registry holds now, as the values of RUN_PARAMETERS for a run of `span`."""
-    return {SERVING_STATE: reg.serving_state(config.registry, span),
-            HYPERPARAMETERS_STATE: hyperparameters_state(config.registry)}
 
 
 def _run_parameter(name: str) -> data_types.RuntimeParameter:

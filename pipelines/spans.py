@@ -28,6 +28,11 @@ class NoSuchSpan(SpanError):
 
 
 def list_spans(data_root: str) -> List[int]:
+    """The span numbers under a data root: a local folder or, for `cd4ml submit`, a gs:// prefix."""
+    if "://" in data_root:
+        from components import registry as reg  # gfile for remote paths, os for local ones
+
+        return sorted(int(m.group(1)) for m in map(SPAN_DIR.match, reg.listdir(data_root)) if m)
     if not os.path.isdir(data_root):
         return []
     spans = []

@@ -161,8 +161,10 @@ def submit(job_path: str, config, span: Optional[int] = None, reason: str = "",
     """Submit the compiled job at `job_path` with config's KFP host, or to Vertex AI without one."""
     job = kubeflow_runner.load_job(job_path)
     commit = commit or job.get("labels", {}).get("cd4ml-git-commit") or "unknown"
+    roots = kubeflow_runner.compiled_roots(job)
     request = RunRequest(job_path, job, run_name(config.pipeline_name, commit, reason),
-                         kubeflow_runner.parameter_values(job, span=span, mae_bound=mae_bound),
+                         kubeflow_runner.run_values(job, roots.data_root, roots.registry, span=span,
+                                                    mae_bound=mae_bound),
                          wait=wait, timeout=timeout, progress=progress)
     if config.kfp_host:
         return submit_kfp(request, config.kfp_host, config.kfp_experiment,

@@ -10,6 +10,7 @@ import os
 import pytest
 
 from cd4ml import mlmd
+from cd4ml.mlmd.graph import Graph
 from components import features
 from pipelines import local_runner
 from pipelines.config import PipelineConfig
@@ -59,18 +60,24 @@ def test_lineage_pushed_model_back_to_the_span_files(trained_home):
     assert graph.id == steps["Transform"].outputs["transform_graph"][0].id
     assert "transformed_examples" not in steps["Transform"].outputs  # the Trainer transforms in TF
     # Transform and the Trainer read the training window: this run's span 2, and span 1 as span
-    # 1's run ingested it.
+    # 1's run ingested it, assembled by TrainingWindow (it names its sources; the graph follows).
     span1_steps = {s.node: s for s in mlmd.run_steps(store, trained_home.span1.run_id)}
+    window = steps["TrainingWindow"].outputs["window"][0]
     for reader in ("Transform", "Trainer"):
-        window = {mlmd.prop(a, "span"): a.id for a in steps[reader].inputs["examples"]}
-        assert window == {2: steps["CsvExampleGen"].outputs["examples"][0].id,
-                          1: span1_steps["CsvExampleGen"].outputs["examples"][0].id}, reader
+        assert [a.id for a in steps[reader].inputs["examples"]] == [window.id], reader
+    sources = Graph(store).window_sources(window)
+    assert [(mlmd.prop(a, "span"), a.id) for a in sources] == [
+        (2, steps["CsvExampleGen"].outputs["examples"][0].id),
+        (1, span1_steps["CsvExampleGen"].outputs["examples"][0].id)]
     assert trained_home.span2.window == [2, 1] and trained_home.span1.window == [1]
     gen = steps["CsvExampleGen"].execution
     assert mlmd.prop(gen, "input_base") == trained_home.config.data_root
-    # The baseline the Evaluator compared against is the span-1 model.
-    baseline = steps["Evaluator"].inputs.get("baseline_model", [])
-    assert [b.id for b in baseline] == [span1_steps["Trainer"].outputs["model"][0].id]
+    # The baseline the Evaluator compared against is the version serving: span 1's push.
+    baseline = steps["Evaluator"].inputs["baseline_model"]
+    assert [mlmd.prop(b, "version") for b in baseline] == [trained_home.span1.pushed_version]
+    assert [b.id for b in baseline] == [a.id for a in steps["ServingBaseline"].outputs["baseline"]]
+    first = span1_steps["Evaluator"].inputs["baseline_model"][0]
+    assert mlmd.prop(first, "has_baseline") == 0  # nothing served before span 1's run
 
 
 def test_rerun_on_unchanged_data_and_code_is_cached_and_pushes_nothing(trained_home):

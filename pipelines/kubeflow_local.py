@@ -1,0 +1,454 @@
+"""Run a compiled Kubeflow job on this machine, task by task, as a KFP launcher runs it.
+
+What a user runs before `cd4ml submit --host`, and what the tests run. For each task of the job's
+DAG, in dependency order (two at a time where the DAG allows): the ExecutorInput a launcher builds
+(parameters from the run and the task's constants, input artifacts from the producers'
+ExecutorOutput, output URIs under the pipeline root, the output file) takes the place of `{{$}}`,
+and the task's own container command runs as its own process: `python -m
+tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor ...`. Its ExecutorOutput
+(artifacts and their metadata) is handed downstream. The `kfp.pipeline_spec` protos read the job
+and build the ExecutorInput, so a field the protos do not know fails here as it would there.
+
+The rules of each backend (`--backend`):
+- `oss`, open-source KFP 2.x: a job with a `resolver` executor is refused when the run is
+  created (its backend implements none: kubeflow/pipelines backend/src/v2/compiler/argocompiler
+  /dag.go), and no lifecycle hook runs;
+- `vertex`, Vertex AI: the `lifecycle.preCacheCheck` hook (TFX's ExampleGen driver) runs before
+  its task, with the same ExecutorInput, and what it writes is merged by the entrypoint;
+- both: a task whose cache key (KFP's: input artifact names, input parameter values, output
+  specs, the container's image, command and arguments) matches an earlier task is answered from
+  the cache, unless the task disables caching.
+
+`gs://` paths map to a local folder (`gs://BUCKET/x` -> `<gcs_dir>/BUCKET/x`): TensorFlow 2.16's GCS
+filesystem has its endpoint built in, so no storage emulator can stand in for it. Tasks run in a
+warm interpreter: this process imports TensorFlow and TFX once, then forks a child per task (still
+one process per task, 10 s of imports saved each); `container=IMAGE` runs each task with podman in
+the pipeline image instead, the folder mounted at /gcs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+from pipelines.config import REPO_ROOT
+
+BACKENDS = ("oss", "vertex")
+CONTAINER_GCS = "/gcs"  # where the gs:// folder is mounted inside a container
+CACHE_DIR = ".kfp-local-cache"
+PARALLEL = 2  # tasks at once: this machine's cores
+
+
+class JobRefused(ValueError):
+    """The backend would refuse this job when the run is created; the message says why."""
+
+
+@dataclasses.dataclass
+class TaskRun:
+    name: str
+    state: str = "pending"  # succeeded, cached, failed, skipped (a dependency failed)
+    seconds: float = 0.0
+    log: str = ""
+    outputs: Dict[str, List[Dict]] = dataclasses.field(default_factory=dict)  # key -> RuntimeArtifact JSON
+    error: str = ""
+
+
+@dataclasses.dataclass
+class LocalRun:
+    run_id: str
+    backend: str
+    pipeline_root: str
+    parameters: Dict[str, str]
+    tasks: Dict[str, TaskRun] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def state(self) -> str:
+        states = {t.state for t in self.tasks.values()}
+        return "failed" if states & {"failed", "skipped"} else "succeeded"
+
+    def metadata(self, task: str, key: str) -> Dict[str, object]:
+        """The metadata of a task's first output artifact under `key` ({} when absent)."""
+        found = self.tasks.get(task, TaskRun(task)).outputs.get(key) or [{}]
+        return found[0].get("metadata", {})
+
+    @property
+    def pushed_version(self) -> str:
+        pushed = self.metadata("Pusher", "pushed_model")
+        return str(pushed.get("pushed_version", "")) if pushed.get("pushed") == 1 else ""
+
+    def summary(self) -> str:
+        ran = [t for t in self.tasks.values() if t.state == "succeeded"]
+        cached = [t.name for t in self.tasks.values() if t.state == "cached"]
+        lines = [f"run {self.run_id} ({self.backend} rules): {self.state} in {self.seconds:.1f} s; "
+                 f"{len(ran)} tasks ran, {len(cached)} cached" + (f" ({', '.join(cached)})" if cached and ran else "")]
+        window = self.metadata("TrainingWindow", "window").get("window")
+        if window:
+            lines.append("  trained on spans " + ", ".join(str(w["span"]) for w in json.loads(window)))
+        baseline = self.metadata("ServingBaseline", "baseline")
+        if baseline:
+            lines.append(f"  baseline: {baseline.get('version') or 'none (nothing served yet)'}")
+        blessing = self.metadata("Evaluator", "blessing")
+        if blessing:
+            lines.append(f"  blessed: {'yes' if blessing.get('blessed') == 1 else 'no'}")
+        if self.pushed_version:
+            destination = self.metadata("Pusher", "pushed_model").get("pushed_destination", "")
+            lines.append(f"  pushed version {self.pushed_version} to {destination}")
+        for task in self.tasks.values():
+            if task.state in ("failed", "skipped"):
+                lines.append(f"  {task.name}: {task.state}{': ' + task.error if task.error else ''}"
+                             + (f" (log: {task.log})" if task.log else ""))
+        return "\n".join(lines)
+
+
+def _pb():
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    return pipeline_spec_pb2
+
+
+def check_backend(job: Dict, backend: str):
+    """Refuse the job as the backend would when the run is created."""
+    if backend not in BACKENDS:
+        raise JobRefused(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    resolvers = sorted(name for name, e in executors.items() if "resolver" in e)
+    if resolvers and backend == "oss":
+        raise JobRefused(f"open-source KFP refuses this job: resolver executors not implemented "
+                         f"({', '.join(resolvers)}); rebuild it with `cd4ml compile`")
+    others = sorted(name for name, e in executors.items() if "container" not in e)
+    if others:
+        raise JobRefused(f"this runner runs container tasks only; not: {', '.join(others)}")
+    for name, e in executors.items():
+        if "--runner=DataflowRunner" in e["container"].get("args", []):
+            raise JobRefused(f"{name} runs Beam on Dataflow; compile without Dataflow arguments to run it here")
+
+
+def order(job: Dict) -> Dict[str, List[str]]:
+    """{task: the tasks it waits for}, for every task of the root DAG."""
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    needs = {}
+    for name, task in tasks.items():
+        wait = set(task.get("dependentTasks", []))
+        for spec in task.get("inputs", {}).get("artifacts", {}).values():
+            if "taskOutputArtifact" in spec:
+                wait.add(spec["taskOutputArtifact"]["producerTask"])
+        needs[name] = sorted(wait)
+    return needs
+
+
+class Paths:
+    """gs:// <-> the local folder that stands for it (or its mount inside a container)."""
+
+    def __init__(self, gcs_dir: str, inside_container: bool = False):
+        self.gcs_dir = os.path.abspath(gcs_dir)
+        self.mount = CONTAINER_GCS if inside_container else self.gcs_dir
+
+    def task_view(self, text: str) -> str:
+        return text.replace("gs://", self.mount.rstrip("/") + "/")
+
+    def local(self, uri: str) -> str:
+        return uri.replace("gs://", self.gcs_dir.rstrip("/") + "/")
+
+
+def build_executor_input(job: Dict, task_name: str, run: LocalRun, paths: Paths):
+    """The ExecutorInput a KFP launcher builds for one task (kfp.pipeline_spec protos)."""
+    from google.protobuf import json_format, struct_pb2
+
+    pb = _pb()
+    spec = job["pipelineSpec"]
+    task = spec["root"]["dag"]["tasks"][task_name]
+    component = spec["components"][task["componentRef"]["name"]]
+    executor_input = pb.ExecutorInput()
+    for name, source in task.get("inputs", {}).get("parameters", {}).items():
+        value = struct_pb2.Value()
+        if "componentInputParameter" in source:
+            value.string_value = run.parameters[source["componentInputParameter"]]
+        elif "runtimeValue" in source:
+            constant = source["runtimeValue"].get("constant", source["runtimeValue"].get("constantValue"))
+            json_format.ParseDict(constant, value)
+        else:
+            raise JobRefused(f"{task_name}: input parameter {name!r} from {sorted(source)} is not supported here")
+        executor_input.inputs.parameter_values[name].CopyFrom(value)
+    for name, source in task.get("inputs", {}).get("artifacts", {}).items():
+        producer = source["taskOutputArtifact"]
+        artifacts = run.tasks[producer["producerTask"]].outputs[producer["outputArtifactKey"]]
+        listed = executor_input.inputs.artifacts[name]
+        for artifact in artifacts:
+            json_format.ParseDict(artifact, listed.artifacts.add())
+    task_root = f"{run.pipeline_root.rstrip('/')}/{run.run_id}/{task_name}"
+    for key, definition in component.get("outputDefinitions", {}).get("artifacts", {}).items():
+        artifact = executor_input.outputs.artifacts[key].artifacts.add()
+        artifact.name = f"{run.run_id}/{task_name}/{key}"
+        artifact.uri = f"{task_root}/{key}"
+        json_format.ParseDict(definition["artifactType"], artifact.type)
+    executor_input.outputs.output_file = f"{task_root}/executor_output.json"
+    return executor_input
+
+
+def cache_key(job: Dict, task_name: str, executor_input) -> str:
+    """KFP's cache key, in substance: what the task reads and how it runs (not where it writes)."""
+    from google.protobuf import json_format
+
+    spec = job["pipelineSpec"]
+    component = spec["components"][spec["root"]["dag"]["tasks"][task_name]["componentRef"]["name"]]
+    inputs = json_format.MessageToDict(executor_input.inputs)
+    names = {k: [a.get("name") for a in v.get("artifacts", [])] for k, v in inputs.get("artifacts", {}).items()}
+    body = {"artifacts": names, "parameters": inputs.get("parameterValues", {}),
+            "outputs": component.get("outputDefinitions", {}),
+            "container": spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _command(container: Dict, executor_input, paths: Paths, hook: Optional[Dict] = None) -> List[str]:
+    from google.protobuf import json_format
+
+    step = hook or container
+    serialized = paths.task_view(json_format.MessageToJson(executor_input, indent=None))
+    args = [serialized if a == "{{$}}" else paths.task_view(a) for a in step.get("args", [])]
+    leftover = [a for a in args if "{{$" in a]
+    if leftover:
+        raise JobRefused(f"placeholders this runner does not fill: {leftover}")
+    return list(step["command"]) + args
+
+
+class Launcher:
+    """Starts a task's command as its own process: forked from this warm interpreter, or in a
+    podman container of the pipeline image."""
+
+    def __init__(self, paths: Paths, container: Optional[str] = None):
+        self.paths = paths
+        self.container = container
+        if container is None:
+            warm_up()
+
+    def start(self, command: List[str], log: str) -> int:
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        if self.container:
+            argv = ["podman", "--runtime", "runc", "run", "--rm", "--network", "none",
+                    "--ulimit", "nofile=65536:65536", "--ulimit", "nproc=8192:8192",
+                    "-v", f"{self.paths.gcs_dir}:{CONTAINER_GCS}", self.container, *command]
+            with open(log, "wb") as out:
+                return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT).pid
+        if command[:2] != ["python", "-m"]:
+            with open(log, "wb") as out:
+                argv = [sys.executable if command[0] == "python" else command[0], *command[1:]]
+                return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT).pid
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child process
+            _run_module_in_child(command[2], command[3:], log)
+        return pid
+
+
+def warm_up():
+    """What every task imports, once, before the children are forked."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow  # noqa: F401
+    import tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor  # noqa: F401
+    import tfx.orchestration.kubeflow.v2.file_based_example_gen.driver  # noqa: F401
+
+
+def _run_module_in_child(module: str, args: List[str], log: str):  # pragma: no cover - runs forked
+    import runpy
+    import traceback
+
+    code = 1
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.chdir(REPO_ROOT)  # the image's working directory is the repository (/pipeline)
+        sys.argv = [module, *args]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported in the task's log
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _wait(pid: int) -> Optional[int]:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+def _read_outputs(executor_input, paths: Paths) -> Dict[str, List[Dict]]:
+    """Each output artifact as the launcher records it: our URI and name, the executor's metadata."""
+    from google.protobuf import json_format
+
+    pb = _pb()
+    written = pb.ExecutorOutput()
+    with open(paths.local(executor_input.outputs.output_file)) as fh:
+        json_format.Parse(fh.read(), written, ignore_unknown_fields=True)
+    outputs = {}
+    for key, listed in executor_input.outputs.artifacts.items():
+        produced = list(written.artifacts[key].artifacts) if key in written.artifacts else []
+        merged = []
+        for i, artifact in enumerate(listed.artifacts):
+            record = pb.RuntimeArtifact()
+            record.CopyFrom(artifact)
+            if i < len(produced):
+                record.metadata.CopyFrom(produced[i].metadata)
+            merged.append(json_format.MessageToDict(record))
+        outputs[key] = merged
+    return outputs
+
+
+@dataclasses.dataclass
+class _Running:
+    """A task between its start and its outputs: which step runs now (the hook, then the main)."""
+
+    executor_input: object
+    container: Dict
+    caching: bool
+    began: float
+    step: str = ""   # "hook" or "main"
+    pid: int = 0
+    key: str = ""    # the cache key, once known
+
+
+def _tail(path: str, lines: int = 3) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return " | ".join(line.strip() for line in fh.read().strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _hook_values(executor_input, paths: Paths) -> Dict[str, object]:
+    """What a preCacheCheck hook wrote (the span it resolved, the fingerprint): part of the cache key."""
+    path = paths.local(executor_input.outputs.output_file)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as fh:
+        return json.load(fh).get("parameterValues", {})
+
+
+def run_job(job: Dict, parameters: Dict[str, str], gcs_dir: str, backend: str = "oss",
+            run_id: Optional[str] = None, container: Optional[str] = None, parallel: int = PARALLEL,
+            progress: Callable[[str], None] = print) -> LocalRun:
+    """Run every task of `job` (a compiled PipelineJob) with the run's `parameters`."""
+    check_backend(job, backend)
+    started = time.monotonic()
+    spec = job["pipelineSpec"]
+    root = job.get("runtimeConfig", {}).get("gcsOutputDirectory", "")
+    if not root.startswith("gs://"):
+        raise JobRefused(f"pipeline root {root!r}: a compiled job's root is a gs:// path")
+    run_id = run_id or datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    values = dict(job.get("runtimeConfig", {}).get("parameterValues", {}))
+    values.update(parameters)
+    run = LocalRun(run_id, backend, f"{root.rstrip('/')}/{spec['pipelineInfo']['name']}", values)
+    paths = Paths(gcs_dir, inside_container=container is not None)
+    launcher = Launcher(paths, container)
+    cache_dir = os.path.join(paths.gcs_dir, CACHE_DIR)
+    needs = order(job)
+    run.tasks = {task: TaskRun(task) for task in needs}
+    running: Dict[str, _Running] = {}
+    done = 0
+
+    def finish(task: str, state: str, outputs=None, error: str = ""):
+        nonlocal done
+        current = running.pop(task)
+        record = run.tasks[task]
+        record.state, record.error = state, error
+        record.outputs = outputs or {}
+        record.seconds = round(time.monotonic() - current.began, 1)
+        done += 1
+        what = {"succeeded": f"finished in {record.seconds:.1f} s", "cached": "answered from the cache",
+                "failed": f"failed: {error} (log: {record.log})"}[state]
+        progress(f"  [{done:2d}/{len(needs)}] {task} {what}")
+
+    def advance(task: str):
+        """Start the task's next step, or settle it from the cache."""
+        current = running[task]
+        hook = current.container.get("lifecycle", {}).get("preCacheCheck") if backend == "vertex" else None
+        if hook and not current.step:
+            current.step = "hook"
+            current.pid = launcher.start(_command(current.container, current.executor_input, paths, hook),
+                                         run.tasks[task].log + ".hook")
+            return
+        key = cache_key(job, task, current.executor_input) + json.dumps(
+            _hook_values(current.executor_input, paths), sort_keys=True)
+        cached = _cache_get(cache_dir, key) if current.caching else None
+        if cached is not None:
+            finish(task, "cached", cached)
+            return
+        current.step, current.key = "main", key
+        current.pid = launcher.start(_command(current.container, current.executor_input, paths),
+                                     run.tasks[task].log)
+
+    while done < len(needs):
+        for task, waits in needs.items():
+            record = run.tasks[task]
+            if record.state != "pending" or len(running) >= parallel:
+                continue
+            if any(run.tasks[w].state in ("failed", "skipped") for w in waits):
+                record.state, record.error = "skipped", "an upstream task failed"
+                done += 1
+                progress(f"  [{done:2d}/{len(needs)}] {task} skipped: an upstream task failed")
+                continue
+            if any(run.tasks[w].state not in ("succeeded", "cached") for w in waits):
+                continue
+            task_spec = spec["root"]["dag"]["tasks"][task]
+            component = spec["components"][task_spec["componentRef"]["name"]]
+            record.state = "running"
+            record.log = paths.local(f"{run.pipeline_root}/{run_id}/{task}/task.log")
+            running[task] = _Running(build_executor_input(job, task, run, paths),
+                                     spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"],
+                                     bool(task_spec.get("cachingOptions", {}).get("enableCache")), time.monotonic())
+            progress(f"  [{done + len(running):2d}/{len(needs)}] {task} ...")
+            advance(task)
+        for task, current in list(running.items()):
+            code = _wait(current.pid)
+            if code is None:
+                continue
+            if code != 0:
+                log = run.tasks[task].log + (".hook" if current.step == "hook" else "")
+                finish(task, "failed", error=f"exit {code} in its {current.step} step: {_tail(log)}")
+            elif current.step == "hook":
+                advance(task)
+            else:
+                outputs = _read_outputs(current.executor_input, paths)
+                if current.caching:
+                    _cache_put(cache_dir, current.key, outputs)
+                finish(task, "succeeded", outputs)
+        time.sleep(0.05)
+    run.seconds = round(time.monotonic() - started, 1)
+    return run
+
+
+def _cache_get(cache_dir: str, key: str) -> Optional[Dict[str, List[Dict]]]:
+    path = os.path.join(cache_dir, hashlib.sha256(key.encode()).hexdigest() + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _cache_put(cache_dir: str, key: str, outputs: Dict[str, List[Dict]]):
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, hashlib.sha256(key.encode()).hexdigest() + ".json")
+    with open(path + ".tmp", "w") as fh:
+        json.dump(outputs, fh)
+    os.replace(path + ".tmp", path)
+
+
+def run_parameters(job: Dict, paths: Paths, span: Optional[int] = None,
+                   mae_bound: Optional[float] = None) -> Dict[str, str]:
+    """This run's parameter values, as `cd4ml submit` computes them, on the mapped folders."""
+    from pipelines import kubeflow_runner
+
+    roots = kubeflow_runner.compiled_roots(job)
+    return kubeflow_runner.run_values(job, paths.local(roots.data_root), paths.local(roots.registry),
+                                      span=span, mae_bound=mae_bound)
