@@ -6,11 +6,13 @@ version by writing `<registry>/SERVING.json` ({"version": ...}; `cd4ml promote/r
 without a pin the newest complete version wins. This module is the one statement of that rule: the
 server, the `cd4ml models/promote/rollback` commands and the pipeline (whose baseline is the
 version served now: components/baseline.py) all call it. Remote paths (gs://) go
-through tf.io.gfile; local ones through os, so the CLI need not import TensorFlow.
+through the google-cloud-storage client; local ones through os, so neither the CLI nor the
+server needs TensorFlow to read it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,31 +26,64 @@ __all__ = ["MANIFEST", "PIN_FILE", "SHADOW_FILE"]  # re-exported for the registr
 log = logging.getLogger("cd4ml.registry")
 
 
+def remote(path: str) -> bool:
+    return "://" in path
+
+
+# gs:// through the google-cloud-storage client (cd4ml/logstore.py: anonymous against the local
+# emulator), so that the server, the CLI and `cd4ml submit` read a bucket registry without
+# TensorFlow, and tests read one on the emulator; other schemes (ram://) through tf.io.gfile.
+@functools.lru_cache(maxsize=4)
+def _gcs_client(emulator: Optional[str]):
+    from cd4ml.logstore import gcs_client
+
+    return gcs_client()
+
+
+def _gcs(path: str):
+    """(bucket, object name) of a gs:// path."""
+    from cd4ml.logstore import split_gs
+
+    bucket, name = split_gs(path)
+    return _gcs_client(os.environ.get("STORAGE_EMULATOR_HOST")).bucket(bucket), name
+
+
 def _gfile():
     import tensorflow as tf
 
     return tf.io.gfile
 
 
-def remote(path: str) -> bool:
-    return "://" in path
-
-
 def exists(path: str) -> bool:
+    if path.startswith("gs://"):
+        bucket, name = _gcs(path)
+        return (bool(name) and bucket.blob(name).exists()) or isdir(path)
     return _gfile().exists(path) if remote(path) else os.path.exists(path)
 
 
 def isdir(path: str) -> bool:
+    if path.startswith("gs://"):
+        bucket, name = _gcs(path)
+        return any(True for _ in bucket.list_blobs(prefix=f"{name}/" if name else None, max_results=1))
     return _gfile().isdir(path) if remote(path) else os.path.isdir(path)
 
 
 def listdir(path: str) -> List[str]:
+    if path.startswith("gs://"):
+        bucket, name = _gcs(path)
+        prefix = f"{name}/" if name else ""
+        listing = bucket.list_blobs(prefix=prefix or None, delimiter="/")
+        files = [blob.name[len(prefix):] for blob in listing]  # read the pages: prefixes fill in
+        return sorted({n for n in files if n} | {p[len(prefix):].rstrip("/") for p in listing.prefixes})
     if not isdir(path):
         return []
     return [n.rstrip("/") for n in (_gfile().listdir(path) if remote(path) else os.listdir(path))]
 
 
 def read_text(path: str) -> str:
+    if path.startswith("gs://"):
+        bucket, name = _gcs(path)
+        return bucket.blob(name).download_as_text()
     if remote(path):
         with _gfile().GFile(path) as fh:
             return fh.read()

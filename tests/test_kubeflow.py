@@ -167,7 +167,31 @@ def test_a_tuning_job_compiles_with_the_tuner_before_the_trainer(compiled, tmp_p
     assert tuner["container"]["args"][1] == "components.publishing_tuner.Executor"  # it publishes what it found
 
 
-def test_submit_uploads_the_spec_and_starts_a_named_run(compiled, tmp_path, monkeypatch):
+SERVED = "1765000000"
+TUNED = "tuned-001765000000000.json"
+
+
+@pytest.fixture(scope="module")
+def acme_bucket():
+    """The job's bucket on the real gcp-storage-emulator: spans 1 and 3 in the data root, a
+    version serving in the registry (trained on span 2) and a published tuning beside it."""
+    from cd4ml import storage
+
+    with storage.local_emulator():
+        client = storage.client()
+        bucket = client.create_bucket("acme-cd4ml")
+        for name, body in (("data/span-1/rows.csv", "day\n1\n"), ("data/span-3/rows.csv", "day\n3\n"),
+                           (f"registry/{SERVED}/saved_model.pb", "x"),
+                           (f"registry/{SERVED}/MANIFEST.json", json.dumps({"version": SERVED, "span": 2})),
+                           (f"registry/.pipeline/hyperparameters/{TUNED}", json.dumps({"config": {}}))):
+            bucket.blob(name).upload_from_string(body)
+        yield bucket
+
+
+def test_submit_uploads_the_spec_and_starts_a_named_run(compiled, tmp_path, monkeypatch, acme_bucket):
+    """The run's parameters say what the data root and the registry hold at submission (read with
+    the real GCS client from the emulator): the span (the latest unless given), the version
+    serving and the newest tuning, so that KFP's cache answers a task only when they are unchanged."""
     from cd4ml import cli as cd4ml_cli
 
     token = tmp_path / "token"
@@ -193,6 +217,7 @@ def test_submit_uploads_the_spec_and_starts_a_named_run(compiled, tmp_path, monk
         assert json.loads(params["range_config"])["staticRange"]["startSpanNumber"] == 3
         assert json.loads(params["eval_config"]) != json.loads(job["runtimeConfig"]["parameterValues"]["eval_config"])
         assert "60.0" in params["eval_config"]
+        assert params["serving_state"] == SERVED and params["hyperparameters_state"] == TUNED
         assert run["runtime_config"]["pipeline_root"] == CLUSTER_ENV["CD4ML_PIPELINE_ROOT"]
         assert {r["authorization"] for r in fake.requests} == {"Bearer s3cret"}
         assert fake.run_polls[run["run_id"]] >= 2, "--wait polled until a final state"
@@ -201,9 +226,15 @@ def test_submit_uploads_the_spec_and_starts_a_named_run(compiled, tmp_path, monk
         assert cd4ml_cli.main(["submit", compiled, "--host", fake.host, "--experiment", "nightly"]) == 0
         assert [u["kind"] for u in fake.uploads] == ["pipeline", "version"]
         assert len(fake.pipelines) == 1 and len(fake.runs) == 2
+        latest = [r for r in fake.runs.values() if r is not run][0]["runtime_config"]["parameters"]
+        assert json.loads(latest["range_config"])["staticRange"]["startSpanNumber"] == 3  # the newest span
+
+        # A span the data root does not hold is refused before anything is submitted.
+        assert cd4ml_cli.main(["submit", compiled, "--host", fake.host, "--span", "9"]) == 2
+        assert len(fake.runs) == 2
 
 
-def test_submit_wait_reports_a_failed_run(compiled, tmp_path, monkeypatch, capsys):
+def test_submit_wait_reports_a_failed_run(compiled, tmp_path, monkeypatch, capsys, acme_bucket):
     from cd4ml import cli as cd4ml_cli
 
     monkeypatch.setenv("CD4ML_HOME", str(tmp_path))
@@ -212,7 +243,7 @@ def test_submit_wait_reports_a_failed_run(compiled, tmp_path, monkeypatch, capsy
     assert "FAILED" in capsys.readouterr().out
 
 
-def test_submit_without_a_target_says_what_to_set(compiled, tmp_path, monkeypatch, capsys):
+def test_submit_without_a_target_says_what_to_set(compiled, tmp_path, monkeypatch, capsys, acme_bucket):
     from cd4ml import cli as cd4ml_cli
 
     monkeypatch.setenv("CD4ML_HOME", str(tmp_path))

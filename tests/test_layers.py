@@ -1,7 +1,8 @@
 """The layout's rules, checked on the source (every import, function-level ones included):
 
 - imports run one way: components -> pipelines -> the command layer; serving depends only on
-  components, the contract and the log store; the contract and the ML Metadata layer depend on nothing above them;
+  components, the contract and the log store (whose GCS client components use too); the
+  contract and the ML Metadata layer depend on nothing above them;
 - one module registers our own ML Metadata types (cd4ml/mlmd/records.py);
 - the names of the contract (a version's files, signatures, log names) are written in
   cd4ml/contract.py only.
@@ -26,7 +27,8 @@ ALLOWED = {
     # The serving logs' store (a folder or a gs:// prefix): shared by the server and its readers.
     "cd4ml.logstore": ("cd4ml.contract",),
     "cd4ml.mlmd": ("cd4ml.contract", "cd4ml.mlmd"),
-    "components": ("components", "cd4ml.contract"),
+    # The log store's GCS client reads a gs:// registry (components/registry.py).
+    "components": ("components", "cd4ml.contract", "cd4ml.logstore"),
     "pipelines": ("pipelines", "components", "cd4ml.contract", "cd4ml.mlmd"),
     "serving": ("serving", "components", "cd4ml.contract", "cd4ml.logstore"),
 }

@@ -197,9 +197,15 @@ def test_drop_failing_validation_is_quarantined_and_its_span_removed(home, bucke
     assert (result.outcome, result.span) == (triggers.TRAINED, 3)
 
 
-def _job(tmp_path) -> str:
+def _job(tmp_path, bucket: str) -> str:
+    """A compiled job as far as submitting reads it: the data root and registry its tasks read."""
+    def constant(value):
+        return {"runtimeValue": {"constant": value}}
+
+    tasks = {"CsvExampleGen": {"inputs": {"parameters": {"input_base": constant(f"gs://{bucket}/data")}}},
+             "ServingBaseline": {"inputs": {"parameters": {"registry": constant(f"gs://{bucket}/registry")}}}}
     job = {"displayName": "cd4ml-bikeshare", "labels": {"cd4ml-git-commit": "abc123"},
-           "pipelineSpec": {"pipelineInfo": {"name": "cd4ml-bikeshare"}, "root": {}},
+           "pipelineSpec": {"pipelineInfo": {"name": "cd4ml-bikeshare"}, "root": {"dag": {"tasks": tasks}}},
            "runtimeConfig": {"gcsOutputDirectory": "gs://cluster/root",
                              "parameterValues": {"range_config": "", "eval_config": "{}"}}}
     path = tmp_path / "pipeline.json"
@@ -213,7 +219,7 @@ def test_watch_submit_copies_in_the_bucket_and_starts_a_kfp_run(home, bucket, tm
     drop(span_csv(tmp_path), bucket, "aug.csv")
     with FakeKfp() as fake:
         config = dataclasses.replace(home, data_root=f"gs://{bucket}/data", kfp_host=fake.host)
-        (result,) = handler_for(config, bucket, submit_job=_job(tmp_path)).poll_once()
+        (result,) = handler_for(config, bucket, submit_job=_job(tmp_path, bucket)).poll_once()
         assert result.outcome == triggers.SUBMITTED and result.span == 1
         (run,) = fake.runs.values()
         assert json.loads(run["runtime_config"]["parameters"]["range_config"])["staticRange"]["startSpanNumber"] == 1
@@ -233,7 +239,7 @@ def test_cloud_function_submits_once_per_object_generation(bucket, tmp_path, mon
         monkeypatch.setenv("CD4ML_DATA_ROOT", f"gs://{bucket}/data")
         monkeypatch.setenv("CD4ML_KFP_HOST", fake.host)
         monkeypatch.setenv("CD4ML_HOME", str(tmp_path / "fn-home"))
-        monkeypatch.setenv("CD4ML_PIPELINE_JOB", _job(tmp_path))
+        monkeypatch.setenv("CD4ML_PIPELINE_JOB", _job(tmp_path, bucket))
         app = functions_framework.create_app(target="on_drop",
                                              source=os.path.join(REPO_ROOT, "cloud_function", "main.py"),
                                              signature_type="cloudevent")
