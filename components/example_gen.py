@@ -126,6 +126,12 @@ def resolve_span(exec_properties: Dict[str, Any], examples: List) -> Dict[str, A
     input_config = proto_utils.json_to_proto(
         exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
     if not any("{SPAN}" in split.pattern for split in input_config.splits):
+        if utils.SPAN_PROPERTY_NAME in exec_properties:  # a driver resolved it: the artifact says so too
+            resolved = dict(exec_properties)  # numbers from a hook's ExecutorOutput arrive as floats
+            for name in (utils.SPAN_PROPERTY_NAME, utils.VERSION_PROPERTY_NAME):
+                resolved[name] = None if resolved.get(name) is None else int(resolved[name])
+            for artifact in examples:
+                example_gen_driver.update_output_artifact(resolved, artifact.mlmd_artifact)
         return exec_properties
     range_config = None
     if exec_properties.get(standard_component_specs.RANGE_CONFIG_KEY):

@@ -66,8 +66,14 @@ class LocalRun:
     backend: str
     pipeline_root: str
     parameters: Dict[str, str]
+    gcs_dir: str = ""
     tasks: Dict[str, TaskRun] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+
+    def gcs(self, path: str) -> str:
+        """A path under the local folder, as the gs:// URI it stands for."""
+        prefix = self.gcs_dir.rstrip("/") + "/"
+        return "gs://" + path[len(prefix):] if self.gcs_dir and path.startswith(prefix) else path
 
     @property
     def state(self) -> str:
@@ -80,6 +86,23 @@ class LocalRun:
         return found[0].get("metadata", {})
 
     @property
+    def window(self) -> List[int]:
+        """The spans the run trained on, newest first (TrainingWindow's record)."""
+        text = self.metadata("TrainingWindow", "window").get("window")
+        return [int(w["span"]) for w in json.loads(text)] if text else []
+
+    @property
+    def baseline(self) -> str:
+        return str(self.metadata("ServingBaseline", "baseline").get("version", ""))
+
+    def to_json(self) -> str:
+        return json.dumps({"run_id": self.run_id, "backend": self.backend, "state": self.state,
+                           "seconds": self.seconds, "parameters": self.parameters, "window": self.window,
+                           "baseline": self.baseline, "pushed_version": self.pushed_version,
+                           "tasks": {t.name: {"state": t.state, "seconds": t.seconds, "error": t.error, "log": t.log}
+                                     for t in self.tasks.values()}}, indent=2, sort_keys=True)
+
+    @property
     def pushed_version(self) -> str:
         pushed = self.metadata("Pusher", "pushed_model")
         return str(pushed.get("pushed_version", "")) if pushed.get("pushed") == 1 else ""
@@ -89,18 +112,21 @@ class LocalRun:
         cached = [t.name for t in self.tasks.values() if t.state == "cached"]
         lines = [f"run {self.run_id} ({self.backend} rules): {self.state} in {self.seconds:.1f} s; "
                  f"{len(ran)} tasks ran, {len(cached)} cached" + (f" ({', '.join(cached)})" if cached and ran else "")]
-        window = self.metadata("TrainingWindow", "window").get("window")
-        if window:
-            lines.append("  trained on spans " + ", ".join(str(w["span"]) for w in json.loads(window)))
-        baseline = self.metadata("ServingBaseline", "baseline")
-        if baseline:
-            lines.append(f"  baseline: {baseline.get('version') or 'none (nothing served yet)'}")
+        if self.window:
+            lines.append("  trained on spans " + ", ".join(map(str, self.window)))
+        if self.metadata("ServingBaseline", "baseline"):
+            lines.append(f"  baseline: {self.baseline or 'none (nothing served yet)'}")
         blessing = self.metadata("Evaluator", "blessing")
         if blessing:
             lines.append(f"  blessed: {'yes' if blessing.get('blessed') == 1 else 'no'}")
         if self.pushed_version:
-            destination = self.metadata("Pusher", "pushed_model").get("pushed_destination", "")
-            lines.append(f"  pushed version {self.pushed_version} to {destination}")
+            destination = self.gcs(str(self.metadata("Pusher", "pushed_model").get("pushed_destination", "")))
+            if self.tasks["Pusher"].state == "cached":
+                lines.append(f"  model already pushed as version {self.pushed_version} ({destination}): no new version")
+            else:
+                lines.append(f"  pushed version {self.pushed_version} to {destination}")
+        elif "Pusher" in self.tasks and self.tasks["Pusher"].state in ("succeeded", "cached"):
+            lines.append("  no model pushed")
         for task in self.tasks.values():
             if task.state in ("failed", "skipped"):
                 lines.append(f"  {task.name}: {task.state}{': ' + task.error if task.error else ''}"
@@ -326,6 +352,19 @@ def _tail(path: str, lines: int = 3) -> str:
         return ""
 
 
+def _merge_hook_artifacts(executor_input, paths: Paths):
+    """Vertex AI updates a task's output artifacts with what its hook wrote (ExampleGen's span)
+    before it starts the task; the entrypoint itself merges only the parameters."""
+    from google.protobuf import json_format
+
+    written = _pb().ExecutorOutput()
+    with open(paths.local(executor_input.outputs.output_file)) as fh:
+        json_format.Parse(fh.read(), written, ignore_unknown_fields=True)
+    for key, listed in written.artifacts.items():
+        for mine, theirs in zip(executor_input.outputs.artifacts[key].artifacts, listed.artifacts):
+            mine.metadata.MergeFrom(theirs.metadata)
+
+
 def _hook_values(executor_input, paths: Paths) -> Dict[str, object]:
     """What a preCacheCheck hook wrote (the span it resolved, the fingerprint): part of the cache key."""
     path = paths.local(executor_input.outputs.output_file)
@@ -348,8 +387,8 @@ def run_job(job: Dict, parameters: Dict[str, str], gcs_dir: str, backend: str = 
     run_id = run_id or datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     values = dict(job.get("runtimeConfig", {}).get("parameterValues", {}))
     values.update(parameters)
-    run = LocalRun(run_id, backend, f"{root.rstrip('/')}/{spec['pipelineInfo']['name']}", values)
     paths = Paths(gcs_dir, inside_container=container is not None)
+    run = LocalRun(run_id, backend, f"{root.rstrip('/')}/{spec['pipelineInfo']['name']}", values, paths.gcs_dir)
     launcher = Launcher(paths, container)
     cache_dir = os.path.join(paths.gcs_dir, CACHE_DIR)
     needs = order(job)
@@ -404,7 +443,13 @@ def run_job(job: Dict, parameters: Dict[str, str], gcs_dir: str, backend: str = 
             component = spec["components"][task_spec["componentRef"]["name"]]
             record.state = "running"
             record.log = paths.local(f"{run.pipeline_root}/{run_id}/{task}/task.log")
-            running[task] = _Running(build_executor_input(job, task, run, paths),
+            executor_input = build_executor_input(job, task, run, paths)
+            # A bucket has no folders to create: writing under an output URI just works there, so
+            # each output's folder exists here before the task starts.
+            for listed in executor_input.outputs.artifacts.values():
+                for artifact in listed.artifacts:
+                    os.makedirs(paths.local(artifact.uri), exist_ok=True)
+            running[task] = _Running(executor_input,
                                      spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"],
                                      bool(task_spec.get("cachingOptions", {}).get("enableCache")), time.monotonic())
             progress(f"  [{done + len(running):2d}/{len(needs)}] {task} ...")
@@ -417,6 +462,7 @@ def run_job(job: Dict, parameters: Dict[str, str], gcs_dir: str, backend: str = 
                 log = run.tasks[task].log + (".hook" if current.step == "hook" else "")
                 finish(task, "failed", error=f"exit {code} in its {current.step} step: {_tail(log)}")
             elif current.step == "hook":
+                _merge_hook_artifacts(current.executor_input, paths)
                 advance(task)
             else:
                 outputs = _read_outputs(current.executor_input, paths)

@@ -5,6 +5,11 @@ a run is started in the experiment (--experiment), named <pipeline>-<git commit>
 one, the job goes to Vertex AI Pipelines in --project/--region (application default credentials).
 --span and --mae-bound set this run's runtime parameters. --wait waits and reports the final state
 (exit 0 only when the run succeeded).
+
+--local runs the job on this machine instead, task by task as a KFP launcher runs it
+(pipelines/kubeflow_local.py), under open-source KFP's rules (--backend oss: no resolver, no
+lifecycle hook) or Vertex AI's (--backend vertex); gs:// paths map to --gcs-dir. Try a job this
+way before submitting it.
 """
 
 import os
@@ -30,6 +35,14 @@ def register(parser):
     parser.add_argument("--wait", action="store_true", help="wait for the run and report its final state")
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="--wait timeout in seconds")
     parser.add_argument("--json", action="store_true", help="print the submission as JSON")
+    local = parser.add_argument_group("running the job here (--local)")
+    local.add_argument("--local", action="store_true",
+                       help="run the job on this machine, each task's container command as a KFP launcher would")
+    local.add_argument("--backend", choices=("oss", "vertex"), default="oss",
+                       help="whose rules: open-source KFP 2.x (default) or Vertex AI")
+    local.add_argument("--gcs-dir", help="the folder gs://BUCKET/... maps to (default <home>/gcs)")
+    local.add_argument("--container", metavar="IMAGE",
+                       help="run each task in this pipeline image with podman (default: forked from a warm Python)")
 
 
 def main(args) -> int:
@@ -40,6 +53,8 @@ def main(args) -> int:
         return 2
     config = config_from(args, kfp_host=args.kfp_host, kfp_experiment=args.kfp_experiment,
                          gcp_project=args.gcp_project, gcp_region=args.gcp_region)
+    if args.local:
+        return _run_here(args, config)
     quiet = (lambda _: None) if args.json else print
     try:
         result = submit.submit(args.job, config, span=args.span, reason=args.reason,
@@ -56,3 +71,23 @@ def main(args) -> int:
     if args.wait:
         return 0 if result.succeeded else 1
     return 0
+
+
+def _run_here(args, config) -> int:
+    from pipelines import kubeflow_local, kubeflow_runner, spans
+
+    gcs_dir = os.path.abspath(args.gcs_dir or os.path.join(config.home, "gcs"))
+    job = kubeflow_runner.load_job(args.job)
+    paths = kubeflow_local.Paths(gcs_dir)
+    try:
+        kubeflow_local.check_backend(job, args.backend)
+        values = kubeflow_local.run_parameters(job, paths, span=args.span, mae_bound=args.mae_bound)
+    except (kubeflow_local.JobRefused, spans.SpanError) as exc:
+        print(f"cd4ml submit --local: {exc}", file=sys.stderr)
+        return 2
+    quiet = (lambda _: None) if args.json else print
+    quiet(f"cd4ml submit --local: {args.job} under {args.backend} rules, gs:// -> {gcs_dir}/")
+    run = kubeflow_local.run_job(job, values, gcs_dir, backend=args.backend, container=args.container,
+                                 progress=quiet)
+    print(run.to_json() if args.json else run.summary())
+    return 0 if run.state == "succeeded" else 1
