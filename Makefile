@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CD4ML := $(VENV)/bin/cd4ml
 PYTEST_ARGS ?=
 
-.PHONY: help setup serving-setup system-deps demo test test-fast lint lock benchmark clean
+.PHONY: help setup serving-setup system-deps demo test test-fast lint lock benchmark kubeflow-image-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lock:  ## re-resolve requirements/*.in into exact lock files (needs uv)
 	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/pipeline.in -o requirements/pipeline.lock
 	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/serving.in -o requirements/serving.lock
 	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/v2.in -o requirements/v2.lock
+
+kubeflow-image-check: setup  ## build the pipeline image (podman) and run the compiled job in it, task by task (not in make test: ~3 GB)
+	@scripts/kubeflow_image_check.sh
 
 benchmark: setup  ## run the benchmarks, writing JSON under benchmarks/results/
 	$(PY) benchmarks/pipeline.py

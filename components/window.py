@@ -65,11 +65,6 @@ def trusted_spans(registry: str) -> Dict[int, str]:
     return found
 
 
-def read_window(artifact: types.Artifact) -> List[Dict[str, object]]:
-    text = artifact.get_string_custom_property(WINDOW_PROPERTY)
-    return json.loads(text) if text else []
-
-
 @component
 def TrainingWindow(
     examples: InputArtifact[standard_artifacts.Examples],

@@ -2,7 +2,11 @@
 # Dataflow workers, via --sdk_container_image). It carries this repository at /pipeline, which
 # PipelineConfig.source_dir (CD4ML_SOURCE_DIR) points the module files at.
 # Build from the repository root:  docker build -f docker/pipeline.Dockerfile -t IMAGE .
-FROM python:3.10-slim
+# BASE: any image with Python 3.10 as `python` (and pip) on Debian 12 or alike; where no registry
+# is reachable, `make kubeflow-image-check` builds one from Debian's packages
+# (scripts/kubeflow_image_check.sh).
+ARG BASE=python:3.10-slim
+FROM ${BASE}
 
 # No .pyc written at run time (read-only root filesystems); the site-packages are byte-compiled
 # once at build instead, or every container start would recompile TensorFlow's sources (20-30 s).

@@ -35,7 +35,6 @@ from pipelines.run_state import RUN_PARAMETERS
 
 RANGE_CONFIG = "range_config"
 EVAL_CONFIG = "eval_config"
-RUNTIME_PARAMETERS = (RANGE_CONFIG, EVAL_CONFIG, *RUN_PARAMETERS)
 
 
 class ClusterConfigError(ValueError):

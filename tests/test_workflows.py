@@ -129,6 +129,46 @@ def test_the_schema_check_rejects_a_misspelt_key_and_a_wrong_type(tmp_path):
         assert f"{name}::" in proc.stdout, f"{name} was not rejected:\n{proc.stdout}"
 
 
+ACTIONLINT = os.path.join(os.path.dirname(sys.executable), "actionlint")
+
+
+def test_workflows_pass_actionlint():
+    """actionlint (expressions, contexts, needs/outputs, step ids) on every workflow, offline."""
+    proc = subprocess.run([ACTIONLINT, "-no-color", *workflow_files()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_catches_an_output_of_a_job_not_needed(tmp_path):
+    """The kind of slip the cd workflow's image guard could make: an output read from a job the
+    reading job does not need."""
+    with open(os.path.join(WORKFLOW_DIR, "cd.yml")) as fh:
+        text = fh.read()
+    bad = text.replace("needs.pipeline-image.outputs.pushed", "needs.serving-image.outputs.pushed", 1)
+    assert bad != text
+    path = tmp_path / "cd.yml"
+    path.write_text(bad)
+    proc = subprocess.run([ACTIONLINT, "-no-color", str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "serving-image" in proc.stdout, proc.stdout
+
+
+def test_the_kfp_kind_workflow_runs_the_image_it_built_on_a_real_kfp(workflows):
+    """kfp-kind.yml (it cannot run here: no Docker engine, no cluster): manual and nightly; the
+    image built from this commit is loaded into kind (never pulled, never pushed), KFP's
+    standalone manifests installed, and the job compiled with that image submitted and waited for."""
+    flow = workflows["kfp-kind.yml"]
+    on = triggers(flow)
+    assert "workflow_dispatch" in on and "schedule" in on
+    (job,) = flow["jobs"].values()
+    runs = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "${{ github.sha }}" in flow["env"]["IMAGE"]
+    assert 'kind load docker-image "$IMAGE"' in runs and "docker push" not in runs
+    assert "manifests/kustomize/env/platform-agnostic" in runs
+    assert 'CD4ML_IMAGE="$IMAGE"' in runs and "cd4ml compile" in runs
+    submit = next(s["run"] for s in job["steps"] if "cd4ml submit" in s.get("run", ""))
+    assert "--wait" in submit and "--host http://localhost:8888" in submit
+    assert any(s.get("uses", "").startswith("helm/kind-action@") for s in job["steps"])
+
+
 # ---------------------------------------------------------------- triggers
 
 def test_triggers(workflows):
