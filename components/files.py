@@ -22,7 +22,8 @@ def copy_tree(src: str, dst: str):
         tf.io.gfile.copy(src, dst, overwrite=True)
         return
     for root, _, names in tf.io.gfile.walk(src):
-        target = os.path.join(dst, os.path.relpath(root, src))
+        below = os.path.relpath(root, src)
+        target = dst if below == "." else os.path.join(dst, below)  # never a "." folder: on gs:// it is one
         tf.io.gfile.makedirs(target)
         for name in names:
             tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
