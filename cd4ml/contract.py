@@ -48,6 +48,8 @@ PIPELINE_STATE_DIR = ".pipeline"
 NOTHING = "none"
 # Custom properties the pipeline's own lookups set, which the ML Metadata readers follow:
 WINDOW_PROPERTY = "window"    # TrainingWindow's Examples: [{"span", "examples": URI}], newest first
+HAS_BASELINE = "has_baseline"  # ServingBaseline's Model: 0 when nothing served (an empty artifact)
+BASELINE_VERSION = "version"  # ... the version it copied
 TUNED_SOURCE = "source"       # TunedHyperparameters' output: "reused" | "defaults"
 TUNED_BY = "tuned_by"         # ... the URI of the Tuner output its values came from
 TUNED_VALUES = "values"       # ... the values (JSON)

@@ -23,11 +23,10 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
+from cd4ml.contract import BASELINE_VERSION, HAS_BASELINE
 from components import registry as reg
 from components.files import copy_tree
 
-HAS_BASELINE = "has_baseline"
-VERSION = "version"
 SERVING_FORMAT = "Format-Serving"  # where TFX's path_utils look for a SavedModel in a Model artifact
 
 
@@ -43,7 +42,7 @@ def ServingBaseline(
     serving_state: Parameter[str] = "",
 ):
     version = reg.baseline_version(registry, candidate.uri)
-    baseline.set_string_custom_property(VERSION, version or "")
+    baseline.set_string_custom_property(BASELINE_VERSION, version or "")
     baseline.set_string_custom_property(reg.SERVING_STATE, serving_state)
     baseline.set_int_custom_property(HAS_BASELINE, int(version is not None))
     if version is not None:  # the whole version: SavedModel, variables, assets (and its extras)

@@ -20,11 +20,10 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.types.system_artifacts import Metrics
 
-from cd4ml.contract import (DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, EXAMPLES_INPUT, EXPLAINER_DIR,
-                            FEATURES_FILE, HOLDOUT, MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS, RELEASE_ARTIFACT,
-                            SAVED_MODEL_FILES, SCHEMA_FILE)
+from cd4ml.contract import (BASELINE_VERSION, DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, EXAMPLES_INPUT,
+                            EXPLAINER_DIR, FEATURES_FILE, HOLDOUT, MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS,
+                            RELEASE_ARTIFACT, SAVED_MODEL_FILES, SCHEMA_FILE)
 from components import evaluation, features
-from components.baseline import VERSION as BASELINE_VERSION
 from components.registry import SERVING_STATE
 from components.detectors import Detectors
 from components.explainer import ModelExplanation

@@ -148,3 +148,20 @@ def _multipart_file(body: bytes, headers) -> str:
                "CONTENT_LENGTH": str(len(body))}
     form = cgi.FieldStorage(fp=io.BytesIO(body), environ=environ, keep_blank_values=True)
     return form["uploadfile"].file.read().decode()
+
+
+def job_file(path: str, data_root: str, registry: str, commit: str = "abc123") -> str:
+    """A compiled job as far as submitting reads it (its name, commit, root, parameters, and the
+    data root and registry its tasks read), written to `path`."""
+    def constant(value):
+        return {"runtimeValue": {"constant": value}}
+
+    tasks = {"CsvExampleGen": {"inputs": {"parameters": {"input_base": constant(data_root)}}},
+             "ServingBaseline": {"inputs": {"parameters": {"registry": constant(registry)}}}}
+    job = {"displayName": "cd4ml-bikeshare", "labels": {"cd4ml-git-commit": commit},
+           "pipelineSpec": {"pipelineInfo": {"name": "cd4ml-bikeshare"}, "root": {"dag": {"tasks": tasks}}},
+           "runtimeConfig": {"gcsOutputDirectory": "gs://cluster/root",
+                             "parameterValues": {"range_config": "", "eval_config": "{}"}}}
+    with open(path, "w") as fh:
+        json.dump(job, fh)
+    return path

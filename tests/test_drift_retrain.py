@@ -12,7 +12,7 @@ from cd4ml.triggers.drift import DriftRetrainer
 from pipelines import local_runner
 from pipelines.config import PipelineConfig
 from serving.logs import JsonlLog
-from tests.kfp_fake import FakeKfp
+from tests.kfp_fake import FakeKfp, job_file
 
 T0 = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.timezone.utc)
 # A summer row inside the domains of components/features.py (season 3, month "July").
@@ -129,11 +129,7 @@ def test_cooldown_then_fresh_labels_are_needed(setup):
 
 def test_drift_retrain_submits_to_kfp(setup, tmp_path):
     config, logs, clock, runs, _ = setup
-    job = tmp_path / "pipeline.json"
-    job.write_text(json.dumps({"displayName": "cd4ml-bikeshare", "labels": {"cd4ml-git-commit": "abc"},
-                               "pipelineSpec": {"pipelineInfo": {"name": "cd4ml-bikeshare"}},
-                               "runtimeConfig": {"gcsOutputDirectory": "gs://x/root",
-                                                 "parameterValues": {"range_config": ""}}}))
+    job = job_file(str(tmp_path / "pipeline.json"), config.data_root, config.registry)
     logs.drift_window(clock())
     logs.labelled(clock(), 60)
     clock.advance(60)

@@ -72,8 +72,8 @@ def test_runs_have_component_states_and_timing(home, store):
     assert first.span == 1 and second.span == 2
     assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(first.ran)
     assert not first.cached and not first.failed
-    assert "baseline_model_resolver" not in first.ran  # a lookup, reported as "resolved"
-    assert {s.state for s in first.steps if s.node == "baseline_model_resolver"} == {"resolved"}
+    # What a run finds in the data root and the registry, our components find: they are steps too.
+    assert {"TrainingWindow", "TunedHyperparameters", "ServingBaseline"} <= set(first.ran)
     trainer = next(s for s in first.steps if s.node == "Trainer")
     assert trainer.state == "ran" and trainer.execution.last_update_time_since_epoch >= \
         trainer.execution.create_time_since_epoch
@@ -123,9 +123,12 @@ def test_provenance_walks_from_pushed_model_to_span_files(home, store, span):
     graph = _input(doc, trainer, "transform_graph")
     transform = _producer(doc, graph)
     assert graph["type"] == "TransformGraph" and transform["node"] == "Transform"
-    # The training window: span 1 alone, then span 2 with span 1 before it (CD4ML_TRAIN_WINDOW_SPANS=2).
-    window = [doc["artifacts"][i] for i in trainer["inputs"]["examples"]]
-    assert sorted(transform["inputs"]["examples"]) == sorted(trainer["inputs"]["examples"])
+    # The training window: span 1 alone, then span 2 with span 1 before it (CD4ML_TRAIN_WINDOW_SPANS=2),
+    # one artifact that TrainingWindow assembled from each span's ingested examples.
+    assert transform["inputs"]["examples"] == trainer["inputs"]["examples"]
+    assembled = _producer(doc, _input(doc, trainer, "examples"))
+    assert assembled["node"] == "TrainingWindow"
+    window = [doc["artifacts"][i] for i in assembled["inputs"]["examples"]]
     assert sorted(a["properties"]["span"] for a in window) == list(range(1, span + 1))
     for examples in window:
         assert _producer(doc, examples)["node"] == "CsvExampleGen"
@@ -147,15 +150,15 @@ def test_provenance_walks_from_pushed_model_to_span_files(home, store, span):
     assert summary["metrics"]["mean_absolute_error"] > 0
     if any(e["node"] == "DetectorTrainer" for e in doc["executions"].values()):
         assert summary["detectors"] and all(os.path.exists(uri) for uri in summary["detectors"])
-    if span == 2:  # compared with span 1's model, which is a leaf, not an ancestor
-        first = mlmd.provenance(store, home.span1.pushed_version)["summary"]["model"]
-        assert summary["baseline_model"] == [first]
-        # Everything was made by this run but the curated schema's import and span 1's ingestion.
-        assert all(e["run_id"] == result.run_id or e["node"] == "ImportSchemaGen"
+    if span == 2:  # compared with span 1's version, serving then: a leaf, not an ancestor
+        assert summary["baseline_version"] == home.span1.pushed_version and len(summary["baseline_model"]) == 1
+        # Everything was made by this run but what did not change: the curated schema's import,
+        # the hyperparameters (nothing tuned) and span 1's ingestion.
+        assert all(e["run_id"] == result.run_id or e["node"] in ("ImportSchemaGen", "TunedHyperparameters")
                    or (e["node"] == "CsvExampleGen" and e["run_id"] == home.span1.run_id)
                    for e in doc["executions"].values())
     else:
-        assert summary["baseline_model"] == []
+        assert summary["baseline_model"] == [] and summary["baseline_version"] is None
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from cd4ml import storage
 from pipelines import local_runner
 from pipelines.config import REPO_ROOT, PipelineConfig
 from tests.conftest import sample_rows, write_rows
-from tests.kfp_fake import FakeKfp
+from tests.kfp_fake import FakeKfp, job_file
 
 BUCKET = "cd4ml-drops"
 
@@ -198,19 +198,7 @@ def test_drop_failing_validation_is_quarantined_and_its_span_removed(home, bucke
 
 
 def _job(tmp_path, bucket: str) -> str:
-    """A compiled job as far as submitting reads it: the data root and registry its tasks read."""
-    def constant(value):
-        return {"runtimeValue": {"constant": value}}
-
-    tasks = {"CsvExampleGen": {"inputs": {"parameters": {"input_base": constant(f"gs://{bucket}/data")}}},
-             "ServingBaseline": {"inputs": {"parameters": {"registry": constant(f"gs://{bucket}/registry")}}}}
-    job = {"displayName": "cd4ml-bikeshare", "labels": {"cd4ml-git-commit": "abc123"},
-           "pipelineSpec": {"pipelineInfo": {"name": "cd4ml-bikeshare"}, "root": {"dag": {"tasks": tasks}}},
-           "runtimeConfig": {"gcsOutputDirectory": "gs://cluster/root",
-                             "parameterValues": {"range_config": "", "eval_config": "{}"}}}
-    path = tmp_path / "pipeline.json"
-    path.write_text(json.dumps(job))
-    return str(path)
+    return job_file(str(tmp_path / "pipeline.json"), f"gs://{bucket}/data", f"gs://{bucket}/registry")
 
 
 def test_watch_submit_copies_in_the_bucket_and_starts_a_kfp_run(home, bucket, tmp_path):

@@ -156,7 +156,7 @@ def test_runs_to_run_to_version_to_span_files(ui, browser, ui_home, shots):
     dag = browser.find_element(*by("svg#run-dag"))
     assert dag.is_displayed() and dag.size["width"] > 600
     drawn = {g.get_attribute("data-node") for g in dag.find_elements(*by("g.node"))}
-    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher", "training_window"} <= drawn
+    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher", "TrainingWindow"} <= drawn
     assert len(dag.find_elements(*by("path[marker-end]"))) >= 12  # the edges are drawn too
     assert browser.find_element(*by("#window")).text == "2, 1"
     text = browser.find_element(*by("main")).text

@@ -13,7 +13,7 @@ from typing import Dict, List
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from cd4ml.contract import WINDOW_PROPERTY
+from cd4ml.contract import HAS_BASELINE, WINDOW_PROPERTY
 from cd4ml.mlmd.store import STATE_NAMES, event_key, plain, prop, timestamp
 
 INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
@@ -111,6 +111,12 @@ class Graph:
                 known = {a.id for a in result["examples"]}
                 result["examples"] += [a for a in self.window_sources(output) if a.id not in known]
         return result
+
+    @staticmethod
+    def is_baseline(artifact) -> bool:
+        """A baseline a candidate was really compared with: not ServingBaseline's empty artifact
+        for "nothing was served yet"."""
+        return prop(artifact, HAS_BASELINE, 1) != 0
 
     def window_sources(self, artifact) -> List[metadata_store_pb2.Artifact]:
         """The Examples a window artifact was assembled from, newest span first ([] otherwise)."""

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from cd4ml.contract import MAE, METRICS, RELEASE_ARTIFACT as RELEASE_TYPE
+from cd4ml.contract import BASELINE_VERSION, MAE, METRICS, RELEASE_ARTIFACT as RELEASE_TYPE
 from cd4ml.mlmd import records
 from cd4ml.mlmd.graph import INPUT_EVENTS, LEAF_INPUTS, OUTPUT_EVENTS, Graph, artifact_dict, execution_dict
 from cd4ml.mlmd.store import prop, timestamp
@@ -142,7 +142,9 @@ def _pushed_entry(store, version: Optional[str]) -> Optional[Dict[str, object]]:
 
 def _leaf(graph: Graph, artifact, key: str) -> Dict[str, object]:
     info = artifact_dict(graph, artifact)
-    info.update(produced_by=None, leaf=f"{key}: compared against, not an ancestor", reused_by_runs=[])
+    leaf = f"{key}: compared against, not an ancestor" if graph.is_baseline(artifact) else \
+        f"{key}: none, nothing was served yet"
+    info.update(produced_by=None, leaf=leaf, baseline=graph.is_baseline(artifact), reused_by_runs=[])
     return info
 
 
@@ -354,7 +356,9 @@ def _model_summary(doc) -> Dict[str, object]:
         "evaluation": _uris(_by(doc, artifact_type="ModelEvaluation")),
         "blessed": (blessing["properties"].get("blessed") == 1) if blessing else None,
         "blessing": blessing["uri"] if blessing else None,
-        "baseline_model": [a["uri"] for a in doc["artifacts"].values() if a.get("leaf")],
+        "baseline_model": [a["uri"] for a in doc["artifacts"].values() if a.get("baseline")],
+        "baseline_version": next((a["properties"].get(BASELINE_VERSION) for a in doc["artifacts"].values()
+                                  if a.get("baseline")), None),
         "detectors": _uris(detectors),
     }
 

@@ -21,7 +21,7 @@ def model_evaluation(store, version: Optional[str] = None) -> Optional[Dict[str,
     if doc is None or not doc["summary"]["evaluation"]:
         return None
     evaluator = next(e for e in doc["executions"].values() if e["node"] == "Evaluator")
-    baseline_ids = evaluator["inputs"].get("baseline_model", [])
+    baseline_ids = [i for i in evaluator["inputs"].get("baseline_model", []) if doc["artifacts"][i].get("baseline")]
     return {
         "version": doc["version"],
         "uri": doc["summary"]["evaluation"][0],

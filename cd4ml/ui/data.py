@@ -172,7 +172,7 @@ class Browser:
 
             config = mlmd.execution_dict(mlmd.Graph(self.store), evaluator.execution)["properties"].get("eval_config")
             page["thresholds"] = thresholds(config)
-            page["baseline"] = [a.uri for a in evaluator.inputs.get("baseline_model", [])]
+            page["baseline"] = [a.uri for a in evaluator.inputs.get("baseline_model", []) if mlmd.Graph.is_baseline(a)]
         return page
 
     def report_path(self, run_id: str) -> str:
@@ -358,10 +358,10 @@ def step_view(step) -> Dict:
 
 
 def run_dag(steps) -> Drawing:
-    """A run's components as a graph: an edge where one step's output is another's input. A
-    resolver (the training window, the baseline) hands on artifacts made before: it is drawn
-    between what it found and who took it; an input made outside this run (an earlier span, the
-    baseline model) is an external box."""
+    """A run's components as a graph: an edge where one step's output is another's input; an
+    input made outside this run (an earlier span the training window took in, a step answered
+    from the cache) is an external box. A resolver, which runs of older cd4ml versions recorded,
+    is drawn between what it found and who took it."""
     made = {a.id: s.node for s in steps if s.state != "resolved" for items in s.outputs.values() for a in items}
     found = {a.id: s.node for s in steps if s.state == "resolved" for items in s.outputs.values() for a in items}
     nodes = [Node(s.node, s.node, f"{s.state} {s.seconds:.1f} s", "step", s.state) for s in steps]
