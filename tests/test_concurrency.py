@@ -56,7 +56,7 @@ def test_two_runs_and_a_watcher_at_once_are_all_recorded(tmp_path, sample_data_r
     [dropped] = records.read(store, records.DROP)
     assert dropped["outcome"] == "trained" and dropped["span"] == 3 and dropped["state"] == "ran"
     # Beside the versions only the pipeline's own state (.pipeline: trusted spans) and no claim left.
-    assert sorted(os.listdir(config.registry)) == sorted(r.pushed_version for r in runs) + [".pipeline"]
+    assert sorted(os.listdir(config.registry)) == sorted([r.pushed_version for r in runs] + [".pipeline"])
 
 
 def test_two_pushes_in_the_same_second_claim_different_versions(tmp_path):

@@ -18,9 +18,10 @@ from cd4ml.mlmd.store import STATE_NAMES, event_key, plain, prop, timestamp
 
 INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-# Inputs that are not ancestry: the baseline a candidate was compared with is a copy of the
-# version serving; the provenance shows it as a leaf instead of walking what made it.
-LEAF_INPUTS = ("baseline_model",)
+# Inputs that are not ancestry: the baseline a candidate was compared with (the Evaluator's and the
+# explainer's `baseline_model`, the release's `baseline`) is a copy of the version serving; the
+# provenance shows it as a leaf instead of walking what made it.
+LEAF_INPUTS = ("baseline_model", "baseline")
 RESOLVER_TYPE = "tfx.dsl.components.common.resolver.Resolver"
 
 
