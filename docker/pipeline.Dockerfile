@@ -19,13 +19,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CD4ML_SOURCE_DIR=/pipeline
 
 WORKDIR /pipeline
+# Set only for a build behind an intercepting proxy (scripts/kubeflow_image_check.sh): pip's CA file.
+ARG PIP_CERT
 
 # Dependencies first, so a code change does not reinstall 3 GB. The lock is complete and exact:
 # --no-deps installs exactly it, as `make setup` does.
+# pyfarmhash (Beam's) comes as source only: a C++ compiler for the install, removed after it.
 COPY requirements/pipeline.lock requirements/pipeline.lock
-RUN python -m pip install "pip==24.2" \
+RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends g++ \
+ && python -m pip install "pip==24.2" \
  && python -m pip install --no-deps -r requirements/pipeline.lock \
- && (python -m compileall -q -j 0 /usr/local/lib/python3.10/site-packages >/dev/null || true)
+ && apt-get purge -y -q g++ && apt-get autoremove -y -q && rm -rf /var/lib/apt/lists/* \
+ && (python -m compileall -q -j 0 "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+     >/dev/null || true)
 
 COPY . /pipeline
 RUN python -m pip install --no-deps --no-build-isolation -e /pipeline \

@@ -258,8 +258,7 @@ class Launcher:
     def start(self, command: List[str], log: str) -> int:
         os.makedirs(os.path.dirname(log), exist_ok=True)
         if self.container:
-            argv = ["podman", "--runtime", "runc", "run", "--rm", "--network", "none",
-                    "--ulimit", "nofile=65536:65536", "--ulimit", "nproc=8192:8192",
+            argv = ["podman", "--runtime", "runc", "run", "--rm", "--network", "none", *container_limits(),
                     "-v", f"{self.paths.gcs_dir}:{CONTAINER_GCS}", self.container, *command]
             with open(log, "wb") as out:
                 return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT).pid
@@ -271,6 +270,17 @@ class Launcher:
         if pid == 0:  # pragma: no cover - the child process
             _run_module_in_child(command[2], command[3:], log)
         return pid
+
+
+def container_limits() -> List[str]:
+    """Explicit ulimits (podman's defaults fail with EPERM in some sandboxes), never above this
+    process's hard limits (above them, runc cannot start the container)."""
+    import resource
+
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    nproc = 8192 if nproc == resource.RLIM_INFINITY else min(nproc, 8192)
+    return ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
 
 
 def warm_up():

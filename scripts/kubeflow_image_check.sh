@@ -28,6 +28,10 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}" >/dev/null
 fi
 podman_() { podman --runtime runc "$@"; }
+# Containers may not raise a limit above this shell's hard limit (EPERM at container start).
+nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
+[ "$nproc" = unlimited ] || [ "$nproc" -gt 8192 ] && nproc=8192
+limits=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
 
 # The Python 3.10 that .venv (make setup) was built from.
 prefix=$(.venv/bin/python -c 'import sys; print(sys.base_prefix)')
@@ -45,14 +49,23 @@ if ! podman_ image exists "$BASE"; then
     ln -sf "$target" "$rootfs/usr/local/bin/$name"
   done
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb
-  tar -C "$rootfs" -c . | podman_ import --change 'CMD ["python3"]' - "$BASE" >/dev/null
-  podman_ run --rm --network none --ulimit nofile=4096:4096 --ulimit nproc=1000:1000 "$BASE" \
+  tar -C "$rootfs" -c . | podman_ import --change 'CMD ["python3"]' \
+    --change "ENV PATH=$prefix/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" - "$BASE" >/dev/null
+  podman_ run --rm --network none "${limits[@]}" "$BASE" \
     python -c 'import ssl, sqlite3, ctypes, lzma, bz2, sys; print("base:", sys.version.split()[0])'
+fi
+
+# A machine whose HTTPS goes through an intercepting proxy trusts its CA through pip's `cert`
+# setting: the build gets that file for its pip steps (a mount and a build argument: not kept in the image).
+trust=()
+cert=${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}
+if [ -n "$cert" ] && [ -f "$cert" ]; then
+  trust=(--volume "$cert:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt)
 fi
 
 say "building $IMAGE from docker/pipeline.Dockerfile (pip from PyPI during the build)"
 build_start=$(date +%s)
-podman_ build --network host --ulimit nofile=65536:65536 --ulimit nproc=8192:8192 \
+podman_ build --network host "${limits[@]}" "${trust[@]}" \
   --build-arg "BASE=$BASE" -f docker/pipeline.Dockerfile -t "$IMAGE" . >"$WORK/build.log" 2>&1 \
   || { tail -40 "$WORK/build.log"; exit 1; }
 build_seconds=$(( $(date +%s) - build_start ))
