@@ -67,13 +67,17 @@ class LocalRun:
     pipeline_root: str
     parameters: Dict[str, str]
     gcs_dir: str = ""
+    mount: str = ""  # where tasks saw that folder (itself, or CONTAINER_GCS in a container)
     tasks: Dict[str, TaskRun] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
 
     def gcs(self, path: str) -> str:
-        """A path under the local folder, as the gs:// URI it stands for."""
-        prefix = self.gcs_dir.rstrip("/") + "/"
-        return "gs://" + path[len(prefix):] if self.gcs_dir and path.startswith(prefix) else path
+        """A path a task wrote (under the folder or its mount), as the gs:// URI it stands for."""
+        for root in filter(None, (self.mount, self.gcs_dir)):
+            prefix = root.rstrip("/") + "/"
+            if path.startswith(prefix):
+                return "gs://" + path[len(prefix):]
+        return path
 
     @property
     def state(self) -> str:
@@ -398,7 +402,8 @@ def run_job(job: Dict, parameters: Dict[str, str], gcs_dir: str, backend: str = 
     values = dict(job.get("runtimeConfig", {}).get("parameterValues", {}))
     values.update(parameters)
     paths = Paths(gcs_dir, inside_container=container is not None)
-    run = LocalRun(run_id, backend, f"{root.rstrip('/')}/{spec['pipelineInfo']['name']}", values, paths.gcs_dir)
+    run = LocalRun(run_id, backend, f"{root.rstrip('/')}/{spec['pipelineInfo']['name']}", values, paths.gcs_dir,
+                   paths.mount)
     launcher = Launcher(paths, container)
     cache_dir = os.path.join(paths.gcs_dir, CACHE_DIR)
     needs = order(job)

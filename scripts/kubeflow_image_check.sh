@@ -51,6 +51,7 @@ if ! podman_ image exists "$BASE"; then
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb
   tar -C "$rootfs" -c . | podman_ import --change 'CMD ["python3"]' \
     --change "ENV PATH=$prefix/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" - "$BASE" >/dev/null
+  rm -rf "$rootfs"
   podman_ run --rm --network none "${limits[@]}" "$BASE" \
     python -c 'import ssl, sqlite3, ctypes, lzma, bz2, sys; print("base:", sys.version.split()[0])'
 fi
