@@ -53,6 +53,8 @@ BASELINE_VERSION = "version"  # ... the version it copied
 TUNED_SOURCE = "source"       # TunedHyperparameters' output: "reused" | "defaults"
 TUNED_BY = "tuned_by"         # ... the URI of the Tuner output its values came from
 TUNED_VALUES = "values"       # ... the values (JSON)
+# What a step used (pipelines/usage.py): custom properties of each execution a run ran, in this order.
+USAGE_FIELDS = ("cpu_seconds", "wall_seconds", "peak_mb", "read_mb", "written_mb")
 # `.<version>.claim`: a version name reserved by a push in progress (components/pusher.py).
 CLAIM_SUFFIX = ".claim"
 SHADOW_FILE = "SHADOW.json"

@@ -38,6 +38,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
+from pipelines import usage
 from pipelines.config import REPO_ROOT
 
 BACKENDS = ("oss", "vertex")
@@ -58,6 +59,7 @@ class TaskRun:
     log: str = ""
     outputs: Dict[str, List[Dict]] = dataclasses.field(default_factory=dict)  # key -> RuntimeArtifact JSON
     error: str = ""
+    usage: Dict[str, float] = dataclasses.field(default_factory=dict)  # its process(es): pipelines/usage.py
 
 
 @dataclasses.dataclass
@@ -103,8 +105,19 @@ class LocalRun:
         return json.dumps({"run_id": self.run_id, "backend": self.backend, "state": self.state,
                            "seconds": self.seconds, "parameters": self.parameters, "window": self.window,
                            "baseline": self.baseline, "pushed_version": self.pushed_version,
-                           "tasks": {t.name: {"state": t.state, "seconds": t.seconds, "error": t.error, "log": t.log}
-                                     for t in self.tasks.values()}}, indent=2, sort_keys=True)
+                           "usage": self.usage,
+                           "tasks": {t.name: {"state": t.state, "seconds": t.seconds, "error": t.error, "log": t.log,
+                                              "usage": t.usage} for t in self.tasks.values()}},
+                          indent=2, sort_keys=True)
+
+    @property
+    def usage(self) -> Dict[str, float]:
+        """CPU seconds summed over the tasks that ran, the largest task's peak resident MB."""
+        measured = [t.usage for t in self.tasks.values() if t.usage]
+        if not measured:
+            return {}
+        return {"cpu_seconds": round(sum(u["cpu_seconds"] for u in measured), 1),
+                "peak_mb": round(max(u["peak_mb"] for u in measured))}
 
     @property
     def pushed_version(self) -> str:
@@ -116,6 +129,9 @@ class LocalRun:
         cached = [t.name for t in self.tasks.values() if t.state == "cached"]
         lines = [f"run {self.run_id} ({self.backend} rules): {self.state} in {self.seconds:.1f} s; "
                  f"{len(ran)} tasks ran, {len(cached)} cached" + (f" ({', '.join(cached)})" if cached and ran else "")]
+        if self.usage:
+            used = self.usage
+            lines.append(f"  used {used['cpu_seconds']:.1f} CPU s; largest task peak {used['peak_mb']:.0f} MB")
         if self.window:
             lines.append("  trained on spans " + ", ".join(map(str, self.window)))
         if self.metadata("ServingBaseline", "baseline"):
@@ -318,9 +334,10 @@ def _run_module_in_child(module: str, args: List[str], log: str):  # pragma: no 
         os._exit(code)
 
 
-def _wait(pid: int) -> Optional[int]:
-    done, status = os.waitpid(pid, os.WNOHANG)
-    return os.waitstatus_to_exitcode(status) if done else None
+def _wait(pid: int):
+    """(exit code, rusage) of a finished child, or None while it runs."""
+    done, status, rusage = os.wait4(pid, os.WNOHANG)
+    return (os.waitstatus_to_exitcode(status), rusage) if done else None
 
 
 def _read_outputs(executor_input, paths: Paths) -> Dict[str, List[Dict]]:
@@ -356,6 +373,8 @@ class _Running:
     step: str = ""   # "hook" or "main"
     pid: int = 0
     key: str = ""    # the cache key, once known
+    cpu_seconds: float = 0.0
+    peak_mb: float = 0.0
 
 
 def _tail(path: str, lines: int = 3) -> str:
@@ -418,6 +437,9 @@ def run_job(job: Dict, parameters: Dict[str, str], gcs_dir: str, backend: str = 
         record.state, record.error = state, error
         record.outputs = outputs or {}
         record.seconds = round(time.monotonic() - current.began, 1)
+        if current.pid:  # it ran: what its process(es) used (a container's: podman's own, not the task's)
+            record.usage = usage.Usage(cpu_seconds=current.cpu_seconds, wall_seconds=record.seconds,
+                                       peak_mb=current.peak_mb).as_dict()
         done += 1
         what = {"succeeded": f"finished in {record.seconds:.1f} s", "cached": "answered from the cache",
                 "failed": f"failed: {error} (log: {record.log})"}[state]
@@ -470,9 +492,13 @@ def run_job(job: Dict, parameters: Dict[str, str], gcs_dir: str, backend: str = 
             progress(f"  [{done + len(running):2d}/{len(needs)}] {task} ...")
             advance(task)
         for task, current in list(running.items()):
-            code = _wait(current.pid)
-            if code is None:
+            finished = _wait(current.pid)
+            if finished is None:
                 continue
+            code, rusage = finished
+            measured = usage.of_child(rusage, time.monotonic() - current.began)  # hook and main summed
+            current.cpu_seconds += measured.cpu_seconds
+            current.peak_mb = max(current.peak_mb, measured.peak_mb)
             if code != 0:
                 log = run.tasks[task].log + (".hook" if current.step == "hook" else "")
                 finish(task, "failed", error=f"exit {code} in its {current.step} step: {_tail(log)}")

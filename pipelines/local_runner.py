@@ -18,7 +18,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from pipelines.config import PipelineConfig
-from pipelines import spans
+from pipelines import spans, usage
 
 OK, ERROR, VALIDATION_FAILED, NOT_BLESSED = 0, 1, 2, 3
 STATUS = {OK: "ok", ERROR: "error", VALIDATION_FAILED: "validation failed", NOT_BLESSED: "not blessed"}
@@ -61,8 +61,9 @@ class RunResult:
 
 
 @contextlib.contextmanager
-def _progress(total: int, emit: Callable[[str], None]):
-    """Report each component as LocalDagRunner launches it (it runs them one after another).
+def _progress(total: int, emit: Callable[[str], None], usages: Dict[int, Dict[str, float]]):
+    """Report each component as LocalDagRunner launches it (it runs them one after another), and
+    measure what each one that ran used (pipelines/usage.py) into `usages` by execution id.
 
     Wraps Launcher.launch for the duration of one run: log records are no use here, because
     TensorFlow and Beam lower the absl logger's level partway through the pipeline.
@@ -77,10 +78,14 @@ def _progress(total: int, emit: Callable[[str], None]):
         node = self._pipeline_node.node_info.id
         emit(f"  [{index[0]:2d}/{total}] {node} ...")
         began = time.monotonic()
-        try:
-            return original(self)
-        finally:
-            emit(f"  [{index[0]:2d}/{total}] {node} finished in {time.monotonic() - began:.1f} s")
+        with usage.Meter() as meter:
+            try:
+                info = original(self)
+            finally:
+                emit(f"  [{index[0]:2d}/{total}] {node} finished in {time.monotonic() - began:.1f} s")
+        if info is not None and info.execution_id is not None:  # None: answered from the cache
+            usages[info.execution_id] = meter.usage.as_dict()
+        return info
 
     launcher.Launcher.launch = launch
     try:
@@ -136,8 +141,9 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
     # TFX's Beam executors parse sys.argv + beam args as absl flags: the host's own flags (pytest's
     # or our CLI's `-v`) must not reach them.
     saved_argv, sys.argv = sys.argv, sys.argv[:1]
+    usages: Dict[int, Dict[str, float]] = {}
     try:
-        with _progress(len(ir.nodes), progress):
+        with _progress(len(ir.nodes), progress, usages):
             LocalDagRunner().run_with_ir(ir)
         result.exit_code = OK
     except DataValidationError as exc:
@@ -150,6 +156,7 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
         logging.getLogger(__name__).debug("pipeline failed", exc_info=True)
     finally:
         sys.argv = saved_argv
+        mlmd.record_usage(mlmd.open_store(config.metadata_path), usages)
     _read_back(config, result)
     return _finish(result, started)
 

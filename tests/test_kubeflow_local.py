@@ -104,6 +104,10 @@ def test_the_compiled_job_runs_task_by_task_on_open_source_kfp_then_vertex_rules
     assert first["state"] == "succeeded"
     assert {t["state"] for t in first["tasks"].values()} == {"succeeded"} and len(first["tasks"]) == 16
     assert first["window"] == [1] and first["baseline"] == ""
+    # What each task's process used (os.wait4), summed for the run.
+    tasks = first["tasks"]
+    assert first["usage"]["cpu_seconds"] > tasks["Trainer"]["usage"]["cpu_seconds"] > \
+        tasks["ImportSchemaGen"]["usage"]["cpu_seconds"] > 0
     assert first["parameters"]["serving_state"] == "none"
     assert json.loads(first["parameters"]["range_config"])["staticRange"]["startSpanNumber"] == 1
     # Open-source KFP runs no lifecycle hook: the span was resolved by ExampleGen's executor.

@@ -204,8 +204,20 @@ def test_runs_command(home, capsys, monkeypatch):
     assert [r["run_id"] for r in runs] == [home.span1.run_id, home.span2.run_id]
     assert [r["result"] for r in runs] == ["ok", "ok"]
     assert "ImportSchemaGen" in runs[1]["cached"] and runs[1]["pushed_version"]
+    # What each component used, measured by the runner and kept in ML Metadata: plausible figures.
+    for run in runs:
+        steps = {s["node"]: s["usage"] for s in run["steps"]}
+        assert run["usage"]["cpu_seconds"] > 0 and run["usage"]["peak_mb"] > 100
+        assert run["usage"]["cpu_seconds"] >= steps["Trainer"]["cpu_seconds"] > 0
+        assert run["usage"]["peak_mb"] == max(u["peak_mb"] for u in steps.values() if u)
+    first = {s["node"]: s["usage"] for s in runs[0]["steps"]}
+    assert first["Trainer"]["cpu_seconds"] > first["ImportSchemaGen"]["cpu_seconds"]
+    assert first["CsvExampleGen"]["read_mb"] > 0.1 and first["Trainer"]["written_mb"] > 0.01
     code, out, _ = run_cli(capsys, "runs", "--home", home.config.home, "--steps")
     assert "Trainer" in out and "cached" in out and home.span2.pushed_version in out
+    assert "cpu s" in out.splitlines()[0] and "peak MB" in out.splitlines()[0]
+    trainer_line = next(line for line in out.splitlines() if line.strip().startswith("Trainer"))
+    assert float(trainer_line.split()[-2]) == round(first["Trainer"]["cpu_seconds"], 1)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.slow)])

@@ -149,6 +149,9 @@ def test_runs_to_run_to_version_to_span_files(ui, browser, ui_home, shots):
     second, first = row_of(browser, trained.span2.run_id), row_of(browser, trained.span1.run_id)
     assert "drop" in second.text and "manual" in first.text  # the drop recorded for the span-2 run
     assert "2, 1" in second.text and trained.span2.pushed_version in second.text  # the window, the version
+    # What each run used, as ML Metadata records it (pipelines/usage.py).
+    cpu = float(second.find_element(*by("td.cpu")).text)
+    assert cpu > 0 and float(second.find_element(*by("td.peak")).text) > 100
     shots(browser, "runs")
 
     row_of(browser, trained.span2.run_id).find_element(*by("a.run-link")).click()
@@ -163,6 +166,11 @@ def test_runs_to_run_to_version_to_span_files(ui, browser, ui_home, shots):
     assert "no anomalies" in text and "mean_absolute_error <=" in text and "season=3" in text
     assert "bikers" in browser.find_element(*by("#statistics")).text
     assert "optional" in browser.find_element(*by("#schema")).text  # casual/registered
+    assert "CPU s" in browser.find_element(*by("#run-usage")).text
+    trainer = browser.find_element(*by("#components tr[data-node=Trainer]"))
+    schema = browser.find_element(*by("#components tr[data-node=ImportSchemaGen]"))  # cached in span 2's run
+    assert float(trainer.find_element(*by("td.cpu")).text) > 0 and float(trainer.find_element(*by("td.peak")).text) > 0
+    assert float(schema.find_element(*by("td.cpu")).text) < float(trainer.find_element(*by("td.cpu")).text)
     shots(browser, "run")
 
     browser.find_element(*by("#pushed-version")).click()
@@ -192,7 +200,10 @@ def test_compare_two_runs(ui, browser, ui_home, shots):
     query = urllib.parse.parse_qs(urllib.parse.urlparse(browser.current_url).query)
     assert (query["a"], query["b"]) == ([trained.span1.run_id], [trained.span2.run_id])  # older first
     changed = browser.find_element(*by("#changed")).text
-    assert "spans trained on" in changed and "pushed version" in changed
+    assert "spans trained on" in changed and "pushed version" in changed and "CPU" not in changed
+    rows = {r.find_element(*by("th")).text: r for r in browser.find_elements(*by("#compare tr"))
+            if r.find_elements(*by("td"))}
+    assert all(float(td.text) > 0 for td in rows["CPU seconds (all components)"].find_elements(*by("td")))
     table = browser.find_element(*by("#metrics")).text
     assert "overall" in table and "season=3" in table
     shots(browser, "compare")

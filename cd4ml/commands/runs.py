@@ -2,8 +2,10 @@
 
 For each run: when, how long, its status (the run's own summary when the runner wrote one: ok,
 validation failed, not blessed, error; otherwise what MLMD says: complete or failed), how many
-components ran and how many came from the cache, and the model version it pushed. `--steps`
-adds each component's state and duration; `--json` prints all of it as JSON.
+components ran and how many came from the cache, what it used (CPU seconds summed over its
+components, the largest component's peak resident memory: pipelines/usage.py) and the model
+version it pushed. `--steps` adds each component's state, duration and use; `--json` prints all of
+it as JSON, bytes read and written included.
 """
 
 from __future__ import annotations
@@ -72,17 +74,25 @@ def main(args) -> int:
     if not runs:
         print(f"no runs recorded under {config.home}", file=sys.stderr)
         return 0
-    header = f"{'run':24} {'spans':>6} {'result':18} {'ran':>3} {'cached':>6} {'seconds':>8}  pushed"
+    header = (f"{'run':24} {'spans':>6} {'result':18} {'ran':>3} {'cached':>6} {'seconds':>8} "
+              f"{'cpu s':>7} {'peak MB':>8}  pushed")
     print(header)
     for r in runs:
         seconds = r["wall_seconds"] if r["wall_seconds"] is not None else r["seconds"]
         pushed = r["pushed_version"] + ("" if r["new_push"] or not r["pushed_version"] else " (cached)")
         spans = ",".join(map(str, r.get("window") or [])) or (str(r["span"]) if r["span"] is not None else "-")
-        print(f"{r['run_id']:24} {spans:>6} {str(r['result']):18} "
-              f"{len(r['ran']):>3} {len(r['cached']):>6} {seconds or 0:>8.1f}  {pushed or '-'}")
+        print(f"{r['run_id']:24} {spans:>6} {str(r['result']):18} {len(r['ran']):>3} {len(r['cached']):>6} "
+              f"{seconds or 0:>8.1f} {_usage(r.get('usage'))}  {pushed or '-'}")
         if r["failed"]:
             print(f"{'':24} failed: {', '.join(r['failed'])}")
         if args.steps:
             for s in r["steps"]:
-                print(f"{'':26}{s['node']:26} {s['state']:8} {s['seconds']:7.2f} s")
+                print(f"{'':26}{s['node']:26} {s['state']:8} {s['seconds']:7.2f} s {_usage(s.get('usage'))}")
     return 0
+
+
+def _usage(usage) -> str:
+    """CPU seconds and peak resident MB as measured by the runner (pipelines/usage.py), or dashes."""
+    if not usage:
+        return f"{'-':>7} {'-':>8}"
+    return f"{usage['cpu_seconds']:>7.1f} {usage['peak_mb']:>8.0f}"

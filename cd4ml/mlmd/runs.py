@@ -15,7 +15,8 @@ from typing import Dict, List, Optional
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from cd4ml.contract import TUNED_BY, TUNED_HYPERPARAMETERS_FILE, TUNED_SOURCE, TUNED_VALUES, WINDOW_PROPERTY
+from cd4ml.contract import (TUNED_BY, TUNED_HYPERPARAMETERS_FILE, TUNED_SOURCE, TUNED_VALUES, USAGE_FIELDS,
+                            WINDOW_PROPERTY)
 from cd4ml.mlmd.store import STATE_NAMES, event_key, prop, timestamp
 
 
@@ -27,6 +28,13 @@ class Step:
     execution: metadata_store_pb2.Execution
     outputs: Dict[str, List[metadata_store_pb2.Artifact]]
     inputs: Dict[str, List[metadata_store_pb2.Artifact]]
+
+    @property
+    def usage(self) -> Dict[str, float]:
+        """What the step used, as the runner measured it (record_usage): for a cached step, the cache
+        lookup; {} where nothing was measured (a run of another runner, or of an older cd4ml)."""
+        found = {name: prop(self.execution, name) for name in USAGE_FIELDS}
+        return {k: float(v) for k, v in found.items() if v is not None}
 
 
 def run_steps(store: metadata_store.MetadataStore, run_id: str) -> List[Step]:
@@ -56,6 +64,29 @@ def run_steps(store: metadata_store.MetadataStore, run_id: str) -> List[Step]:
             state = "resolved"  # a Resolver only looks artifacts up: it always "runs", it is not work
         steps.append(Step(node, state, seconds, execution, outputs, inputs))
     return steps
+
+
+def record_usage(store: metadata_store.MetadataStore, usages: Dict[int, Dict[str, float]]):
+    """Attach what each execution used (pipelines/usage.py) to it, as custom properties."""
+    if not usages:
+        return
+    executions = store.get_executions_by_id(list(usages))
+    for execution in executions:
+        for name, value in usages[execution.id].items():
+            if name in USAGE_FIELDS:
+                execution.custom_properties[name].double_value = float(value)
+    store.put_executions(executions)
+
+
+def run_usage(steps: List[Step]) -> Dict[str, float]:
+    """A run's usage: CPU seconds, wall seconds, MB read and written summed over the steps it ran,
+    the peak the largest of theirs."""
+    measured = [s.usage for s in steps if s.usage]
+    if not measured:
+        return {}
+    total = {name: round(sum(u.get(name, 0.0) for u in measured), 3) for name in USAGE_FIELDS}
+    total["peak_mb"] = round(max(u.get("peak_mb", 0.0) for u in measured), 3)
+    return total
 
 
 def _node_id(store, execution) -> str:
@@ -103,14 +134,18 @@ class Run:
     def failed(self) -> List[str]:
         return [s.node for s in self.steps if s.state == "failed"]
 
+    @property
+    def usage(self) -> Dict[str, float]:
+        return run_usage(self.steps)
+
     def to_dict(self) -> Dict[str, object]:
         return {"run_id": self.run_id, "started": self.started, "seconds": self.seconds,
                 "status": self.status, "ran": self.ran, "cached": self.cached, "failed": self.failed,
                 "span": self.span, "window": self.window, "blessed": self.blessed,
                 "explainable": self.explainable, "hyperparameters": self.hyperparameters,
-                "pushed_version": self.pushed_version, "new_push": self.new_push,
+                "pushed_version": self.pushed_version, "new_push": self.new_push, "usage": self.usage,
                 "steps": [{"node": s.node, "state": s.state, "seconds": round(s.seconds, 3),
-                           "execution_id": s.execution.id} for s in self.steps]}
+                           "execution_id": s.execution.id, "usage": s.usage} for s in self.steps]}
 
 
 def run_ids(store: metadata_store.MetadataStore) -> List[str]:

@@ -39,6 +39,10 @@ def open_read_only(spec: str):
     return metadata_store.MetadataStore(config)
 
 
+# Rows of the comparison that say what a run used (pipelines/usage.py), not what changed.
+CPU_LABEL, PEAK_LABEL = "CPU seconds (all components)", "peak MB (largest component)"
+
+
 @dataclasses.dataclass
 class RunRow:
     run_id: str
@@ -56,6 +60,7 @@ class RunRow:
     trigger: str           # manual, drop, drift, harvest
     trigger_detail: str = ""
     recorded: bool = True  # in ML Metadata (False: it stopped before the pipeline started)
+    usage: Dict[str, float] = dataclasses.field(default_factory=dict)  # mlmd.run_usage: CPU s, peak MB, ...
 
 
 class Browser:
@@ -126,7 +131,7 @@ class Browser:
             rows.append(RunRow(run_id, run.started, s.get("status") or {"complete": "ok"}.get(run.status, run.status),
                                run.span, run.window or ([run.span] if run.span else []), s.get("rows"),
                                s.get("seconds", run.seconds), len(run.ran), len(run.cached), run.blessed,
-                               run.pushed_version, run.new_push, trigger, detail))
+                               run.pushed_version, run.new_push, trigger, detail, usage=run.usage))
         known = set(ids)
         if os.path.isdir(self.config.runs_dir):  # runs that stopped before the pipeline (bad span files)
             for run_id in os.listdir(self.config.runs_dir):
@@ -255,7 +260,8 @@ class Browser:
         for label, key in (("status", "status"), ("spans trained on", "window"), ("rows in the span", "rows"),
                            ("trigger", "trigger"), ("hyperparameters", "hyperparameters"),
                            ("trainer module", "trainer_module"), ("schema", "schema_file"),
-                           ("blessed", "blessed"), ("pushed version", "pushed_version")):
+                           ("blessed", "blessed"), ("pushed version", "pushed_version"),
+                           (CPU_LABEL, "cpu_seconds"), (PEAK_LABEL, "peak_mb")):
             left, right = sides[0].get(key), sides[1].get(key)
             rows.append({"label": label, "a": left, "b": right, "changed": left != right})
         slices = sorted(set(sides[0]["metrics"]) | set(sides[1]["metrics"]), key=_slice_order)
@@ -265,7 +271,9 @@ class Browser:
             metrics.append({"slice": name, "a": left, "b": right,
                             "delta": (right - left) if left is not None and right is not None else None})
         return {"a": sides[0], "b": sides[1], "rows": rows, "metrics": metrics,
-                "changed": [r["label"] for r in rows if r["changed"] and r["label"] not in ("status",)]}
+                # What changed in data, code or configuration: not the outcome, not what the run used.
+                "changed": [r["label"] for r in rows if r["changed"]
+                            and r["label"] not in ("status", CPU_LABEL, PEAK_LABEL)]}
 
     def compare_side(self, run_id: str) -> Optional[Dict]:
         run = self.run(run_id) if self.has_store else None
@@ -281,7 +289,10 @@ class Browser:
         trigger = self.triggers().get(run_id, ("manual", ""))[0]
         evaluated = evaluation(evaluator.outputs["evaluation"][0].uri) if evaluator and evaluator.outputs.get(
             "evaluation") else {"slices": {}}
+        usage = run.usage
         return {"run_id": run_id, "status": summary.get("status", run.status), "window": run.window or [run.span],
+                "cpu_seconds": round(usage["cpu_seconds"], 1) if usage else None,
+                "peak_mb": round(usage["peak_mb"]) if usage else None,
                 "rows": summary.get("rows"), "trigger": trigger,
                 "hyperparameters": props.get("custom_config"), "trainer_module": props.get("module_path")
                 or props.get("module_file") or props.get("run_fn"),
@@ -354,7 +365,7 @@ def step_view(step) -> Dict:
         return [{"key": k, "id": a.id, "uri": a.uri, "span": mlmd.prop(a, "span") if "examples" in k else None}
                 for k, items in group.items() for a in items]
     return {"node": step.node, "state": step.state, "seconds": step.seconds, "inputs": arts(step.inputs),
-            "outputs": arts(step.outputs)}
+            "outputs": arts(step.outputs), "usage": step.usage}
 
 
 def run_dag(steps) -> Drawing:
