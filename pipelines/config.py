@@ -75,6 +75,9 @@ class PipelineConfig:
     drop_prefix: str = "incoming/"
     retrain_cooldown_s: float = 600.0
     retrain_min_rows: int = 200
+    # What a run costs (pipelines/usage.py): prices per vCPU-hour and per GB-hour of memory; 0: none.
+    price_vcpu_hour: float = 0.0
+    price_gb_hour: float = 0.0
 
     def __post_init__(self):
         self.home = os.path.abspath(os.path.expanduser(self.home))

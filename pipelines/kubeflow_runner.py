@@ -26,7 +26,7 @@ import json
 import os
 import re
 import subprocess
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from cd4ml.contract import MAE
 from components.evaluation import metric_name
@@ -111,8 +111,23 @@ def _component(pipeline, node_id: str):
     return {c.id: c for c in pipeline.components}[node_id]
 
 
-def compile_pipeline(config: PipelineConfig, output_path: str, commit: Optional[str] = None) -> Dict:
-    """Write the pipeline job JSON to `output_path` and return it as a dict."""
+def set_resources(job: Dict, requests: Dict[str, Dict[str, float]]) -> List[str]:
+    """Each task's container requests (cpuRequest in CPUs, memoryRequest in GB) where `requests`
+    names its component; returns the tasks it set."""
+    spec = job["pipelineSpec"]
+    done = []
+    for task, body in sorted(spec["root"]["dag"]["tasks"].items()):
+        if task in requests:
+            label = spec["components"][body["componentRef"]["name"]]["executorLabel"]
+            spec["deploymentSpec"]["executors"][label]["container"]["resources"] = dict(requests[task])
+            done.append(task)
+    return done
+
+
+def compile_pipeline(config: PipelineConfig, output_path: str, commit: Optional[str] = None,
+                     requests: Optional[Dict[str, Dict[str, float]]] = None) -> Dict:
+    """Write the pipeline job JSON to `output_path` and return it as a dict; `requests`: each
+    component's resource requests (set_resources)."""
     check_cluster_config(config)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfv2
@@ -135,6 +150,8 @@ def compile_pipeline(config: PipelineConfig, output_path: str, commit: Optional[
     job.setdefault("labels", {})
     job["labels"]["cd4ml-git-commit"] = label_value(commit or git_commit(config.source_dir))
     job["labels"]["cd4ml-pipeline"] = label_value(config.pipeline_name)
+    if requests:
+        set_resources(job, requests)
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     tmp = output_path + ".tmp"
     with open(tmp, "w") as fh:

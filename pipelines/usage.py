@@ -86,6 +86,22 @@ class Meter:
         return False
 
 
+def cost(steps, price_vcpu_hour: float, price_gb_hour: float) -> float:
+    """The price of what `steps` (usage dicts) used: CPU seconds at the vCPU-hour price, and each
+    step's peak resident memory held for its wall time at the GB-hour price."""
+    cpu_hours = sum(s.get("cpu_seconds", 0.0) for s in steps) / 3600
+    gb_hours = sum(s.get("peak_mb", 0.0) / 1024 * s.get("wall_seconds", 0.0) / 3600 for s in steps)
+    return cpu_hours * price_vcpu_hour + gb_hours * price_gb_hour
+
+
+def requests(measured: Dict[str, float], headroom: float = 1.25) -> Dict[str, float]:
+    """A task's resource requests from what it used when it last ran: the CPUs it kept busy on
+    average (at least a quarter), its peak memory with headroom, in GB."""
+    busy = measured.get("cpu_seconds", 0.0) / max(measured.get("wall_seconds", 0.0), 1e-9)
+    return {"cpuRequest": round(max(0.25, busy * headroom), 2),
+            "memoryRequest": round(max(0.25, measured.get("peak_mb", 0.0) * headroom / 1024), 2)}
+
+
 def of_child(rusage, wall_seconds: float) -> Usage:
     """A finished child's usage from the rusage `os.wait4` returned (no byte counts there)."""
     return Usage(cpu_seconds=rusage.ru_utime + rusage.ru_stime, wall_seconds=wall_seconds,

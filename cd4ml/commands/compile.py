@@ -29,6 +29,9 @@ def register(parser):
     parser.add_argument("--dataflow", action="store_true",
                         help="run Beam components on Dataflow (needs --project) instead of CD4ML_BEAM_ARGS")
     parser.add_argument("-o", "--output", default="build/pipeline.json", help="output file (default %(default)s)")
+    parser.add_argument("--requests-from-runs", action="store_true",
+                        help="set each task's CPU and memory requests from what its component used the last "
+                             "time it ran here (cd4ml runs --steps), with 25%% headroom")
     add_verbose_flag(parser)
 
 
@@ -51,11 +54,33 @@ def main(args) -> int:
     except kubeflow_runner.ClusterConfigError as exc:
         print(f"cd4ml compile: {exc}", file=sys.stderr)
         return 2
-    job = kubeflow_runner.compile_pipeline(config, args.output)
+    requests, measured = None, {}
+    if args.requests_from_runs:
+        from cd4ml import mlmd
+        from pipelines import usage
+
+        if mlmd.exists(config.metadata_path):
+            measured = mlmd.latest_usage(mlmd.open_store(config.metadata_path))
+        if not measured:
+            print(f"cd4ml compile: --requests-from-runs: no measured run under {config.metadata_path}; "
+                  f"run `cd4ml run` first", file=sys.stderr)
+            return 2
+        requests = {node: usage.requests(used) for node, used in measured.items()}
+    job = kubeflow_runner.compile_pipeline(config, args.output, requests=requests)
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
     print(f"compiled {len(tasks)} tasks to {args.output}")
     print(f"  image {config.image}; pipeline root {config.pipeline_root}")
     print(f"  data {config.data_root}; registry {config.registry}")
     print(f"  runtime parameters: {', '.join(sorted(job['pipelineSpec']['root']['inputDefinitions']['parameters']))}")
     print(f"  git commit {job['labels'].get('cd4ml-git-commit')}")
+    if requests:
+        print(f"  resource requests from the last measured runs for {len(requests)} of {len(tasks)} tasks "
+              f"(largest: {max(r['memoryRequest'] for r in requests.values()):.2f} GB, "
+              f"{max(r['cpuRequest'] for r in requests.values()):.2f} CPU)")
+        if config.price_vcpu_hour or config.price_gb_hour:
+            from pipelines import usage
+
+            estimate = usage.cost(list(measured.values()), config.price_vcpu_hour, config.price_gb_hour)
+            print(f"  a run as measured here would cost about {estimate:.4f} "
+                  f"(CD4ML_PRICE_VCPU_HOUR={config.price_vcpu_hour}, CD4ML_PRICE_GB_HOUR={config.price_gb_hour})")
     return 0

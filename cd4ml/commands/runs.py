@@ -60,6 +60,12 @@ def collect(config):
                          "blessed": None, "pushed_version": "", "new_push": False, "steps": [],
                          "error": summary.get("error", "")})
     runs.sort(key=lambda r: r["run_id"])
+    if config.price_vcpu_hour or config.price_gb_hour:
+        from pipelines import usage
+
+        for r in runs:
+            used = [s["usage"] for s in r["steps"] if s.get("usage")]
+            r["cost"] = round(usage.cost(used, config.price_vcpu_hour, config.price_gb_hour), 6) if used else None
     return runs
 
 
@@ -82,7 +88,8 @@ def main(args) -> int:
         pushed = r["pushed_version"] + ("" if r["new_push"] or not r["pushed_version"] else " (cached)")
         spans = ",".join(map(str, r.get("window") or [])) or (str(r["span"]) if r["span"] is not None else "-")
         print(f"{r['run_id']:24} {spans:>6} {str(r['result']):18} {len(r['ran']):>3} {len(r['cached']):>6} "
-              f"{seconds or 0:>8.1f} {_usage(r.get('usage'))}  {pushed or '-'}")
+              f"{seconds or 0:>8.1f} {_usage(r.get('usage'))}  {pushed or '-'}"
+              + (f"  cost {r['cost']:.4f}" if r.get("cost") is not None else ""))
         if r["failed"]:
             print(f"{'':24} failed: {', '.join(r['failed'])}")
         if args.steps:

@@ -242,4 +242,14 @@ def list_runs(store: metadata_store.MetadataStore) -> List[Run]:
     return [r for r in (get_run(store, run_id) for run_id in run_ids(store)) if r is not None]
 
 
+def latest_usage(store: metadata_store.MetadataStore) -> Dict[str, Dict[str, float]]:
+    """{component: what it used the last time it ran (not from the cache)}, over every run."""
+    found: Dict[str, Dict[str, float]] = {}
+    for run_id in reversed(run_ids(store)):
+        for step in run_steps(store, run_id):
+            if step.state == "ran" and step.usage and step.node not in found:
+                found[step.node] = step.usage
+    return found
+
+
 # -- models -----------------------------------------------------------------------------------
