@@ -255,3 +255,44 @@ def test_operator_decisions_on_a_version(new_store):
         ("promote", "hotfix"), ("rollback", "bad canary")]
     assert mlmd.decisions_for(store, "999") == []
     assert mlmd.decisions_for(mlmd.open_store(new_store("empty")), "1") == []
+
+
+@pytest.mark.slow
+def test_prices_and_resource_requests_come_from_the_measured_runs(trained_home, tmp_path, capsys, monkeypatch):
+    """A price per vCPU-hour and GB-hour turns what the runs used into a cost, and `cd4ml compile
+    --requests-from-runs` sizes each Kubeflow task from its component's last measured run."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from pipelines import usage
+
+    home = trained_home.config.home
+    monkeypatch.setenv("CD4ML_PRICE_VCPU_HOUR", "0.04")
+    monkeypatch.setenv("CD4ML_PRICE_GB_HOUR", "0.005")
+    code, out, _ = run_cli(capsys, "runs", "--home", home, "--json")
+    run = next(r for r in json.loads(out) if r["run_id"] == trained_home.span2.run_id)
+    used = [s["usage"] for s in run["steps"] if s["usage"]]
+    assert run["cost"] == pytest.approx(usage.cost(used, 0.04, 0.005), abs=1e-6) and run["cost"] > 0
+    assert run["cost"] == pytest.approx(sum(u["cpu_seconds"] for u in used) / 3600 * 0.04
+                                        + sum(u["peak_mb"] / 1024 * u["wall_seconds"] / 3600 for u in used) * 0.005,
+                                        abs=1e-6)
+    code, out, _ = run_cli(capsys, "runs", "--home", home)
+    assert "cost 0.0" in out
+
+    for name, value in {"CD4ML_PIPELINE_ROOT": "gs://acme/root", "CD4ML_DATA_ROOT": "gs://acme/data",
+                        "CD4ML_REGISTRY": "gs://acme/registry", "CD4ML_IMAGE": "localhost/p:1"}.items():
+        monkeypatch.setenv(name, value)
+    out_path = tmp_path / "job.json"
+    code, out, err = run_cli(capsys, "compile", "--home", home, "--requests-from-runs", "-o", str(out_path))
+    assert code == 0, err
+    assert "resource requests from the last measured runs" in out and "would cost about" in out
+    job = json.loads(out_path.read_text())
+    json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())  # still a valid spec
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    latest = mlmd.latest_usage(mlmd.open_store(trained_home.config.metadata_path))
+    trainer = executors["Trainer_executor"]["container"]["resources"]
+    assert trainer == usage.requests(latest["Trainer"])
+    assert trainer["memoryRequest"] >= latest["Trainer"]["peak_mb"] / 1024 and trainer["cpuRequest"] >= 0.25
+    code, _, err = run_cli(capsys, "compile", "--home", str(tmp_path / "empty"), "--requests-from-runs",
+                           "-o", str(tmp_path / "none.json"))
+    assert code == 2 and "no measured run" in err
