@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.9,<3.11",
     packages=find_packages(include=["cd4ml", "cd4ml.*", "pipelines", "pipelines.*",
                                     "components", "components.*", "serving", "serving.*"]),
-    package_data={"components": ["schema/*.pbtxt"]},
+    package_data={"components": ["schema/*.pbtxt", "templates/*.j2"]},
     install_requires=[],  # the lock files are the install path; see Makefile `setup`
     extras_require={
         "pipeline": ["tfx[kfp]==1.16.0", "apache-beam[gcp]==2.59.0", "dill==0.3.1.1",

@@ -28,6 +28,10 @@ SCHEMA_FILE = "schema.pbtxt"
 # server validates a request against, so a version with another domain needs no new server.
 FEATURES_FILE = "features.json"
 EVALUATION_FILE = "evaluation.json"
+# The version's model card (components/model_card.py): JSON, and the same as a self-contained page.
+MODEL_CARD, MODEL_CARD_PAGE = "MODEL_CARD.json", "model_card.html"
+# Beside a harvested span's files: where its rows came from (cd4ml/triggers/harvest.py).
+HARVEST_PROVENANCE = "HARVEST.json"
 DETECTORS_DIR = "detectors"
 # The explainer's background rows and the pipeline's global importances (components/explain.py).
 EXPLAINER_DIR = "explainer"

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 
 from cd4ml.contract import (APPROVAL_FILE, APPROVED, EVALUATION_FILE, MAE, MANIFEST, OVERALL_SLICE, PENDING,
                             PIN_FILE, REJECTED, RMSE, SHADOW_FILE)
+from components import model_card
 from components.registry import approval as _approval, order as _order, read_shadow
 from components.registry import read_text as _read, remote as _remote, target as serving_target, versions as _versions
 
@@ -153,8 +154,7 @@ def promote(registry: str, version: str, reason: str = "", metadata_path: Option
     write_atomic(os.path.join(registry, PIN_FILE), json.dumps(
         {"version": version, "reason": decision.reason, "at": decision.at, "action": action,
          "previous": previous}, indent=2, sort_keys=True))
-    if metadata_path:
-        decision.execution_id = record(metadata_path, registry, decision)
+    _recorded(registry, decision, metadata_path)
     return decision
 
 
@@ -189,8 +189,7 @@ def shadow(registry: str, version: Optional[str], reason: str = "",
         decision = Decision("shadow", version, previous, reason or "shadow", _now())
         write_atomic(path, json.dumps({"version": version, "reason": decision.reason, "at": decision.at},
                                        indent=2, sort_keys=True))
-    if metadata_path:
-        decision.execution_id = record(metadata_path, registry, decision)
+    _recorded(registry, decision, metadata_path)
     return decision
 
 
@@ -200,8 +199,7 @@ def unpin(registry: str, reason: str = "", metadata_path: Optional[str] = None) 
     remove_file(os.path.join(registry, PIN_FILE))
     version, _ = serving_target(registry)
     decision = Decision("unpin", version, previous, reason or "serve the newest version", _now())
-    if metadata_path:
-        decision.execution_id = record(metadata_path, registry, decision)
+    _recorded(registry, decision, metadata_path)
     return decision
 
 
@@ -230,9 +228,23 @@ def approve(registry: str, version: str, reason: str, metadata_path: Optional[st
         indent=2, sort_keys=True))
     if not reject and serving_target(registry)[0] != version:
         return promote(registry, version, reason, metadata_path, action="approve")
+    _recorded(registry, decision, metadata_path)
+    return decision
+
+
+def _recorded(registry: str, decision: Decision, metadata_path: Optional[str]):
+    """The decision in the model card of each version it concerns (components/model_card.py), and
+    in ML Metadata when there is a store."""
+    entry = {"action": decision.action, "user": user(), "reason": decision.reason, "at": decision.at}
+    if decision.version:
+        model_card.append_decision(os.path.join(registry, decision.version),
+                                   dict(entry, previous=decision.previous or ""), write_atomic)
+    if decision.previous and decision.previous != decision.version:
+        model_card.append_decision(os.path.join(registry, decision.previous),
+                                   dict(entry, action=f"{decision.action}: {decision.version or 'none'} instead"),
+                                   write_atomic)
     if metadata_path:
         decision.execution_id = record(metadata_path, registry, decision)
-    return decision
 
 
 def record(metadata_path: str, registry: str, decision: Decision) -> int:

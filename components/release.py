@@ -22,8 +22,9 @@ from tfx.types.system_artifacts import Metrics
 
 from cd4ml.contract import (BASELINE_VERSION, DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, EXAMPLES_INPUT,
                             EXPLAINER_DIR, FEATURES_FILE, HOLDOUT, MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS,
-                            RELEASE_ARTIFACT, SAVED_MODEL_FILES, SCHEMA_FILE)
-from components import evaluation, features
+                            MODEL_CARD, MODEL_CARD_PAGE, RELEASE_ARTIFACT, SAVED_MODEL_FILES, SCHEMA_FILE,
+                            WINDOW_PROPERTY)
+from components import evaluation, features, model_card
 from components.registry import SERVING_STATE
 from components.detectors import Detectors
 from components.explainer import ModelExplanation
@@ -67,10 +68,12 @@ def holdout_sample(examples_uri: str, model_dir: str, rows: int = HOLDOUT_ROWS) 
 
 def write_version(destination: str, schema_uri: str, eval_uri: str, examples: types.Artifact,
                   detectors_uri: str, pipeline_name: str, promotion: str = "auto",
-                  explanation_uri: str = "", compared: Dict[str, object] = None) -> Dict[str, object]:
+                  explanation_uri: str = "", compared: Dict[str, object] = None,
+                  card: Dict[str, object] = None) -> Dict[str, object]:
     """`compared`: what the pipeline's baseline lookup needs back (components/registry.py
     baseline_version, serving_state): the candidate model's URI, the version it was compared
-    with and the registry state of its run."""
+    with and the registry state of its run. `card`: {"window": spans, "bounds": {...}, "data_root"}
+    for the model card (components/model_card.py), written before the manifest."""
     summary = evaluation.summarize(eval_uri)
     tf.io.gfile.copy(os.path.join(schema_uri, SCHEMA_FILE), os.path.join(destination, SCHEMA_FILE), overwrite=True)
     write_text(os.path.join(destination, EVALUATION_FILE), json.dumps(summary, indent=2, sort_keys=True))
@@ -97,6 +100,9 @@ def write_version(destination: str, schema_uri: str, eval_uri: str, examples: ty
     }
     if promotion == "manual":  # pushed, but served only once a person approves it (cd4ml approve)
         manifest["approval"] = PENDING
+    if card is not None:
+        model_card.write(destination, model_card.build(destination, manifest, **card), write_text)
+        manifest["files"] += [MODEL_CARD, MODEL_CARD_PAGE]
     write_text(os.path.join(destination, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
@@ -110,10 +116,14 @@ def ReleaseBundle(
     release: OutputArtifact[ModelRelease],
     model: InputArtifact[standard_artifacts.Model] = None,
     baseline: InputArtifact[standard_artifacts.Model] = None,
+    window: InputArtifact[standard_artifacts.Examples] = None,
     detectors: InputArtifact[Detectors] = None,
     explanation: InputArtifact[ModelExplanation] = None,
     pipeline_name: Parameter[str] = "cd4ml",
     promotion: Parameter[str] = "auto",
+    mae_bound: Parameter[float] = 0.0,
+    mae_regression_tolerance: Parameter[float] = 0.0,
+    data_root: Parameter[str] = "",
 ):
     pushed = pushed_model.get_int_custom_property("pushed") == 1
     release.set_int_custom_property("released", int(pushed))
@@ -126,9 +136,13 @@ def ReleaseBundle(
     if baseline is not None:
         compared["baseline"] = baseline.get_string_custom_property(BASELINE_VERSION) or None
         compared[SERVING_STATE] = baseline.get_string_custom_property(SERVING_STATE)
+    spans = [int(w["span"]) for w in json.loads(window.get_string_custom_property(WINDOW_PROPERTY) or "[]")] \
+        if window is not None else []
+    card = {"window": spans or [examples.get_int_custom_property("span")], "data_root": data_root,
+            "bounds": {"mae_bound": mae_bound, "mae_regression_tolerance": mae_regression_tolerance}}
     manifest = write_version(destination, schema.uri, evaluation_result.uri, examples,
                              detectors.uri if detectors else "", pipeline_name, promotion,
-                             explanation.uri if explanation else "", compared)
+                             explanation.uri if explanation else "", compared, card)
     release.set_string_custom_property("version", manifest["version"])
     release.set_string_custom_property("destination", destination)
     release.set_string_custom_property("approval", manifest.get("approval", "not needed"))

@@ -256,10 +256,14 @@ def create_components(config: PipelineConfig) -> List:
         examples=gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline=baseline.outputs["baseline"],
+        window=window.outputs["window"],
         detectors=detectors.outputs["detectors"],
         explanation=explainer.outputs["explanation"],
         pipeline_name=config.pipeline_name,
         promotion=config.promotion,
+        mae_bound=config.mae_bound,
+        mae_regression_tolerance=config.mae_regression_tolerance,
+        data_root=config.data_root,
     )
     return [gen, statistics, schema_import, schema_proposal, validator, gate, detectors, window,
             tuning, transform, trainer, baseline, evaluator, explainer, pusher, release]

@@ -10,7 +10,8 @@ import os
 
 import pytest
 
-from cd4ml.triggers.harvest import COLUMNS, HARVEST_FILE, PROVENANCE_FILE, Harvester
+from cd4ml.contract import HARVEST_PROVENANCE as PROVENANCE_FILE
+from cd4ml.triggers.harvest import COLUMNS, HARVEST_FILE, Harvester
 from components import features
 from pipelines import spans
 from pipelines.config import PipelineConfig

@@ -190,3 +190,54 @@ def test_a_model_over_the_bound_is_not_pushed_and_the_run_says_why(trained_home)
     assert "Trainer" in result.cached and "Evaluator" in result.ran  # only the judgement changed
     assert _versions(trained_home.config.registry) == before
     assert "no model pushed" in local_runner.format_summary(result)
+
+
+def test_every_version_ships_a_model_card_read_back_field_by_field(trained_home, tmp_path, capsys):
+    from cd4ml import cli, promotion
+    from cd4ml.contract import MAE, MANIFEST, MODEL_CARD, MODEL_CARD_PAGE
+    from components import model_card
+    from tests.conftest import copy_version
+
+    first, second = trained_home.span1, trained_home.span2
+    card = model_card.read(second.pushed_path)
+    with open(os.path.join(second.pushed_path, MANIFEST)) as fh:
+        manifest = json.load(fh)
+    assert MODEL_CARD in manifest["files"] and MODEL_CARD_PAGE in manifest["files"]
+    details = card["model_details"]
+    assert details["version"] == second.pushed_version and details["pipeline"] == trained_home.config.pipeline_name
+    assert card["considerations"]["purpose"] and card["considerations"]["not_for"] and card["considerations"]["limitations"]
+    assert [s["span"] for s in card["data"]["window"]] == second.window == [2, 1]
+    assert {s["source"] for s in card["data"]["window"]} == {"data drop"}
+    assert [f["name"] for f in card["data"]["features"]] == features.FEATURE_NAMES
+    assert next(f for f in card["data"]["features"] if f["name"] == "season")["domain"] == \
+        list(features.feature("season").vocabulary)
+    quant = card["quantitative_analysis"]
+    assert quant["overall"][MAE] == pytest.approx(second.metrics["overall"][MAE])
+    assert quant["baseline"]["version"] == first.pushed_version and quant["baseline"]["mae_change"] is not None
+    assert quant["bounds"] == {"mae_bound": trained_home.config.mae_bound,
+                               "mae_regression_tolerance": trained_home.config.mae_regression_tolerance}
+    assert quant["blessed"] is True and set(quant["slices"]) >= {"hr=17", "season=3"}
+    share = card["explainability"]["share"]
+    assert set(share) == set(features.FEATURE_NAMES) and sum(share.values()) == pytest.approx(1.0)
+    assert card["explainability"]["passed"] is True and card["explainability"]["baseline_share"]
+    assert card["detectors"]["p_value"] == 0.05 and card["detectors"]["reference_rows"] > 0
+    assert card["decisions"] == []
+    assert model_card.read(first.pushed_path)["quantitative_analysis"]["baseline"] is None  # nothing served before
+    page = open(os.path.join(second.pushed_path, MODEL_CARD_PAGE)).read()
+    assert second.pushed_version in page and "How it decides" in page and "<script" not in page
+
+    # Decisions are appended as they happen: promote span 1's version in a copy of the registry.
+    registry = str(tmp_path / "registry")
+    for result in (first, second):
+        copy_version(os.path.dirname(result.pushed_path), result.pushed_version, registry)
+    promotion.promote(registry, first.pushed_version, reason="summer MAE looked off")
+    promoted = model_card.read(os.path.join(registry, first.pushed_version))["decisions"]
+    replaced = model_card.read(os.path.join(registry, second.pushed_version))["decisions"]
+    assert [(d["action"], d["reason"]) for d in promoted] == [("promote", "summer MAE looked off")]
+    assert [d["action"] for d in replaced] == [f"promote: {first.pushed_version} instead"]
+    assert "summer MAE looked off" in open(os.path.join(registry, first.pushed_version, MODEL_CARD_PAGE)).read()
+
+    assert cli.main(["models", "--registry", registry, "--card", first.pushed_version]) == 0
+    out = capsys.readouterr().out
+    assert f"version {first.pushed_version}" in out and "trained on spans 1" in out and "promote by" in out
+    assert cli.main(["models", "--registry", registry, "--card", "404"]) == 1

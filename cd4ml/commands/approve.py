@@ -10,6 +10,7 @@ Who, when and why are written to <registry>/<VERSION>/APPROVAL.json and recorded
 (cd4ml.Promotion, action approve or reject).
 """
 
+import os
 import sys
 
 from cd4ml.commands.common import add_config_flags, add_registry_flag, config_from
@@ -37,6 +38,11 @@ def decide(args, reject: bool) -> int:
               f"{', '.join(v.version for v in waiting) or 'none'})", file=sys.stderr)
         return 2
     version = args.version or (waiting[-1].version if waiting else "")
+    from components import model_card
+
+    card = model_card.read(os.path.join(config.registry, version)) if version else None
+    if card:  # what the decision is about, before it is recorded
+        print(model_card.summary(card))
     try:
         d = promotion.approve(config.registry, version, args.reason, config.metadata_path, reject=reject)
     except promotion.PromotionError as exc:

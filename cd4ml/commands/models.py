@@ -1,9 +1,12 @@
 """List the model versions in the registry: metrics, blessing, lineage (span, run) and which one
 the server answers with (* marks it; a SERVING.json pin wins over the newest complete version).
---history adds the promote/rollback decisions recorded in ML Metadata.
+--history adds the promote/rollback decisions recorded in ML Metadata; --card VERSION prints that
+version's model card (components/model_card.py).
 """
 
 import json
+import os
+import sys
 
 from cd4ml.commands.common import add_config_flags, add_registry_flag, config_from
 
@@ -15,6 +18,9 @@ def register(parser):
     add_registry_flag(parser)
     parser.add_argument("--history", action="store_true", help="also show promote/rollback decisions")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--card", metavar="VERSION",
+                        help="print this version's model card (with --json: the whole card; its page is "
+                             "<registry>/VERSION/model_card.html)")
 
 
 def main(args) -> int:
@@ -23,6 +29,8 @@ def main(args) -> int:
     from cd4ml import promotion
 
     config = config_from(args, registry=args.registry)
+    if args.card:
+        return _card(config.registry, args.card, args.json)
     versions = promotion.list_versions(config.registry, config.metadata_path)
     decisions = promotion.history(config.metadata_path, config.registry) if args.history else []
     if args.json:
@@ -36,4 +44,16 @@ def main(args) -> int:
         for d in decisions:
             print(f"  {d.get('at')}  {d.get('action'):8s} {d.get('previous') or '-'} -> {d.get('version') or '-'}"
                   f"  by {d.get('user')}: {d.get('reason')}")
+    return 0
+
+
+def _card(registry: str, version: str, as_json: bool) -> int:
+    from components import model_card
+
+    card = model_card.read(os.path.join(registry, version))
+    if card is None:
+        print(f"cd4ml models --card: version {version} has no model card in {registry} "
+              f"(not pushed there, or pushed before cd4ml wrote cards)", file=sys.stderr)
+        return 1
+    print(json.dumps(card, indent=2, sort_keys=True) if as_json else model_card.summary(card))
     return 0

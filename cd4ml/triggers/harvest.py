@@ -43,7 +43,7 @@ import os
 import shutil
 from typing import Callable, Dict, List, Optional, Tuple
 
-from cd4ml.contract import FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir, parse_ts
+from cd4ml.contract import FEEDBACK_LOG, HARVEST_PROVENANCE, PREDICTIONS_LOG, default_log_dir, parse_ts
 from cd4ml.logstore import LogStore, ReadStats
 from components import features
 from pipelines import spans
@@ -51,7 +51,6 @@ from pipelines.config import PipelineConfig
 from serving.request import rule_of
 
 HARVEST_FILE = "harvest.csv"
-PROVENANCE_FILE = "HARVEST.json"
 LEDGER_FOLDER = "harvested"
 # The harvested file's columns: the published ones production can know, then the split group.
 COLUMNS = [c for c in features.RAW_COLUMNS if not features.feature(c).optional] + [features.SPLIT_KEY]
@@ -273,7 +272,8 @@ class Harvester:
             bucket_name, root = self.config.data_root[len("gs://"):].partition("/")[::2]
             prefix = "/".join(p for p in (root.strip("/"), f"span-{result.span}") if p)
             bucket = self.logs.client.bucket(bucket_name)
-            bucket.blob(f"{prefix}/{PROVENANCE_FILE}").upload_from_string(provenance, content_type="application/json")
+            bucket.blob(f"{prefix}/{HARVEST_PROVENANCE}").upload_from_string(provenance,
+                                                                             content_type="application/json")
             bucket.blob(f"{prefix}/{HARVEST_FILE}").upload_from_string(self._csv(result.rows), content_type="text/csv")
             return f"gs://{bucket_name}/{prefix}"
         target = spans.span_dir(self.config.data_root, result.span)
@@ -282,7 +282,7 @@ class Harvester:
         os.makedirs(staging)
         with open(os.path.join(staging, HARVEST_FILE), "w", newline="") as fh:
             fh.write(self._csv(result.rows))
-        with open(os.path.join(staging, PROVENANCE_FILE), "w") as fh:
+        with open(os.path.join(staging, HARVEST_PROVENANCE), "w") as fh:
             fh.write(provenance)
         os.replace(staging, target)  # the span appears whole or not at all
         return target

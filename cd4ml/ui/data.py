@@ -17,9 +17,8 @@ import threading
 from typing import Dict, List, Optional
 
 from cd4ml import mlmd
-from cd4ml.contract import DRIFT_LOG, MAE, OVERALL_SLICE, SCHEMA_FILE, default_log_dir
+from cd4ml.contract import DRIFT_LOG, HARVEST_PROVENANCE, MAE, OVERALL_SLICE, SCHEMA_FILE, default_log_dir
 from cd4ml.mlmd import records
-from cd4ml.triggers.harvest import PROVENANCE_FILE
 from cd4ml.ui.graph import Drawing, Edge, Node, layout
 from pipelines import spans
 from pipelines.config import PipelineConfig
@@ -199,9 +198,12 @@ class Browser:
             return None
         summary = doc["summary"]
         decisions = mlmd.decisions_for(self.store, version)  # new ones may come: never cached
+        from components import model_card
+
         return {"doc": doc, "summary": summary, "drawing": lineage_dag(doc, decisions), "decisions": decisions,
                 "run_id": (summary.get("pusher") or {}).get("run_id", ""), "live": self.live(version),
-                "drift": self.drift_windows(version)}
+                "drift": self.drift_windows(version),
+                "card": model_card.read(doc["destination"]) if doc.get("destination") else None}
 
     def live(self, version: str) -> Optional[Dict]:
         from cd4ml.compare import live
@@ -233,7 +235,7 @@ class Browser:
                     entry["problem"] = str(err)
             files.append(entry)
         provenance = None
-        harvest_file = os.path.join(directory, PROVENANCE_FILE)
+        harvest_file = os.path.join(directory, HARVEST_PROVENANCE)
         if os.path.exists(harvest_file):
             with open(harvest_file) as fh:
                 provenance = json.load(fh)
