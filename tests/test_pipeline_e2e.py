@@ -205,7 +205,8 @@ def test_every_version_ships_a_model_card_read_back_field_by_field(trained_home,
     assert MODEL_CARD in manifest["files"] and MODEL_CARD_PAGE in manifest["files"]
     details = card["model_details"]
     assert details["version"] == second.pushed_version and details["pipeline"] == trained_home.config.pipeline_name
-    assert card["considerations"]["purpose"] and card["considerations"]["not_for"] and card["considerations"]["limitations"]
+    considerations = card["considerations"]
+    assert considerations["purpose"] and considerations["not_for"] and considerations["limitations"]
     assert [s["span"] for s in card["data"]["window"]] == second.window == [2, 1]
     assert {s["source"] for s in card["data"]["window"]} == {"data drop"}
     assert [f["name"] for f in card["data"]["features"]] == features.FEATURE_NAMES
