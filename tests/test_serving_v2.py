@@ -284,3 +284,34 @@ def test_a_pushed_version_hot_loads(server, registry):
             break
         time.sleep(0.25)
     assert "2000" in versions
+
+
+def test_batch_scoring_answers_as_the_server_does_and_rejects_with_the_rule(server, registry, tmp_path, capsys):
+    """`cd4ml predict` (Beam RunInference, pipelines/batch.py) on a CSV of the holdout rows and one
+    bad row: the same predictions as the V2 server for the same version, each line naming it, and
+    the bad row in the rejects with its field and rule."""
+    import csv
+    import glob
+    import json
+
+    from cd4ml import cli
+
+    rows = [r["features"] for r in holdout(registry)][:30]
+    path = tmp_path / "rows.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=features.FEATURE_NAMES + ["bikers"])
+        writer.writeheader()
+        writer.writerows(dict(r, bikers=1) for r in rows)
+        writer.writerow(dict(rows[0], hr=24, bikers=1))
+    assert cli.main(["predict", "--registry", registry, "--version", "1000", str(path), str(tmp_path / "out")]) == 0
+    assert "scored 30 rows, rejected 1" in capsys.readouterr().out
+    lines = [json.loads(line) for f in sorted(glob.glob(str(tmp_path / "out" / "predictions-*.jsonl")))
+             for line in open(f)]
+    lines.sort(key=lambda line: int(line["where"].rsplit(":", 1)[1]))
+    assert {line["version"] for line in lines} == {"1000"} and [line["features"] for line in lines] == rows
+    answer = infer(server, v2_inputs(rows))
+    assert answer.status_code == 200, answer.text
+    served = next(o["data"] for o in answer.json()["outputs"] if o["name"] == "predictions")
+    np.testing.assert_allclose([line["prediction"] for line in lines], served, rtol=1e-4, atol=1e-3)
+    (reject,) = [json.loads(line) for f in glob.glob(str(tmp_path / "out" / "rejects-*.jsonl")) for line in open(f)]
+    assert reject["where"].endswith(":32") and reject["problem"].startswith("feature 'hr': unknown category 24")
