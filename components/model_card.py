@@ -113,6 +113,14 @@ def append_decision(version_dir: str, decision: Dict[str, object], write_text: C
     return True
 
 
+def record_usage(version_dir: str, run_id: str, usage: Dict[str, float], write_text: Callable[[str, str], None]):
+    """What the run that pushed the version used (pipelines/usage.py), known only once it ended."""
+    card = read(version_dir)
+    if card is not None and usage:
+        card["usage"] = dict(usage, run_id=run_id)
+        write(version_dir, card, write_text)
+
+
 def summary(card: Dict[str, object]) -> str:
     """The card in a few lines, as `cd4ml approve` prints it before recording an approval."""
     details, quant, data = card["model_details"], card["quantitative_analysis"], card["data"]
@@ -131,6 +139,10 @@ def summary(card: Dict[str, object]) -> str:
         top = sorted(share.items(), key=lambda kv: -kv[1])[:3]
         lines.append("  decides mostly on " + ", ".join(f"{k} {v:.0%}" for k, v in top)
                      + f"; explainability check {'passed' if card['explainability'].get('passed') else 'FAILED'}")
+    if card.get("usage"):
+        used = card["usage"]
+        lines.append(f"  its run {used['run_id']} used {used['cpu_seconds']:.1f} CPU s, "
+                     f"peak {used['peak_mb']:.0f} MB")
     for decision in card.get("decisions", []):
         lines.append(f"  {decision.get('at')}: {decision.get('action')} by {decision.get('user')}: "
                      f"{decision.get('reason')}")

@@ -158,6 +158,13 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
         sys.argv = saved_argv
         mlmd.record_usage(mlmd.open_store(config.metadata_path), usages)
     _read_back(config, result)
+    if result.new_push and result.pushed_path:  # the card of the version it pushed says what it cost
+        from components import model_card
+        from components.files import write_text
+
+        model_card.record_usage(result.pushed_path, result.run_id,
+                                mlmd.run_usage(mlmd.run_steps(mlmd.open_store(config.metadata_path), run_id)),
+                                write_text)
     return _finish(result, started)
 
 

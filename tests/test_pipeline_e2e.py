@@ -223,6 +223,8 @@ def test_every_version_ships_a_model_card_read_back_field_by_field(trained_home,
     assert card["explainability"]["passed"] is True and card["explainability"]["baseline_share"]
     assert card["detectors"]["p_value"] == 0.05 and card["detectors"]["reference_rows"] > 0
     assert card["decisions"] == []
+    # What the run that pushed it used, added once the run ended (pipelines/usage.py).
+    assert card["usage"]["run_id"] == second.run_id and card["usage"]["cpu_seconds"] > 0
     assert model_card.read(first.pushed_path)["quantitative_analysis"]["baseline"] is None  # nothing served before
     page = open(os.path.join(second.pushed_path, MODEL_CARD_PAGE)).read()
     assert second.pushed_version in page and "How it decides" in page and "<script" not in page
