@@ -65,6 +65,7 @@ def start(registry: str, challengers: List[str], strategy: str = THOMPSON, min_f
                             started_at=_now(), reason=reason or "experiment")
     Experiment.from_json(experiment.to_json())  # the same checks the server applies
     promotion.write_atomic(os.path.join(registry, EXPERIMENT_FILE), experiment.to_json())
+    _in_cards(registry, experiment, "experiment start", experiment.reason)
     if metadata_path:
         _record(metadata_path, registry, experiment, "start", reason=experiment.reason)
     return experiment
@@ -125,10 +126,21 @@ def conclude(registry: str, log_dir: Optional[str] = None, metadata_path: Option
     action = "conclude" if winner is not None else "stop"
     why = reason or (f"{winner} is best with P={state.prob_best[winner]:.3f} after "
                      f"{state.counts.labelled:.0f} labelled rows" if winner else "stopped by an operator")
+    _in_cards(registry, exp, f"experiment {action}" + (f": {winner} won" if winner else ""), why)
     execution_id = _record(metadata_path, registry, exp, action, winner=winner or "", evidence=evidence,
                            reason=why) if metadata_path else None
     return {"action": action, "winner": winner, "promoted": decision.version if decision else None,
             "evidence": evidence, "execution_id": execution_id, "reason": why}
+
+
+def _in_cards(registry: str, exp: Experiment, action: str, reason: str):
+    """The experiment in the model card of every arm (components/model_card.py)."""
+    from components import model_card
+
+    for arm in (exp.champion, *exp.challengers):
+        model_card.append_decision(os.path.join(registry, arm),
+                                   {"action": action, "user": promotion.user(), "reason": f"{exp.id}: {reason}",
+                                    "arms": [exp.champion, *exp.challengers]}, promotion.write_atomic)
 
 
 def _record(metadata_path: str, registry: str, exp: Experiment, action: str, winner: str = "",

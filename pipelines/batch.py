@@ -38,9 +38,10 @@ class BatchResult:
     seconds: float = 0.0
 
     def summary(self) -> str:
+        out = self.output.rstrip("/")
         return (f"cd4ml predict: version {self.version} scored {self.scored} rows, rejected {self.rejected} "
                 f"(with the field and the rule) in {self.seconds:.1f} s from {len(self.inputs)} file(s);\n"
-                f"  predictions: {self.output}/{PREDICTIONS}-*.jsonl\n  rejects:     {self.output}/{REJECTS}-*.jsonl")
+                f"  predictions: {out}/{PREDICTIONS}-*.jsonl\n  rejects:     {out}/{REJECTS}-*.jsonl")
 
 
 def input_files(source: str, data_root: str) -> List[str]:
@@ -98,29 +99,57 @@ def check_row(row: Dict[str, object], spec) -> Tuple[Optional[Dict[str, object]]
     return values, ""
 
 
+@dataclasses.dataclass
+class Loaded:
+    """What a worker loads once (Beam shares it between threads by a weak reference)."""
+
+    signature: object
+    explainer: Optional[object] = None
+
+
 class VersionModel(ModelHandler):
     """The version's SavedModel as a RunInference model: rows encoded as the server encodes them
-    in, one prediction each out. Beam pickles the handler (a path); each worker loads the model
-    once and shares it across its threads."""
+    in, one prediction each out (with `explain`, also each feature's exact Shapley attribution
+    against the background the version ships, as the servers' explain endpoints answer). Beam
+    pickles the handler (a path); each worker loads the model once and shares it across threads."""
 
-    def __init__(self, version_dir: str, spec):
-        self.version_dir, self.spec = version_dir, tuple(spec)
+    def __init__(self, version_dir: str, spec, explain: bool = False):
+        self.version_dir, self.spec, self.explain = version_dir, tuple(spec), explain
 
     def load_model(self):
+        from components import explain
+        from components import registry as reg
         from components.raw_signature import RawSignature
 
-        return RawSignature(self.version_dir, self.spec)
+        signature = RawSignature(self.version_dir, self.spec)
+        if not self.explain:
+            return Loaded(signature)
+        background = reg.read_text(background_path(self.version_dir))
+        return Loaded(signature, explain.Explainer(signature.predict_encoded,
+                                                   explain.background_from_json(background, self.spec), self.spec))
 
-    def run_inference(self, batch: Sequence[np.ndarray], model, inference_args=None):
-        predictions = np.ravel(model.predict_encoded(np.stack(batch).astype(np.float32)))
-        return [PredictionResult(x, float(y)) for x, y in zip(batch, predictions)]
+    def run_inference(self, batch: Sequence[np.ndarray], model: "Loaded", inference_args=None):
+        signature, explainer = model.signature, model.explainer
+        rows = np.stack(batch).astype(np.float32)
+        if explainer is None:
+            return [PredictionResult(x, float(y)) for x, y in zip(batch, np.ravel(signature.predict_encoded(rows)))]
+        explained = explainer.explain(rows)
+        return [PredictionResult(x, {"prediction": p, "base_value": explained.base_value, "attributions": a})
+                for x, p, a in zip(batch, explained.predictions, explained.attributions)]
 
     def get_metrics_namespace(self) -> str:
         return "cd4ml_predict"
 
 
+def background_path(version_dir: str) -> str:
+    from cd4ml.contract import EXPLAINER_DIR
+    from components.explain import BACKGROUND_FILE
+
+    return os.path.join(version_dir, EXPLAINER_DIR, BACKGROUND_FILE)
+
+
 def predict(registry: str, source: str, output: str, version: Optional[str] = None, data_root: str = "",
-            beam_args: Sequence[str] = (), progress=print) -> BatchResult:
+            beam_args: Sequence[str] = (), explain: bool = False, progress=print) -> BatchResult:
     from cd4ml.contract import FEATURES_FILE
     from components import features
     from components import registry as reg
@@ -131,6 +160,8 @@ def predict(registry: str, source: str, output: str, version: Optional[str] = No
         raise ValueError(f"no complete version {version or ''} to score with in {registry}")
     version_dir = os.path.join(registry, version)
     spec = features.spec_from_json(json.loads(reg.read_text(os.path.join(version_dir, FEATURES_FILE))))
+    if explain and not reg.exists(background_path(version_dir)):
+        raise ValueError(f"version {version} ships no explainer (pushed before cd4ml explained): --explain needs one")
     files = input_files(source, data_root)
     progress(f"cd4ml predict: version {version}, {len(files)} file(s) from {source} -> {output}")
 
@@ -144,14 +175,15 @@ def predict(registry: str, source: str, output: str, version: Optional[str] = No
 
     def line(key, result) -> str:
         where, row = key
-        return json.dumps({"where": where, "version": version, "prediction": result.inference,
-                           "features": json.loads(row)}, sort_keys=True)
+        answer = result.inference if isinstance(result.inference, dict) else {"prediction": result.inference}
+        return json.dumps({"where": where, "version": version, "features": json.loads(row), **answer},
+                          sort_keys=True)
 
     out = output.rstrip("/")
     with beam.Pipeline(options=PipelineOptions(list(beam_args) or ["--runner=DirectRunner"])) as p:
         parts = (p | "Files" >> beam.Create(files) | "Rows" >> beam.FlatMap(read_rows)
                  | "Check" >> beam.FlatMap(checked).with_outputs(REJECTS, main="valid"))
-        _ = (parts.valid | "Predict" >> RunInference(KeyedModelHandler(VersionModel(version_dir, spec)))
+        _ = (parts.valid | "Predict" >> RunInference(KeyedModelHandler(VersionModel(version_dir, spec, explain)))
              | "Line" >> beam.MapTuple(line)
              | "WritePredictions" >> beam.io.WriteToText(f"{out}/{PREDICTIONS}", ".jsonl"))
         _ = (parts[REJECTS] | "RejectLine" >> beam.Map(lambda r: json.dumps(r, sort_keys=True, default=str))

@@ -201,6 +201,13 @@ def test_the_bandit_routes_to_the_better_model_survives_a_restart_and_concludes(
     capsys.readouterr()
     assert cli.main(["lineage", challenger]) == 0
     assert f"experiment conclude {challenger} (was {champion})" in capsys.readouterr().out
+    # Both arms' model cards tell the experiment, start and verdict (components/model_card.py).
+    from components import model_card
+
+    for arm in (champion, challenger):
+        told = [d for d in model_card.read(os.path.join(registry, arm))["decisions"] if exp.id in d["reason"]]
+        assert [d["action"] for d in told if d["action"].startswith("experiment ")][-2:] == [
+            "experiment start", f"experiment conclude: {challenger} won"], told
 
 
 @pytest.mark.slow

@@ -700,3 +700,27 @@ def test_the_experiment_verdict_cronjob_runs_the_real_verdict_command(docs):
     assert (args.action, args.once, args._main.__module__) == ("verdict", True, "cd4ml.commands.experiment")
     assert container["envFrom"] == [{"configMapRef": {"name": "cd4ml-config"}}]
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "cd4ml-mlmd"
+
+
+def test_the_batch_scoring_cronjob_runs_cd4ml_predict_on_bucket_prefixes(docs):
+    """Nightly `cd4ml predict` (pipelines/batch.py) from a gs:// prefix to a dated gs:// prefix, as
+    the CLI parses it once the shell has filled in the variables, never overlapping itself."""
+    import shlex
+
+    from cd4ml import cli
+
+    (job,) = [d for d in by_kind(docs, ("batch/v1", "CronJob")) if d.name == "cd4ml-batch-scoring"]
+    assert job.body["spec"]["concurrencyPolicy"] == "Forbid"
+    (container,) = job.body["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["/bin/sh", "-c"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    script = container["args"][0].replace("$(date -u +%Y-%m-%d)", "2026-12-06")
+    for name, value in env.items():
+        script = script.replace(f'"${name}"', shlex.quote(value)).replace(f"${name}", value)
+    words = shlex.split(script)
+    assert words[:2] == ["exec", "cd4ml"]
+    args = cli.build_parser().parse_args(words[2:])
+    assert args._main.__module__ == "cd4ml.commands.predict"
+    assert args.input.startswith("gs://") and args.output.startswith("gs://") and args.output.endswith("/2026-12-06")
+    assert shlex.split(args.beam_args)[0] == "--runner=DirectRunner"
+    assert container["image"].endswith("cd4ml-pipeline:latest")

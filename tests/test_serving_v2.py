@@ -315,3 +315,18 @@ def test_batch_scoring_answers_as_the_server_does_and_rejects_with_the_rule(serv
     np.testing.assert_allclose([line["prediction"] for line in lines], served, rtol=1e-4, atol=1e-3)
     (reject,) = [json.loads(line) for f in glob.glob(str(tmp_path / "out" / "rejects-*.jsonl")) for line in open(f)]
     assert reject["where"].endswith(":32") and reject["problem"].startswith("feature 'hr': unknown category 24")
+
+    # --explain: every feature's attribution, adding up to the prediction from the base value.
+    few = tmp_path / "few.csv"
+    few.write_text("".join(open(path).readlines()[:4]))
+    assert cli.main(["predict", "--registry", registry, "--version", "1000", "--explain", str(few),
+                     str(tmp_path / "explained")]) == 0
+    explained = [json.loads(line) for f in glob.glob(str(tmp_path / "explained" / "predictions-*.jsonl"))
+                 for line in open(f)]
+    assert len(explained) == 3
+    by_where = {line["where"]: line for line in lines}
+    for line in explained:
+        assert set(line["attributions"]) == set(features.FEATURE_NAMES)
+        assert line["base_value"] + sum(line["attributions"].values()) == pytest.approx(line["prediction"], abs=1e-2)
+        assert line["prediction"] == pytest.approx(by_where[line["where"].replace("few.csv", "rows.csv")]["prediction"],
+                                                   rel=1e-4, abs=1e-3)
