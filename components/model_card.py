@@ -4,8 +4,9 @@ decides, what watches it, its known limits, and every decision taken on it since
 Written by ReleaseBundle into the version (`MODEL_CARD.json` and the same as a self-contained
 page, `model_card.html`), from the files the version itself carries, so the card says what was
 shipped. The sections follow Model Card Toolkit's schema (model details, considerations, data,
-quantitative analysis); the toolkit itself does not install beside TFX 1.16's pins, so the same
-fields are written here. Decisions (approval, promotion, rollback, experiments) are appended as
+quantitative analysis); the toolkit itself does not install beside TFX 1.16's pins
+(model-card-toolkit 2.0.0, its last release, requires tensorflow-model-analysis < 0.42, absl-py
+< 1.1 and jsonschema < 4; we pin 0.47.1, 1.4.0 and 4.x), so the same fields are written here. Decisions (approval, promotion, rollback, experiments) are appended as
 they happen (`append_decision`, called by cd4ml/promotion.py), and the page is rewritten with them.
 """
 
