@@ -6,8 +6,10 @@ page, `model_card.html`), from the files the version itself carries, so the card
 shipped. The sections follow Model Card Toolkit's schema (model details, considerations, data,
 quantitative analysis); the toolkit itself does not install beside TFX 1.16's pins
 (model-card-toolkit 2.0.0, its last release, requires tensorflow-model-analysis < 0.42, absl-py
-< 1.1 and jsonschema < 4; we pin 0.47.1, 1.4.0 and 4.x), so the same fields are written here. Decisions (approval, promotion, rollback, experiments) are appended as
-they happen (`append_decision`, called by cd4ml/promotion.py), and the page is rewritten with them.
+< 1.1 and jsonschema < 4; we pin 0.47.1, 1.4.0 and 4.x), so the same fields are written here.
+Decisions (approval, promotion, rollback, pins, experiments) are appended as they happen
+(`append_decision`, called by cd4ml/promotion.py and cd4ml/experiment.py), and the page is
+rewritten with them; so is what making the version used, once its run has ended.
 """
 
 import datetime
@@ -114,8 +116,9 @@ def append_decision(version_dir: str, decision: Dict[str, object], write_text: C
     return True
 
 
-def record_usage(version_dir: str, run_id: str, usage: Dict[str, float], write_text: Callable[[str, str], None]):
-    """What the run that pushed the version used (pipelines/usage.py), known only once it ended."""
+def record_usage(version_dir: str, run_id: str, usage: Dict[str, object], write_text: Callable[[str, str], None]):
+    """What making the version used: every execution that led to it, in its run and earlier ones
+    (cd4ml/mlmd/lineage.py version_usage), known only once the pushing run ended."""
     card = read(version_dir)
     if card is not None and usage:
         card["usage"] = dict(usage, run_id=run_id)
@@ -142,8 +145,8 @@ def summary(card: Dict[str, object]) -> str:
                      + f"; explainability check {'passed' if card['explainability'].get('passed') else 'FAILED'}")
     if card.get("usage"):
         used = card["usage"]
-        lines.append(f"  its run {used['run_id']} used {used['cpu_seconds']:.1f} CPU s, "
-                     f"peak {used['peak_mb']:.0f} MB")
+        lines.append(f"  making it used {used['cpu_seconds']:.1f} CPU s over {used.get('executions', '?')} "
+                     f"executions in {len(used.get('runs', []))} run(s), peak {used['peak_mb']:.0f} MB")
     for decision in card.get("decisions", []):
         lines.append(f"  {decision.get('at')}: {decision.get('action')} by {decision.get('user')}: "
                      f"{decision.get('reason')}")

@@ -162,9 +162,8 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
         from components import model_card
         from components.files import write_text
 
-        model_card.record_usage(result.pushed_path, result.run_id,
-                                mlmd.run_usage(mlmd.run_steps(mlmd.open_store(config.metadata_path), run_id)),
-                                write_text)
+        doc = mlmd.provenance(mlmd.open_store(config.metadata_path), result.pushed_version)
+        model_card.record_usage(result.pushed_path, result.run_id, doc["summary"]["usage"] if doc else {}, write_text)
     return _finish(result, started)
 
 

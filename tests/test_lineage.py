@@ -181,6 +181,9 @@ def test_lineage_command(home, capsys, monkeypatch):
     for node in ("Pusher", "Trainer", "Transform", "CsvExampleGen", "Evaluator", "ExampleValidator"):
         assert f"<- {node} (execution" in out, node
     assert os.path.join("span-2", "bikeshare.csv") in out and "baseline_model:" in out
+    assert f"baseline version {home.span1.pushed_version}" in out
+    cost = next(line for line in out.splitlines() if line.strip().startswith("cost "))
+    assert "CPU s" in cost and "in 2 run(s)" in cost  # span 1's ingestion ran in the first run
 
     code, out, _ = run_cli(capsys, "lineage", "--home", home_dir, home.span1.pushed_version, "--json")
     doc = json.loads(out)

@@ -223,8 +223,14 @@ def test_every_version_ships_a_model_card_read_back_field_by_field(trained_home,
     assert card["explainability"]["passed"] is True and card["explainability"]["baseline_share"]
     assert card["detectors"]["p_value"] == 0.05 and card["detectors"]["reference_rows"] > 0
     assert card["decisions"] == []
-    # What the run that pushed it used, added once the run ended (pipelines/usage.py).
-    assert card["usage"]["run_id"] == second.run_id and card["usage"]["cpu_seconds"] > 0
+    # What making it used, added once the run ended: every execution that led to it, span 1's
+    # ingestion in the first run included (pipelines/usage.py, mlmd lineage).
+    from cd4ml import mlmd
+
+    store = mlmd.open_store(trained_home.config.metadata_path)
+    usage = mlmd.provenance(store, second.pushed_version)["summary"]["usage"]
+    assert card["usage"] == dict(usage, run_id=second.run_id)
+    assert usage["runs"] == sorted([first.run_id, second.run_id]) and usage["cpu_seconds"] > 0
     assert model_card.read(first.pushed_path)["quantitative_analysis"]["baseline"] is None  # nothing served before
     page = open(os.path.join(second.pushed_path, MODEL_CARD_PAGE)).read()
     assert second.pushed_version in page and "How it decides" in page and "<script" not in page

@@ -178,6 +178,7 @@ def test_runs_to_run_to_version_to_span_files(ui, browser, ui_home, shots):
     card = browser.find_element(*by("#model-card"))  # the version's model card (components/model_card.py)
     assert "bikes rented in an hour" in card.find_element(*by("#card-purpose")).text
     assert "span 2 (data drop), span 1 (data drop)" in card.text and "explainability check passed" in card.text
+    assert "CPU s" in card.find_element(*by("#card-usage")).text and "in 2 run(s)" in card.text
     lineage = browser.find_element(*by("svg#lineage-dag"))
     drawn = {g.get_attribute("data-node") for g in lineage.find_elements(*by("g.node"))}
     assert {"span-2", "span-1", "release"} <= drawn

@@ -99,7 +99,10 @@ def format_summary(s) -> str:
         ("trainer", f"run {trainer.get('run_id')}, {trainer.get('module_file')}, {trainer.get('custom_config')}"),
         ("evaluation", ", ".join(s["evaluation"]) + f"; {metrics}"),
         ("blessing", f"{'blessed' if s['blessed'] else 'NOT blessed'} ({s['blessing']})"
-         + (f"; baseline {', '.join(s['baseline_model'])}" if s["baseline_model"] else "; no baseline")),
+         + (f"; baseline version {s['baseline_version']}" if s["baseline_model"] else "; no baseline")),
+        ("cost", f"{s['usage']['cpu_seconds']:.1f} CPU s, peak {s['usage']['peak_mb']:.0f} MB over "
+                 f"{s['usage']['executions']} executions in {len(s['usage']['runs'])} run(s)"
+         if s.get("usage") else "not measured"),
         ("detectors", ", ".join(s["detectors"]) or "none recorded"),
         ("pusher", f"version {s['version']} -> {s['destination']} (run {(s['pusher'] or {}).get('run_id')})"),
     ]

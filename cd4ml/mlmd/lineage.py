@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from cd4ml.contract import BASELINE_VERSION, MAE, METRICS, RELEASE_ARTIFACT as RELEASE_TYPE
+from cd4ml.contract import BASELINE_VERSION, MAE, METRICS, RELEASE_ARTIFACT as RELEASE_TYPE, USAGE_FIELDS
 from cd4ml.mlmd import records
 from cd4ml.mlmd.graph import INPUT_EVENTS, LEAF_INPUTS, OUTPUT_EVENTS, Graph, artifact_dict, execution_dict
 from cd4ml.mlmd.store import prop, timestamp
@@ -378,7 +378,19 @@ def _release_summary(doc, entry) -> Dict[str, object]:
 
 def _summarize(doc, entry) -> Dict[str, object]:
     return {"version": entry["version"], "destination": entry["destination"],
-            **_data_summary(doc), **_model_summary(doc), **_release_summary(doc, entry)}
+            **_data_summary(doc), **_model_summary(doc), **_release_summary(doc, entry), "usage": version_usage(doc)}
+
+
+def version_usage(doc) -> Dict[str, object]:
+    """What every execution that led to the version used (each once, in whichever run it ran:
+    an earlier span's ingestion included), as the runners measured it; {} when none was measured."""
+    measured = [e for e in doc["executions"].values()
+                if all(isinstance(e["properties"].get(name), (int, float)) for name in USAGE_FIELDS)]
+    if not measured:
+        return {}
+    total = {name: round(sum(e["properties"][name] for e in measured), 3) for name in USAGE_FIELDS}
+    total["peak_mb"] = round(max(e["properties"]["peak_mb"] for e in measured), 3)
+    return dict(total, executions=len(measured), runs=sorted({e["run_id"] for e in measured}))
 
 
 # Inputs shown first in the tree: the model's own chain before the side branches.
