@@ -12,7 +12,6 @@ in at most 50x the 1x time), measured in the same run; the server comparison is 
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import csv
 import json
@@ -27,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import results_file  # noqa: E402
-from benchmarks.scale import span1_rows, synthesize  # noqa: E402
+from benchmarks.scale import factor_args, span1_rows, synthesize  # noqa: E402
 from components import features  # noqa: E402
 
 RESULTS = os.path.join(REPO, "benchmarks", "results", "batch.json")
@@ -84,11 +83,7 @@ def server_seconds(url: str, rows: List[Dict[str, object]]) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--factors", default="1,10,50")
-    parser.add_argument("-o", "--output", default=RESULTS)
-    args = parser.parse_args(argv)
-    factors = [int(f) for f in args.factors.split(",")]
+    args, factors = factor_args(argv, __doc__, RESULTS)
     from serving.launch import running
 
     work = tempfile.mkdtemp(prefix="cd4ml-batch-")

@@ -84,12 +84,17 @@ def run_cold(rows: List[Dict[str, object]], workdir: str) -> Dict[str, object]:
             "peak_rss_mb": round(max(peak, before) / 1024, 1), "status": summary["status"]}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def factor_args(argv, doc: str, output: str):
+    """(args, factors) of a benchmark over 1x, 10x, 50x the span-1 rows (--factors, -o)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--factors", default="1,10,50")
-    parser.add_argument("-o", "--output", default=RESULTS)
+    parser.add_argument("-o", "--output", default=output)
     args = parser.parse_args(argv)
-    factors = [int(f) for f in args.factors.split(",")]
+    return args, [int(f) for f in args.factors.split(",")]
+
+
+def main(argv=None) -> int:
+    args, factors = factor_args(argv, __doc__, RESULTS)
     base = span1_rows()
     result = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "runs": {}}
