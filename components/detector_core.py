@@ -122,9 +122,10 @@ class TabularDrift:
         m, n = sorted([float(n1), float(n2)], reverse=True)
         return float(np.clip(distributions.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1))
 
-    def save(self, path):  # a path or a binary file object
+    def save(self, out):
+        """Into a binary file object (module `save` sends its bytes through gfile)."""
         cats = sorted(self.categories)
-        np.savez(path, x_ref=self.x_ref, p_val=np.float64(self.p_val), category_columns=np.array(cats, np.int64),
+        np.savez(out, x_ref=self.x_ref, p_val=np.float64(self.p_val), category_columns=np.array(cats, np.int64),
                  **{f"categories_{c}": np.array(self.categories[c], np.int64) for c in cats})
 
     @classmethod
@@ -176,8 +177,9 @@ class FastIForest:
     def is_outlier(self, scores: np.ndarray) -> np.ndarray:
         return scores > self.threshold
 
-    def save(self, path):  # a path or a binary file object
-        np.savez(path, **{name: getattr(self, name) for name in self.ARRAYS}, levels=np.int64(self.levels),
+    def save(self, out):
+        """Into a binary file object (module `save` sends its bytes through gfile)."""
+        np.savez(out, **{name: getattr(self, name) for name in self.ARRAYS}, levels=np.int64(self.levels),
                  norm=np.float64(self.norm), offset=np.float64(self.offset), threshold=np.float64(self.threshold))
 
     @classmethod

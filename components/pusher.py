@@ -39,7 +39,7 @@ def claim_version(registry: str, now: float) -> str:
                         fh.write(name)
                     return name
             else:
-                os.makedirs(registry, exist_ok=True)
+                fileio.makedirs(registry)
                 try:
                     os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
                     return name
