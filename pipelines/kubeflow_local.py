@@ -531,8 +531,8 @@ def _cache_put(cache_dir: str, key: str, outputs: Dict[str, List[Dict]]):
     os.replace(path + ".tmp", path)
 
 
-def run_parameters(job: Dict, paths: Paths, span: Optional[int] = None,
-                   mae_bound: Optional[float] = None) -> Dict[str, str]:
+def run_values(job: Dict, paths: Paths, span: Optional[int] = None,
+               mae_bound: Optional[float] = None) -> Dict[str, str]:
     """This run's parameter values, as `cd4ml submit` computes them, on the mapped folders."""
     from pipelines import kubeflow_runner
 

@@ -81,7 +81,7 @@ def _run_here(args, config) -> int:
     paths = kubeflow_local.Paths(gcs_dir)
     try:
         kubeflow_local.check_backend(job, args.backend)
-        values = kubeflow_local.run_parameters(job, paths, span=args.span, mae_bound=args.mae_bound)
+        values = kubeflow_local.run_values(job, paths, span=args.span, mae_bound=args.mae_bound)
     except (kubeflow_local.JobRefused, spans.SpanError) as exc:
         print(f"cd4ml submit --local: {exc}", file=sys.stderr)
         return 2
