@@ -59,6 +59,9 @@ TUNED_BY = "tuned_by"         # ... the URI of the Tuner output its values came 
 TUNED_VALUES = "values"       # ... the values (JSON)
 # What a step used (pipelines/usage.py): custom properties of each execution a run ran, in this order.
 USAGE_FIELDS = ("cpu_seconds", "wall_seconds", "peak_mb", "read_mb", "written_mb")
+# ... and, on a cluster, the metadata key of each output artifact that carries them (measured in the
+# pod: pipelines/measured_executor.py).
+USAGE_METADATA = "cd4ml_usage"
 # `.<version>.claim`: a version name reserved by a push in progress (components/pusher.py).
 CLAIM_SUFFIX = ".claim"
 SHADOW_FILE = "SHADOW.json"

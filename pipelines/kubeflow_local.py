@@ -33,11 +33,13 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional
 
+from cd4ml.contract import USAGE_FIELDS, USAGE_METADATA
 from pipelines import usage
 from pipelines.config import REPO_ROOT
 
@@ -253,12 +255,31 @@ def cache_key(job: Dict, task_name: str, executor_input) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+PLACEHOLDER = re.compile(r"\{\{\$\.(inputs\.parameters|outputs\.artifacts)\['([^']+)'\](\.path|\.uri)?\}\}")
+
+
+def _fill(arg: str, executor_input) -> str:
+    """A launcher's placeholders in a container component's argument: an input parameter's value,
+    an output artifact's URI or local path (gs:// paths are then mapped like everything else)."""
+    from google.protobuf import json_format
+
+    def value(match) -> str:
+        kind, name, part = match.groups()
+        if kind == "inputs.parameters":
+            found = executor_input.inputs.parameter_values[name]
+            return found.string_value if found.WhichOneof("kind") == "string_value" else \
+                json.dumps(json_format.MessageToDict(found))
+        return executor_input.outputs.artifacts[name].artifacts[0].uri
+
+    return PLACEHOLDER.sub(value, arg)
+
+
 def _command(container: Dict, executor_input, paths: Paths, hook: Optional[Dict] = None) -> List[str]:
     from google.protobuf import json_format
 
     step = hook or container
     serialized = paths.task_view(json_format.MessageToJson(executor_input, indent=None))
-    args = [serialized if a == "{{$}}" else paths.task_view(a) for a in step.get("args", [])]
+    args = [serialized if a == "{{$}}" else paths.task_view(_fill(a, executor_input)) for a in step.get("args", [])]
     leftover = [a for a in args if "{{$" in a]
     if leftover:
         raise JobRefused(f"placeholders this runner does not fill: {leftover}")
@@ -346,8 +367,9 @@ def _read_outputs(executor_input, paths: Paths) -> Dict[str, List[Dict]]:
 
     pb = _pb()
     written = pb.ExecutorOutput()
-    with open(paths.local(executor_input.outputs.output_file)) as fh:
-        json_format.Parse(fh.read(), written, ignore_unknown_fields=True)
+    if os.path.exists(paths.local(executor_input.outputs.output_file)):  # a container component writes none
+        with open(paths.local(executor_input.outputs.output_file)) as fh:
+            json_format.Parse(fh.read(), written, ignore_unknown_fields=True)
     outputs = {}
     for key, listed in executor_input.outputs.artifacts.items():
         produced = list(written.artifacts[key].artifacts) if key in written.artifacts else []
@@ -375,6 +397,15 @@ class _Running:
     key: str = ""    # the cache key, once known
     cpu_seconds: float = 0.0
     peak_mb: float = 0.0
+
+
+def _measured_in_task(outputs: Dict[str, List[Dict]]) -> Dict[str, float]:
+    for artifacts in outputs.values():
+        for artifact in artifacts:
+            found = artifact.get("metadata", {}).get(USAGE_METADATA)
+            if found:
+                return {name: float(found.get(name, 0.0)) for name in USAGE_FIELDS}
+    return {}
 
 
 def _tail(path: str, lines: int = 3) -> str:
@@ -437,7 +468,10 @@ def run_job(job: Dict, parameters: Dict[str, str], gcs_dir: str, backend: str = 
         record.state, record.error = state, error
         record.outputs = outputs or {}
         record.seconds = round(time.monotonic() - current.began, 1)
-        if current.pid:  # it ran: what its process(es) used (a container's: podman's own, not the task's)
+        measured = _measured_in_task(record.outputs) if state == "succeeded" else {}
+        if measured:  # what the task measured itself (pipelines/measured_executor.py): in a pod, the pod's
+            record.usage = measured
+        elif current.pid:  # else what its process(es) used (a container's: podman's own, not the task's)
             record.usage = usage.Usage(cpu_seconds=current.cpu_seconds, wall_seconds=record.seconds,
                                        peak_mb=current.peak_mb).as_dict()
         done += 1
@@ -483,9 +517,13 @@ def run_job(job: Dict, parameters: Dict[str, str], gcs_dir: str, backend: str = 
             executor_input = build_executor_input(job, task, run, paths)
             # A bucket has no folders to create: writing under an output URI just works there, so
             # each output's folder exists here before the task starts.
+            # (A TFX executor writes into its output's folder; a container component writes a file
+            # at the output's path, whose folder exists.)
+            folders = "{{$}}" in spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]["args"]
             for listed in executor_input.outputs.artifacts.values():
                 for artifact in listed.artifacts:
-                    os.makedirs(paths.local(artifact.uri), exist_ok=True)
+                    local = paths.local(artifact.uri)
+                    os.makedirs(local if folders else os.path.dirname(local), exist_ok=True)
             running[task] = _Running(executor_input,
                                      spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"],
                                      bool(task_spec.get("cachingOptions", {}).get("enableCache")), time.monotonic())
@@ -536,6 +574,4 @@ def run_values(job: Dict, paths: Paths, span: Optional[int] = None,
     """This run's parameter values, as `cd4ml submit` computes them, on the mapped folders."""
     from pipelines import kubeflow_runner
 
-    roots = kubeflow_runner.compiled_roots(job)
-    return kubeflow_runner.run_values(job, paths.local(roots.data_root), paths.local(roots.registry),
-                                      span=span, mae_bound=mae_bound)
+    return kubeflow_runner.job_values(job, span=span, mae_bound=mae_bound, local=paths.local)

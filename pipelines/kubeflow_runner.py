@@ -26,10 +26,11 @@ import json
 import os
 import re
 import subprocess
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from cd4ml.contract import MAE
 from components.evaluation import metric_name
+from pipelines import batch_job
 from pipelines.config import PipelineConfig
 from pipelines.run_state import RUN_PARAMETERS
 
@@ -124,6 +125,17 @@ def set_resources(job: Dict, requests: Dict[str, Dict[str, float]]) -> List[str]
     return done
 
 
+def measure_tasks(job: Dict):
+    """Every TFX task runs under pipelines/measured_executor.py, which adds what the task used to
+    its output artifacts' metadata (the lifecycle hook, a driver, is left as it is)."""
+    from pipelines import measured_executor
+
+    for executor in job["pipelineSpec"]["deploymentSpec"]["executors"].values():
+        command = executor.get("container", {}).get("command", [])
+        if command[-1:] == [measured_executor.ENTRYPOINT]:
+            command[-1] = measured_executor.__name__
+
+
 def compile_pipeline(config: PipelineConfig, output_path: str, commit: Optional[str] = None,
                      requests: Optional[Dict[str, Dict[str, float]]] = None) -> Dict:
     """Write the pipeline job JSON to `output_path` and return it as a dict; `requests`: each
@@ -147,6 +159,7 @@ def compile_pipeline(config: PipelineConfig, output_path: str, commit: Optional[
         (EVAL_CONFIG, _component(pipeline, "Evaluator"), EVAL_CONFIG))}
     defaults.update({name: "" for name in RUN_PARAMETERS})  # "": the components read the registry as it is
     job = runner.run(pipeline, parameter_values=defaults, write_out=False)
+    measure_tasks(job)
     job.setdefault("labels", {})
     job["labels"]["cd4ml-git-commit"] = label_value(commit or git_commit(config.source_dir))
     job["labels"]["cd4ml-pipeline"] = label_value(config.pipeline_name)
@@ -193,6 +206,20 @@ def _task_constant(job: Dict, task: str, name: str) -> str:
 def compiled_roots(job: Dict) -> Roots:
     """The data root and registry the job was compiled with (what its tasks read)."""
     return Roots(_task_constant(job, "CsvExampleGen", "input_base"), _task_constant(job, "ServingBaseline", "registry"))
+
+
+def job_values(job: Dict, span: Optional[int] = None, mae_bound: Optional[float] = None,
+               local: Callable[[str], str] = str) -> Dict[str, str]:
+    """One run's parameter values for either compiled job: the training job's (run_values, on the
+    roots it was compiled with, mapped through `local`); the batch-scoring job takes its compiled
+    defaults (pipelines/batch_job.py)."""
+    if batch_job.is_batch_job(job):
+        if span is not None or mae_bound is not None:
+            raise ValueError("the batch-scoring job takes no --span or --mae-bound; compile it with other "
+                             "defaults (cd4ml compile --batch INPUT OUTPUT)")
+        return {}
+    roots = compiled_roots(job)
+    return run_values(job, local(roots.data_root), local(roots.registry), span=span, mae_bound=mae_bound)
 
 
 def run_values(job: Dict, data_root: str, registry: str, span: Optional[int] = None,

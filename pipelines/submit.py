@@ -161,10 +161,8 @@ def submit(job_path: str, config, span: Optional[int] = None, reason: str = "",
     """Submit the compiled job at `job_path` with config's KFP host, or to Vertex AI without one."""
     job = kubeflow_runner.load_job(job_path)
     commit = commit or job.get("labels", {}).get("cd4ml-git-commit") or "unknown"
-    roots = kubeflow_runner.compiled_roots(job)
-    request = RunRequest(job_path, job, run_name(config.pipeline_name, commit, reason),
-                         kubeflow_runner.run_values(job, roots.data_root, roots.registry, span=span,
-                                                    mae_bound=mae_bound),
+    request = RunRequest(job_path, job, run_name(job.get("displayName") or config.pipeline_name, commit, reason),
+                         kubeflow_runner.job_values(job, span=span, mae_bound=mae_bound),
                          wait=wait, timeout=timeout, progress=progress)
     if config.kfp_host:
         return submit_kfp(request, config.kfp_host, config.kfp_experiment,

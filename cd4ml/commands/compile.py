@@ -4,6 +4,10 @@ The same create_pipeline(config) as `cd4ml run`, with cluster settings from conf
 (CD4ML_IMAGE), gs:// pipeline root, data root and registry (a local path is refused), Beam args
 (CD4ML_BEAM_ARGS, or --dataflow), and the runtime parameters `range_config` (span) and
 `eval_config` (blessing thresholds) whose defaults come from config. `cd4ml submit` runs it.
+
+`--batch INPUT OUTPUT` compiles the batch-scoring job instead (pipelines/batch_job.py): one task
+running `cd4ml predict` on the registry, with INPUT, OUTPUT ({date}: the run's UTC date) and
+`--batch-version` as per-run parameters' defaults.
 """
 
 import sys
@@ -32,6 +36,11 @@ def register(parser):
     parser.add_argument("--requests-from-runs", action="store_true",
                         help="set each task's CPU and memory requests from what its component used the last "
                              "time it ran here (cd4ml runs --steps), with 25%% headroom")
+    batch = parser.add_argument_group("the batch-scoring job instead (cd4ml predict as a Kubeflow task)")
+    batch.add_argument("--batch", nargs=2, metavar=("INPUT", "OUTPUT"),
+                       help="gs:// rows to score and gs:// prefix for the results, e.g. "
+                            "gs://BUCKET/batch/incoming/ gs://BUCKET/batch/scored/{date}")
+    batch.add_argument("--batch-version", default="", help="the version to score with (default: the one served)")
     add_verbose_flag(parser)
 
 
@@ -54,6 +63,8 @@ def main(args) -> int:
     except kubeflow_runner.ClusterConfigError as exc:
         print(f"cd4ml compile: {exc}", file=sys.stderr)
         return 2
+    if args.batch:
+        return _compile_batch(args, config)
     requests, measured = None, {}
     if args.requests_from_runs:
         from cd4ml import mlmd
@@ -83,4 +94,22 @@ def main(args) -> int:
             estimate = usage.cost(list(measured.values()), config.price_vcpu_hour, config.price_gb_hour)
             print(f"  a run as measured here would cost about {estimate:.4f} "
                   f"(CD4ML_PRICE_VCPU_HOUR={config.price_vcpu_hour}, CD4ML_PRICE_GB_HOUR={config.price_gb_hour})")
+    return 0
+
+
+def _compile_batch(args, config) -> int:
+    from pipelines import batch_job, kubeflow_runner
+
+    output = args.output if args.output != "build/pipeline.json" else "build/batch.json"
+    try:
+        job = batch_job.compile_batch_job(config, output, *args.batch, version=args.batch_version)
+    except kubeflow_runner.ClusterConfigError as exc:
+        print(f"cd4ml compile: {exc}", file=sys.stderr)
+        return 2
+    values = job["runtimeConfig"]["parameterValues"]
+    print(f"compiled the batch-scoring job to {output}")
+    print(f"  image {config.image}; registry {config.registry}")
+    print(f"  scores {values['source']} -> {values['destination']} with "
+          f"{values['version'] or 'the version served'}; Beam {values['beam_args'] or 'DirectRunner in the pod'}")
+    print(f"  runtime parameters: {', '.join(sorted(values))}")
     return 0

@@ -10,6 +10,10 @@ to OUTPUT/rejects-*.jsonl with the field and the rule. OUTPUT/predictions-*.json
 row: where it came from (file:line), its features, the prediction and the version that made it.
 """
 
+import dataclasses
+import datetime
+import json
+import os
 import shlex
 import sys
 
@@ -23,26 +27,36 @@ def register(parser):
     add_registry_flag(parser)
     parser.add_argument("input", metavar="INPUT", help="a .csv or .jsonl file, a folder or gs:// prefix of them, "
                                                        "or span:N of the data root")
-    parser.add_argument("output", metavar="OUTPUT", help="a folder or gs:// prefix for the sharded results")
+    parser.add_argument("output", metavar="OUTPUT", help="a folder or gs:// prefix for the sharded results; "
+                                                         "{date} in it becomes today's UTC date (YYYY-MM-DD)")
     parser.add_argument("--version", help="the model version (default: the one the server would serve)")
     parser.add_argument("--explain", action="store_true",
                         help="add each feature's attribution to each prediction (exact Shapley values, as "
                              "the servers' explain endpoints answer; some 30 ms a row)")
     parser.add_argument("--beam-args", default="", help="Beam pipeline options (default: the DirectRunner here; "
                                                          "for Dataflow, those `cd4ml compile --dataflow` uses)")
+    parser.add_argument("--summary", metavar="PATH",
+                        help="also write the summary as JSON here, with what this command used (CPU and wall "
+                             "seconds, peak memory, MB read and written): the Kubeflow batch job's output")
 
 
 def main(args) -> int:
     quiet_libraries()
     config = config_from(args, registry=args.registry)
-    from pipelines import batch
+    from pipelines import batch, usage
 
+    output = args.output.replace("{date}", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
     try:
-        result = batch.predict(config.registry, args.input, args.output, version=args.version,
-                               data_root=config.data_root, beam_args=shlex.split(args.beam_args),
-                               explain=args.explain)
+        with usage.Meter() as meter:
+            result = batch.predict(config.registry, args.input, output, version=args.version,
+                                   data_root=config.data_root, beam_args=shlex.split(args.beam_args),
+                                   explain=args.explain)
     except ValueError as exc:
         print(f"cd4ml predict: {exc}", file=sys.stderr)
         return 2
     print(result.summary())
+    if args.summary:
+        os.makedirs(os.path.dirname(os.path.abspath(args.summary)), exist_ok=True)
+        with open(args.summary, "w") as fh:
+            json.dump({**dataclasses.asdict(result), "usage": meter.usage.as_dict()}, fh, indent=2, sort_keys=True)
     return 0

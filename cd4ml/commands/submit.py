@@ -74,7 +74,7 @@ def main(args) -> int:
 
 
 def _run_here(args, config) -> int:
-    from pipelines import kubeflow_local, kubeflow_runner, spans
+    from pipelines import kubeflow_local, kubeflow_runner
 
     gcs_dir = os.path.abspath(args.gcs_dir or os.path.join(config.home, "gcs"))
     job = kubeflow_runner.load_job(args.job)
@@ -82,7 +82,7 @@ def _run_here(args, config) -> int:
     try:
         kubeflow_local.check_backend(job, args.backend)
         values = kubeflow_local.run_values(job, paths, span=args.span, mae_bound=args.mae_bound)
-    except (kubeflow_local.JobRefused, spans.SpanError) as exc:
+    except ValueError as exc:  # JobRefused, SpanError
         print(f"cd4ml submit --local: {exc}", file=sys.stderr)
         return 2
     quiet = (lambda _: None) if args.json else print
