@@ -15,7 +15,7 @@ from typing import List, Optional
 # Order here is the order in `cd4ml --help`.
 COMMANDS = ["run", "demo", "runs", "lineage", "compile", "submit", "watch", "drop", "serve", "models",
             "promote", "rollback", "approve", "reject", "experiment", "compare", "explain", "predict", "drift-retrain",
-            "harvest", "ui", "schema", "config"]
+            "harvest", "alerts", "ui", "schema", "config"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,6 +37,7 @@ class RunResult:
     metrics: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
     blessed: Optional[bool] = None
     blessing: str = ""
+    explainable: Optional[bool] = None  # False: blessed by the Evaluator, stopped by the explainability check
     pushed_version: str = ""
     pushed_path: str = ""
     new_push: bool = False
@@ -133,16 +134,15 @@ def run(config: PipelineConfig, progress: Callable[[str], None] = print,
     from pipelines.run_state import run_parameters
 
     os.makedirs(config.home, exist_ok=True)
-    pipeline = create_pipeline(config, mlmd.connection_config(config.metadata_path))
-    ir = compiler.Compiler().compile(pipeline)
-    runtime_parameter_utils.substitute_runtime_parameter(
-        ir, {"pipeline-run-id": run_id, **run_parameters(config.registry, result.span)})
-
     # TFX's Beam executors parse sys.argv + beam args as absl flags: the host's own flags (pytest's
     # or our CLI's `-v`) must not reach them.
     saved_argv, sys.argv = sys.argv, sys.argv[:1]
     usages: Dict[int, Dict[str, float]] = {}
     try:
+        pipeline = create_pipeline(config, mlmd.connection_config(config.metadata_path))
+        ir = compiler.Compiler().compile(pipeline)
+        runtime_parameter_utils.substitute_runtime_parameter(
+            ir, {"pipeline-run-id": run_id, **run_parameters(config.registry, result.span)})
         with _progress(len(ir.nodes), progress, usages):
             LocalDagRunner().run_with_ir(ir)
         result.exit_code = OK
@@ -184,6 +184,7 @@ def _read_back(config: PipelineConfig, result: RunResult):
         result.blessing = evaluation.explain(summary)
         if result.exit_code == OK and not result.blessed:
             result.exit_code = NOT_BLESSED
+    result.explainable = run.explainable
     if run.explainable is False:  # blessed by the Evaluator, stopped by the explainability check
         result.blessed = False
         result.blessing = f"not pushed: the explainability check failed: {run.explain_reason}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import os
 
 import pytest
 
@@ -71,8 +72,15 @@ def setup(tmp_path):
     return config, logs, clock, runs, retrainer
 
 
-def test_drift_is_debounced_needs_labels_then_retrains_once(setup, tmp_path):
+def test_drift_is_debounced_needs_labels_then_retrains_once(setup, tmp_path, monkeypatch):
+    from cd4ml import alerts
+    from tests.alert_receivers import HttpReceiver, SmtpReceiver, alert_env
+
     config, logs, clock, runs, retrainer = setup
+    http, smtp = HttpReceiver(), SmtpReceiver()  # the SMTP sink is down for this one: e-mail is missed
+    for name, value in alert_env(http, smtp).items():
+        monkeypatch.setenv(name, value)
+    smtp.close()
     assert "no drift" in retrainer.check().decision.why
     logs.drift_window(clock(), is_drift=False)
     assert "no drift" in retrainer.check().decision.why
@@ -106,6 +114,17 @@ def test_drift_is_debounced_needs_labels_then_retrains_once(setup, tmp_path):
     logs.labelled(clock(), 100)
     assert "no drift" in retrainer.check().decision.why
     assert runs.calls == [1]
+    # One alert per sink for the retrain (and one when the drift was first seen, while it waited);
+    # the e-mail that could not be sent is recorded, and the retrain went ahead regardless.
+    alerts.alerter(config.home).flush(60)
+    http.close()
+    kinds = [p["headers"]["X-Cd4ml-Event"] for p in http.posts if p["path"] == "/json"]
+    assert kinds == ["drift_detected", "retrain_requested"]
+    slack = [p for p in http.posts if p["path"] != "/json"]
+    assert len(slack) == 2 and "retrain requested on version 1000: drift in 2 window(s)" in slack[1]["body"].decode()
+    missed = alerts.read_records(os.path.join(config.home, alerts.ALERTS_DIR, alerts.MISSED))
+    assert [(m["sink"], m["event"]["kind"]) for m in missed] == [("email", "drift_detected"),
+                                                                  ("email", "retrain_requested")]
 
 
 def test_cooldown_then_fresh_labels_are_needed(setup):

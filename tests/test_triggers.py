@@ -257,10 +257,17 @@ def test_cloud_function_submits_once_per_object_generation(bucket, tmp_path, mon
 
 
 @pytest.mark.slow
-def test_real_pipeline_trains_a_good_drop_and_quarantines_a_bad_one(trained_home, tmp_path, emulator):
+def test_real_pipeline_trains_a_good_drop_and_quarantines_a_bad_one(trained_home, tmp_path, emulator, monkeypatch):
     """The real pipeline: a good span-2 sample is trained and pushed; an unseen category stops at
-    ExampleValidator, is quarantined, and the registry is unchanged."""
+    ExampleValidator, is quarantined (one alert per sink, with the report), and the registry is
+    unchanged."""
+    from cd4ml import alerts
     from cd4ml.triggers import drop as triggers
+    from tests.alert_receivers import HttpReceiver, SmtpReceiver, alert_env
+
+    http, smtp = HttpReceiver(), SmtpReceiver()
+    for name, value in alert_env(http, smtp).items():
+        monkeypatch.setenv(name, value)
 
     home = str(tmp_path / "home")
     shutil.copytree(trained_home.config.home, home)
@@ -286,6 +293,14 @@ def test_real_pipeline_trains_a_good_drop_and_quarantines_a_bad_one(trained_home
     assert sorted(os.listdir(data_root)) == ["span-1", "span-2"]
     with open(os.path.join(home, "quarantine", os.listdir(os.path.join(home, "quarantine"))[0], "report.txt")) as fh:
         assert "weathersit" in fh.read()
+    alerts.alerter(config.home).flush(60)
+    (refused,) = http.json("/json")
+    assert refused["kind"] == "data_refused" and refused["subject"] == "span 3"
+    assert "weathersit" in refused["details"]["report"]
+    assert len([p for p in http.posts if p["path"] != "/json"]) == 1
+    assert smtp.subjects() == ["[cd4ml warning] data refused: span 3"]
+    smtp.close()
+    http.close()
 
     good = span_csv(tmp_path, "good.csv", span=2, every=2)
     storage.upload(str(good), "cd4ml-real", "incoming/", name="good.csv", gcs=client)

@@ -72,6 +72,11 @@ def main(args) -> int:
                 return 0
             done = experiment.conclude(config.registry, args.log_dir, config.metadata_path)
             if done:
+                from cd4ml import alerts
+
+                exp_id = done["evidence"]["experiment"]["id"]
+                alerts.notify(config.home, "experiment_concluded", exp_id, f"experiment {exp_id}: {done['reason']}; "
+                              + (f"{done['promoted']} promoted" if done["promoted"] else "the champion keeps serving"))
                 print(f"experiment {done['evidence']['experiment']['id']} concluded: {done['reason']}; "
                       + (f"{done['promoted']} promoted" if done["promoted"] else "the champion keeps serving")
                       + f" (ML Metadata execution {done['execution_id']})")

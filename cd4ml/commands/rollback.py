@@ -24,6 +24,10 @@ def main(args) -> int:
     except promotion.PromotionError as exc:
         print(f"cd4ml rollback: {exc}", file=sys.stderr)
         return 2
+    from cd4ml import alerts
+
+    alerts.notify(config.home, "rolled_back", f"version {d.previous}", f"{promotion.user()} rolled back "
+                  f"{d.previous} -> {d.version}: {d.reason}", at=d.at)
     print(f"rollback: {d.previous} -> {d.version} ({d.reason}); recorded in MLMD (execution {d.execution_id})")
     if d.note:
         print(f"note: {d.note}")

@@ -30,6 +30,7 @@ import dataclasses
 import datetime
 from typing import Callable, Dict, List, Optional
 
+from cd4ml import alerts
 from cd4ml.contract import DRIFT_LOG, default_log_dir, parse_ts
 from cd4ml.logstore import read_records
 from cd4ml.runner import run_and_report
@@ -130,12 +131,20 @@ class DriftRetrainer:
     def check(self, dry_run: bool = False) -> Outcome:
         decision = self.decide()
         if decision.action != "retrain":
+            if decision.drift:  # seen, not acted on yet: once per drift report (alerts deduplicate)
+                alerts.notify(self.config.home, "drift_detected", f"drift at {decision.drift.get('ts')}",
+                              f"drift on version {decision.drift.get('version', '?')}: "
+                              f"{', '.join(decision.drift.get('drifted', [])) or 'the window'}; {decision.why}",
+                              windows=decision.drift_windows)
             return Outcome(decision)
         if dry_run:
             self.progress(f"would retrain: {decision.why}; the harvest would take:")
             self.harvester.harvest(dry_run=True)
             return Outcome(decision)
         self.progress(f"retrain requested: {decision.why}")
+        alerts.notify(self.config.home, "retrain_requested", f"drift at {decision.drift.get('ts')}",
+                      f"retrain requested on version {decision.drift.get('version', '?')}: {decision.why}",
+                      labelled_rows=decision.labelled_rows)
         requested_at = self.now()
         outcome = Outcome(decision)
         # Record the request before acting: a crash mid-run must not make the next poll retrain again.

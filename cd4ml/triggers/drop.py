@@ -30,7 +30,7 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from cd4ml import storage
+from cd4ml import alerts, storage
 from cd4ml.runner import run_and_report
 from pipelines import local_runner, spans
 from pipelines.config import PipelineConfig
@@ -267,6 +267,10 @@ class DropHandler:
             except spans.SpanError as exc:
                 report = str(exc).replace(drop.local, f"gs://{self.bucket}/{drop.name}")
                 where = self._quarantine(drop, drop.local, report)
+                # (A drop that reads well but fails the validation gate is alerted by its run.)
+                alerts.notify(self.config.home, "data_refused", drop.claim.key,
+                              f"data drop {drop.claim.key} is unreadable and was quarantined; the serving "
+                              f"model is unchanged", report=report, quarantine=where)
                 self.ledger.update(drop.claim, done=True, outcome=QUARANTINED, detail=report, quarantine=where)
                 return DropResult(drop.claim.key, QUARANTINED, span=None, detail=report, quarantine=where)
             return self._submit(drop) if self.submit_job else self._run_local(drop)

@@ -43,6 +43,7 @@ import os
 import shutil
 from typing import Callable, Dict, List, Optional, Tuple
 
+from cd4ml import alerts
 from cd4ml.contract import FEEDBACK_LOG, HARVEST_PROVENANCE, PREDICTIONS_LOG, default_log_dir, parse_ts
 from cd4ml.logstore import LogStore, ReadStats
 from components import features
@@ -348,4 +349,8 @@ class Harvester:
                      + (f"run report: {run_dir}\n" if run_dir else ""))
         self.progress(f"  quarantined harvested span {result.span} at {where}: "
                       + " | ".join(report_text.splitlines()[:3]))
+        alerts.notify(self.config.home, "harvest_quarantined", f"harvested span {result.span}",
+                      f"the production traffic harvested as span {result.span} failed validation and was "
+                      f"quarantined; the serving model is unchanged", report=report_text, quarantine=where,
+                      run_report=run_dir or None)
         return where
