@@ -71,6 +71,14 @@ EXPERIMENT_FILE = "EXPERIMENT.json"
 # pushed under CD4ML_PROMOTION=manual (its MANIFEST says "approval": "pending" until then).
 APPROVAL_FILE = "APPROVAL.json"
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+# Guarded rollout (cd4ml/rollout.py): a version pushed under CD4ML_ROLLOUT=guarded says so in its
+# MANIFEST ("rollout": "guarded") and is served only once ROLLOUT.json, beside the versions, says
+# it was promoted; until then it waits, runs as a canary, or was rolled back.
+ROLLOUT_FILE = "ROLLOUT.json"
+GUARDED = "guarded"
+WAITING, CANARY, PROMOTED, ROLLED_BACK, SUPERSEDED = "waiting", "canary", "promoted", "rolled_back", "superseded"
+# The files beside the versions whose change every server answers within a second (the control poll).
+CONTROL_FILES = (PIN_FILE, SHADOW_FILE, EXPERIMENT_FILE, ROLLOUT_FILE)
 
 # --- serving ------------------------------------------------------------------------------------------
 # The model's name on the Open Inference Protocol (/v2/models/bike-demand/...).
@@ -104,6 +112,7 @@ OVERALL_SLICE = "overall"
 PREDICTIONS_LOG = "predictions"   # {"ts", "request_id", "version", "rows", "predictions", ...}
 FEEDBACK_LOG = "feedback"         # {"ts", "request_id", "version", "matched", "truth", "abs_errors", ...}
 DRIFT_LOG = "drift"               # {"ts", "version", "is_drift", "p_vals", "drifted", "rows", ...}
+ERRORS_LOG = "errors"             # {"ts", "version", "experiment", "status", "rule"}: refusals and failures
 LOG_DIR_NAME = "serving-logs"
 
 

@@ -18,8 +18,8 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from cd4ml.contract import (APPROVAL_FILE, APPROVED, MANIFEST, NOTHING, PENDING, PIN_FILE, PIPELINE_STATE_DIR,
-                            REJECTED, SHADOW_FILE)
+from cd4ml.contract import (APPROVAL_FILE, APPROVED, CONTROL_FILES, GUARDED, MANIFEST, NOTHING, PENDING, PIN_FILE,
+                            PIPELINE_STATE_DIR, PROMOTED, REJECTED, ROLLOUT_FILE, SHADOW_FILE, WAITING)
 
 __all__ = ["MANIFEST", "PIN_FILE", "SHADOW_FILE"]  # re-exported for the registry's callers
 
@@ -131,9 +131,54 @@ def approval(registry: str, version: str) -> Optional[str]:
     return PENDING if _json_file(os.path.join(registry, version, MANIFEST)).get("approval") == PENDING else None
 
 
+def rollouts(registry: str) -> Dict[str, Dict]:
+    """{version: its rollout record} from ROLLOUT.json (cd4ml/rollout.py writes it)."""
+    found = _json_file(os.path.join(registry, ROLLOUT_FILE)).get("versions", {})
+    return found if isinstance(found, dict) else {}
+
+
+def rollout_state(registry: str, version: str, decided: Optional[Dict[str, Dict]] = None) -> Optional[str]:
+    """None for a version pushed under CD4ML_ROLLOUT=immediate; for a guarded one, waiting (for
+    its canary), canary, promoted, rolled_back or superseded."""
+    if _json_file(os.path.join(registry, version, MANIFEST)).get("rollout") != GUARDED:
+        return None
+    decided = rollouts(registry) if decided is None else decided
+    return str(decided.get(version, {}).get("state", WAITING))
+
+
+def servable(registry: str, version: str, decided: Optional[Dict[str, Dict]] = None) -> bool:
+    """Whether the server may pick a complete version by itself: not waiting for approval, not
+    rejected, and (if it was pushed guarded) promoted from its canary."""
+    return approval(registry, version) in (None, APPROVED) and \
+        rollout_state(registry, version, decided) in (None, PROMOTED)
+
+
 def servable_versions(registry: str) -> List[str]:
-    """Complete versions the server may pick by itself: not waiting for approval, not rejected."""
-    return [v for v in complete_versions(registry) if approval(registry, v) in (None, APPROVED)]
+    decided = rollouts(registry)
+    return [v for v in complete_versions(registry) if servable(registry, v, decided)]
+
+
+def control_stamp(registry: str) -> Tuple:
+    """What the control files beside the versions (pin, shadow, experiment, rollout) look like
+    now, cheaply: one stat each here, one listing of the registry's top level in a bucket. A
+    server polls it every fraction of a second and re-reads the registry when it changes."""
+    if registry.startswith("gs://"):
+        bucket, name = _gcs(registry)
+        prefix = f"{name}/" if name else ""
+        listing = bucket.list_blobs(prefix=prefix or None, delimiter="/")
+        return tuple(sorted((b.name, b.generation) for b in listing if b.name[len(prefix):] in CONTROL_FILES))
+    stamps = []
+    for control in CONTROL_FILES:
+        path = os.path.join(registry, control)
+        if remote(path):
+            stamps.append((control, _gfile().stat(path).mtime_nsec if _gfile().exists(path) else None))
+        else:
+            try:
+                found = os.stat(path)
+                stamps.append((control, found.st_mtime_ns, found.st_size, found.st_ino))
+            except OSError:
+                stamps.append((control, None))
+    return tuple(stamps)
 
 
 def read_shadow(registry: str) -> Optional[str]:
@@ -172,8 +217,9 @@ def target(registry: str, pinned: Optional[str] = None) -> Tuple[Optional[str], 
         reason = f" ({pin['reason']})" if pin.get("reason") else ""
         return str(pin["version"]), f"pinned by {PIN_FILE}{reason}"
     # Newest first, stopping at the first servable one: each look reads a version's files.
+    decided = rollouts(registry)
     for version in reversed(versions(registry)):
-        if is_complete(registry, version) and approval(registry, version) in (None, APPROVED):
+        if is_complete(registry, version) and servable(registry, version, decided):
             return version, "newest complete version"
     return None, f"no complete, approved version (with {MANIFEST}) under {registry}"
 

@@ -21,7 +21,7 @@ from tfx.types import standard_artifacts
 from tfx.types.system_artifacts import Metrics
 
 from cd4ml.contract import (BASELINE_VERSION, DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, EXAMPLES_INPUT,
-                            EXPLAINER_DIR, FEATURES_FILE, HOLDOUT, MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS,
+                            EXPLAINER_DIR, FEATURES_FILE, GUARDED, HOLDOUT, MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS,
                             MODEL_CARD, MODEL_CARD_PAGE, RELEASE_ARTIFACT, SAVED_MODEL_FILES, SCHEMA_FILE,
                             WINDOW_PROPERTY)
 from components import evaluation, features, model_card
@@ -69,7 +69,7 @@ def holdout_sample(examples_uri: str, model_dir: str, rows: int = HOLDOUT_ROWS) 
 def write_version(destination: str, schema_uri: str, eval_uri: str, examples: types.Artifact,
                   detectors_uri: str, pipeline_name: str, promotion: str = "auto",
                   explanation_uri: str = "", compared: Dict[str, object] = None,
-                  card: Dict[str, object] = None) -> Dict[str, object]:
+                  card: Dict[str, object] = None, rollout: str = "immediate") -> Dict[str, object]:
     """`compared`: what the pipeline's baseline lookup needs back (components/registry.py
     baseline_version, serving_state): the candidate model's URI, the version it was compared
     with and the registry state of its run. `card`: {"window": spans, "bounds": {...}, "data_root"}
@@ -100,6 +100,8 @@ def write_version(destination: str, schema_uri: str, eval_uri: str, examples: ty
     }
     if promotion == "manual":  # pushed, but served only once a person approves it (cd4ml approve)
         manifest["approval"] = PENDING
+    if rollout == GUARDED:  # served only once its canary is promoted (cd4ml/rollout.py)
+        manifest["rollout"] = GUARDED
     if card is not None:
         model_card.write(destination, model_card.build(destination, manifest, **card), write_text)
         manifest["files"] += [MODEL_CARD, MODEL_CARD_PAGE]
@@ -121,6 +123,7 @@ def ReleaseBundle(
     explanation: InputArtifact[ModelExplanation] = None,
     pipeline_name: Parameter[str] = "cd4ml",
     promotion: Parameter[str] = "auto",
+    rollout: Parameter[str] = "immediate",
     mae_bound: Parameter[float] = 0.0,
     mae_regression_tolerance: Parameter[float] = 0.0,
     data_root: Parameter[str] = "",
@@ -142,10 +145,11 @@ def ReleaseBundle(
             "bounds": {"mae_bound": mae_bound, "mae_regression_tolerance": mae_regression_tolerance}}
     manifest = write_version(destination, schema.uri, evaluation_result.uri, examples,
                              detectors.uri if detectors else "", pipeline_name, promotion,
-                             explanation.uri if explanation else "", compared, card)
+                             explanation.uri if explanation else "", compared, card, rollout)
     release.set_string_custom_property("version", manifest["version"])
     release.set_string_custom_property("destination", destination)
     release.set_string_custom_property("approval", manifest.get("approval", "not needed"))
+    release.set_string_custom_property("rollout", manifest.get("rollout", "immediate"))
     release.set_int_custom_property("span", int(manifest["span"] or 0))
     for name, value in manifest["metrics"].items():
         release.set_float_custom_property(name, float(value))

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMOTION_POLICIES = ("auto", "manual")
+ROLLOUT_POLICIES = ("immediate", "guarded")
 
 
 def default_home() -> str:
@@ -47,6 +48,22 @@ class PipelineConfig:
     # What happens to a blessed model: "auto" serves it as soon as it is pushed; "manual" pushes it
     # as a candidate that waits for `cd4ml approve VERSION` (or `cd4ml reject`).
     promotion: str = "auto"
+    # How a blessed (and approved) version reaches users (cd4ml/rollout.py): "immediate" serves it
+    # at once; "guarded" starts it as a canary on `canary_share` of traffic, promotes it once
+    # `canary_min_rows` labelled rows say it is no worse than the version serving (the bandit's
+    # posterior: P(its success rate >= the serving one's - promote_margin) >= promote_confidence),
+    # and rolls it back the moment a guard fires against the serving version's rows in the same
+    # window. A guard fires only after `guard_min_rows` rows (labelled ones, for live MAE) of each.
+    rollout: str = "immediate"
+    canary_share: float = 0.1
+    canary_min_rows: int = 200
+    promote_margin: float = 0.05
+    promote_confidence: float = 0.95
+    guard_min_rows: int = 50
+    guard_mae_ratio: float = 1.5       # canary live MAE / serving live MAE
+    guard_p99_ratio: float = 2.0       # canary p99 latency / serving p99 latency
+    guard_error_rate: float = 0.05     # canary share of refused or failed requests minus serving's
+    guard_outlier_ratio: float = 2.0   # canary outlier rate / serving outlier rate
     # The explainability check before the push (components/explain.py): columns that must carry
     # no attribution (comma separated), and the largest share of attribution one feature may carry
     # (the hour of day carries about 0.65 in the bike-demand model).
@@ -93,6 +110,10 @@ class PipelineConfig:
             self.data_root = os.path.abspath(os.path.expanduser(self.data_root))
         if self.promotion not in PROMOTION_POLICIES:
             raise ValueError(f"CD4ML_PROMOTION={self.promotion!r}: expected one of {', '.join(PROMOTION_POLICIES)}")
+        if self.rollout not in ROLLOUT_POLICIES:
+            raise ValueError(f"CD4ML_ROLLOUT={self.rollout!r}: expected one of {', '.join(ROLLOUT_POLICIES)}")
+        if not 0 < self.canary_share < 1:
+            raise ValueError(f"CD4ML_CANARY_SHARE={self.canary_share}: must be between 0 and 1 (exclusive)")
         try:
             self.explainability_rules  # noqa: B018 - validates the rules when the config is made
         except ValueError as err:

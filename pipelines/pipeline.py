@@ -261,6 +261,7 @@ def create_components(config: PipelineConfig) -> List:
         explanation=explainer.outputs["explanation"],
         pipeline_name=config.pipeline_name,
         promotion=config.promotion,
+        rollout=config.rollout,
         mae_bound=config.mae_bound,
         mae_regression_tolerance=config.mae_regression_tolerance,
         data_root=config.data_root,

@@ -27,7 +27,10 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 THOMPSON, EPSILON_GREEDY = "thompson", "epsilon-greedy"
-STRATEGIES = (THOMPSON, EPSILON_GREEDY)
+# A guarded rollout's canary (cd4ml/rollout.py): one challenger on a fixed `share` of traffic,
+# whatever the evidence; the rollout controller, not the router, decides on it.
+CANARY = "canary"
+STRATEGIES = (THOMPSON, EPSILON_GREEDY, CANARY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Experiment:
     epsilon: float = 0.1
     min_feedback: int = 200         # labelled rows before a verdict
     confidence: float = 0.95        # P(best) needed
+    share: float = 0.0              # a canary's share of traffic
     abs_tolerance: float = 25.0
     rel_tolerance: float = 0.25
     started_at: str = ""
@@ -75,6 +79,8 @@ class Experiment:
             raise ValueError("confidence must be in [0.5, 1) and epsilon in [0, 1]")
         if len(set(experiment.arms)) != len(experiment.arms):
             raise ValueError(f"the arms {experiment.arms} name a version twice")
+        if experiment.strategy == CANARY and (len(experiment.challengers) != 1 or not 0 < experiment.share < 1):
+            raise ValueError("a canary has one challenger and a share of traffic between 0 and 1")
         return experiment
 
 
@@ -130,6 +136,8 @@ class Counts:
 
     def choose(self, rng: np.random.Generator) -> str:
         names = list(self.arms)
+        if self.experiment.strategy == CANARY:
+            return names[1] if rng.random() < self.experiment.share else names[0]
         if self.experiment.strategy == EPSILON_GREEDY:
             if rng.random() < self.experiment.epsilon:
                 return names[int(rng.integers(len(names)))]

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from cd4ml.contract import DRIFT_LOG, FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir
+from cd4ml.contract import DRIFT_LOG, ERRORS_LOG, FEEDBACK_LOG, PREDICTIONS_LOG, default_log_dir
 from cd4ml.logstore import read_records
 from components import detector_core, explain
 from components import registry as reg
@@ -41,6 +41,9 @@ log = logging.getLogger("cd4ml.serving")
 # windows of odd days) 200 rows gave 0 false alarms and 20/20 detections on span 2; 500 gave 2.
 DEFAULT_DRIFT_WINDOW = 200
 DEFAULT_POLL_SECONDS = 5.0
+# The control files (pin, shadow, experiment, rollout: contract.CONTROL_FILES) are looked at this
+# often, so that a rollback or a canary's end reaches every replica within a second.
+CONTROL_POLL_SECONDS = 0.25
 # Predictions kept in memory for joining feedback by request id (rows, not requests); older ones,
 # and those another worker answered, are looked up in the shared prediction log.
 FEEDBACK_MEMORY_ROWS = 100_000
@@ -135,13 +138,17 @@ class ServingCore:
         self._mae: Dict[str, List[float]] = {}
         self._stop = threading.Event()
         self._poller: Optional[threading.Thread] = None
-        self.predictions_log = self.feedback_log = self.drift_log = None
+        self._control = None
+        self._warm: Dict[str, LoadedVersion] = {}  # the version replaced last: a rollback to it is instant
+        self.predictions_log = self.feedback_log = self.drift_log = self.errors_log = None
 
     # ----- lifecycle -------------------------------------------------------------------------
     def load(self, poll: bool = True) -> "ServingCore":
         """Load the version to serve (or the newest one that loads) and start watching the registry."""
-        self.predictions_log, self.feedback_log, self.drift_log = (
-            open_log(self.log_dir, name, **self._log_options) for name in (PREDICTIONS_LOG, FEEDBACK_LOG, DRIFT_LOG))
+        self.predictions_log, self.feedback_log, self.drift_log, self.errors_log = (
+            open_log(self.log_dir, name, **self._log_options)
+            for name in (PREDICTIONS_LOG, FEEDBACK_LOG, DRIFT_LOG, ERRORS_LOG))
+        self._control = reg.control_stamp(self.registry)
         wanted, why = reg.target(self.registry, self.pinned)
         candidates = [wanted] if wanted else []
         if not self.pinned:
@@ -162,7 +169,7 @@ class ServingCore:
     def close(self):
         self._stop.set()
         self._drift_pool.shutdown(wait=True)
-        for handle in (self.predictions_log, self.feedback_log, self.drift_log):
+        for handle in (self.predictions_log, self.feedback_log, self.drift_log, self.errors_log):
             if handle:
                 handle.close()
 
@@ -175,9 +182,15 @@ class ServingCore:
         return self._current
 
     def _poll(self):
-        while not self._stop.wait(self.poll_seconds):
+        """The whole registry every poll_seconds; the control files every CONTROL_POLL_SECONDS,
+        re-reading the registry at once when one of them changed."""
+        last = time.monotonic()
+        while not self._stop.wait(min(CONTROL_POLL_SECONDS, self.poll_seconds)):
             try:
-                self.refresh()
+                stamp = reg.control_stamp(self.registry)
+                if stamp != self._control or time.monotonic() - last >= self.poll_seconds:
+                    self._control, last = stamp, time.monotonic()
+                    self.refresh()
             except Exception:  # noqa: BLE001 - the poller must outlive a flaky registry
                 log.exception("cd4ml serving: registry poll failed; still serving %s", self.version)
 
@@ -269,7 +282,7 @@ class ServingCore:
         previous = self._current.version if self._current else None
         started = time.perf_counter()
         try:
-            loaded = LoadedVersion(self.registry, version)
+            loaded = self._warm.pop(version, None) or LoadedVersion(self.registry, version)
         except Exception as err:  # noqa: BLE001 - any failure refuses the version, never the server
             self.refused[version] = str(err)
             self._refused_stamp[version] = stamp
@@ -279,6 +292,8 @@ class ServingCore:
                 self._metrics.add("cd4ml_versions_refused_total", version=version)
             return False
         with self._lock:
+            if self._current is not None:
+                self._warm = {self._current.version: self._current}
             self._current = loaded  # the swap: one reference assignment
             self._since = now()
             self._window, self._window_rows = [], 0  # a window is tested against its own detectors
@@ -305,10 +320,14 @@ class ServingCore:
         try:
             batch = reader(payload, self.max_rows, model.encoder)
         except RequestError as err:
-            self.reject(err, model.version)
+            self.reject(err, model.version, experiment)
             raise
         encoded = batch.encoded  # one layout for the model and the detectors
-        predictions = model.predict_encoded(encoded)
+        try:
+            predictions = model.predict_encoded(encoded)
+        except Exception:
+            self._log_error(model.version, experiment, 500, "prediction_failed")
+            raise
         scores = flags = None
         if model.detectors is not None:
             score_array = model.detectors.outlier_scores(encoded)
@@ -354,8 +373,9 @@ class ServingCore:
                 m.add("cd4ml_shadow_rows_total", len(rows), version=shadow.version)
             if model.detectors is not None and model is self._current:
                 self._feed_window(model, encoded)
-        record = {"ts": now(), "request_id": request_id, "version": version,
-                  "rows": rows, "predictions": values, "outlier_scores": answer.outlier_scores}
+        record = {"ts": now(), "request_id": request_id, "version": version, "rows": rows, "predictions": values,
+                  "outlier_scores": answer.outlier_scores, "outliers": sum(answer.is_outlier or ()),
+                  "latency_ms": round(answer.latency_ms, 3)}
         if event_times:
             record["event_times"] = event_times
         if routed:
@@ -396,11 +416,20 @@ class ServingCore:
             arm = counts.choose(self._rng)
         return arms[arm], experiment
 
-    def reject(self, err: RequestError, version: Optional[str] = None):
+    def reject(self, err: RequestError, version: Optional[str] = None, experiment: Optional[Experiment] = None):
         version = version or (self._current.version if self._current else "none")
         with self._lock:
             self._metrics.add("cd4ml_rejected_requests_total", version=version, rule=err.rule)
         log.info("cd4ml serving: rejected request (%s): %s", err.rule, err.message)
+        self._log_error(version, experiment, err.status, err.rule)
+
+    def _log_error(self, version: str, experiment: Optional[Experiment], status: int, rule: str):
+        """A refused or failed request, by the version it was routed to: a canary's guard counts them."""
+        if self.errors_log is not None:
+            record = {"ts": now(), "version": version, "status": status, "rule": rule}
+            if experiment is not None:
+                record["experiment"] = experiment.id
+            self.errors_log.write(record)
 
     def metrics(self) -> List[Dict]:
         """Metric increments and gauges since the last call, as Seldon's custom-metric dicts."""

@@ -232,7 +232,8 @@ def harvest_for(store: metadata_store.MetadataStore, data_root: str, span) -> Op
 
 def decisions_for(store: metadata_store.MetadataStore, version: str) -> List[Dict[str, object]]:
     """Decisions that named this version, oldest first: an operator's (promote, rollback, unpin,
-    shadow, approve, reject) and experiments it took part in (start, conclude with the evidence)."""
+    shadow, approve, reject), experiments it took part in (start, conclude with the evidence) and
+    its guarded rollout (canary started, promoted or rolled back, with the guard and the evidence)."""
     found = [row for row in records.read(store, records.PROMOTION) if version in (row["version"], row["previous"])]
     for e in records.read(store, records.EXPERIMENT):
         arms = [e["champion"], *e["challengers"].split(",")]
@@ -240,6 +241,11 @@ def decisions_for(store: metadata_store.MetadataStore, version: str) -> List[Dic
             found.append({"action": f"experiment {e['action']}", "version": e["winner"] or e["challengers"],
                           "previous": e["champion"], "reason": f"{e['experiment_id']}: {e['reason']}",
                           "user": e["user"], "at": e["at"], "evidence": e["evidence"]})
+    for r in records.read(store, records.ROLLOUT):  # guarded rollout: canary started, promoted, rolled back
+        if version in (r["version"], r["previous"]):
+            found.append({"action": f"rollout {r['action']}", "version": r["version"], "previous": r["previous"],
+                          "reason": r["reason"] + (f" (guard: {r['guard']})" if r["guard"] else ""),
+                          "user": r["user"], "at": r["at"], "evidence": r["evidence"]})
     return sorted(found, key=lambda d: d["at"])
 
 

@@ -4,7 +4,7 @@ TFX records what its components did. What happens around the pipeline is recorde
 same store, as executions of our own types, so one query answers "who served what, when and why":
 a bucket object turned into a span (Drop), a promotion or rollback (Promotion), a retrain asked for
 by the drift trigger (RetrainRequest), labelled serving traffic turned into a span (Harvest), a
-bandit experiment between versions (Experiment).
+bandit experiment between versions (Experiment), a guarded rollout's decision (Rollout).
 Each type is declared once below; this module is the only one that registers, writes or reads them.
 
 A type is registered with `can_add_fields`, so a newer cd4ml can add a property to a store that
@@ -66,6 +66,12 @@ HARVEST = RecordType("cd4ml.Harvest", context="cd4ml.LogStore",
 EXPERIMENT = RecordType("cd4ml.Experiment", context="cd4ml.Registry",
                         strings=("experiment_id", "action", "champion", "challengers", "strategy", "winner",
                                  "evidence", "reason", "user", "at", "registry"))
+
+# A guarded rollout's decision (cd4ml/rollout.py): a canary started, promoted or rolled back, by
+# which guard, with the evidence of both versions over the same requests.
+ROLLOUT = RecordType("cd4ml.Rollout", context="cd4ml.Registry",
+                     strings=("version", "action", "previous", "guard", "reason", "evidence", "user", "at",
+                              "registry"))
 
 COMPLETE, RUNNING, FAILED = pb.Execution.COMPLETE, pb.Execution.RUNNING, pb.Execution.FAILED
 
