@@ -238,15 +238,15 @@ def _from_variables(environ) -> Dict:
     if environ.get("CD4ML_ALERT_SLACK_URL"):
         sinks.append({"type": "slack", "url_env": "CD4ML_ALERT_SLACK_URL"})
     if environ.get("CD4ML_ALERT_WEBHOOK_URL"):
-        sinks.append({"type": "webhook", "url_env": "CD4ML_ALERT_WEBHOOK_URL",
-                      **({"secret_env": "CD4ML_ALERT_WEBHOOK_SECRET"} if environ.get("CD4ML_ALERT_WEBHOOK_SECRET") else {})})
+        signed = {"secret_env": "CD4ML_ALERT_WEBHOOK_SECRET"} if environ.get("CD4ML_ALERT_WEBHOOK_SECRET") else {}
+        sinks.append({"type": "webhook", "url_env": "CD4ML_ALERT_WEBHOOK_URL", **signed})
     if environ.get("CD4ML_ALERT_SMTP"):
         host, _, port = environ["CD4ML_ALERT_SMTP"].partition(":")
+        password = {"password_env": "CD4ML_ALERT_SMTP_PASSWORD"} if environ.get("CD4ML_ALERT_SMTP_PASSWORD") else {}
         sinks.append({"type": "email", "host": host, "port": int(port or 25),
                       "from": environ.get("CD4ML_ALERT_EMAIL_FROM", "cd4ml@localhost"),
                       "to": environ.get("CD4ML_ALERT_EMAIL_TO", ""), "user": environ.get("CD4ML_ALERT_SMTP_USER", ""),
-                      "starttls": environ.get("CD4ML_ALERT_SMTP_STARTTLS", "") in ("1", "true", "yes"),
-                      **({"password_env": "CD4ML_ALERT_SMTP_PASSWORD"} if environ.get("CD4ML_ALERT_SMTP_PASSWORD") else {})})
+                      "starttls": environ.get("CD4ML_ALERT_SMTP_STARTTLS", "") in ("1", "true", "yes"), **password})
     return {"sinks": sinks}
 
 

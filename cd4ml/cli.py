@@ -14,8 +14,8 @@ from typing import List, Optional
 
 # Order here is the order in `cd4ml --help`.
 COMMANDS = ["run", "demo", "runs", "lineage", "compile", "submit", "watch", "drop", "serve", "models",
-            "promote", "rollback", "approve", "reject", "experiment", "rollout", "compare", "explain", "predict", "drift-retrain",
-            "harvest", "alerts", "ui", "schema", "config"]
+            "promote", "rollback", "approve", "reject", "experiment", "rollout", "compare", "explain", "predict",
+            "drift-retrain", "harvest", "alerts", "schedule", "ui", "schema", "config"]
 
 
 def build_parser() -> argparse.ArgumentParser:

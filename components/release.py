@@ -21,8 +21,8 @@ from tfx.types import standard_artifacts
 from tfx.types.system_artifacts import Metrics
 
 from cd4ml.contract import (BASELINE_VERSION, DETECTORS_DIR, EVALUATION_FILE, EXAMPLE_SIGNATURE, EXAMPLES_INPUT,
-                            EXPLAINER_DIR, FEATURES_FILE, GUARDED, HOLDOUT, MANIFEST, OVERALL_SLICE, PENDING, PREDICTIONS,
-                            MODEL_CARD, MODEL_CARD_PAGE, RELEASE_ARTIFACT, SAVED_MODEL_FILES, SCHEMA_FILE,
+                            EXPLAINER_DIR, FEATURES_FILE, GUARDED, HOLDOUT, MANIFEST, OVERALL_SLICE, PENDING,
+                            PREDICTIONS, MODEL_CARD, MODEL_CARD_PAGE, RELEASE_ARTIFACT, SAVED_MODEL_FILES, SCHEMA_FILE,
                             WINDOW_PROPERTY)
 from components import evaluation, features, model_card
 from components.registry import SERVING_STATE

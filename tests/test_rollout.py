@@ -138,7 +138,8 @@ def test_a_bad_canary_is_rolled_back_by_its_guard_and_a_good_one_promoted(traine
     store = mlmd.open_store(metadata)
     decisions = [r for r in records.read(store, records.ROLLOUT) if r["version"] == bad]
     assert [r["action"] for r in decisions] == ["started", "rolled_back"]
-    assert decisions[-1]["guard"] == "live_mae_ratio" and json.loads(decisions[-1]["evidence"])["canary"]["version"] == bad
+    assert decisions[-1]["guard"] == "live_mae_ratio"
+    assert json.loads(decisions[-1]["evidence"])["canary"]["version"] == bad
     assert any(d["action"] == "rollout rolled_back" and "live_mae_ratio" in d["reason"]
                for d in mlmd.decisions_for(store, bad))
     monkeypatch.setenv("CD4ML_METADATA_PATH", metadata)
