@@ -28,6 +28,8 @@ class FakeKfp:
         self.uploads: List[Dict] = []      # {"kind", "name", "pipeline_id", "content"}
         self.runs: Dict[str, Dict] = {}
         self.run_polls: Dict[str, int] = {}
+        self.recurring: Dict[str, Dict] = {}
+        self.killed: List[Dict] = []  # runs deleted with their recurring run
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -102,7 +104,48 @@ class FakeKfp:
             run = self.runs[run_id]
             run["state"] = "RUNNING" if self.run_polls[run_id] < 2 else self.final_state
             return 200, run
+        if path == f"{API}/recurringruns" and method == "POST":
+            data = json.loads(body)
+            recurring = dict(data, recurring_run_id=uuid.uuid4().hex, status="ENABLED")
+            self.recurring[recurring["recurring_run_id"]] = recurring
+            return 200, recurring
+        if path == f"{API}/recurringruns" and method == "GET":
+            found = [r for r in self.recurring.values()
+                     if not q.get("experiment_id") or r.get("experiment_id") == q["experiment_id"]]
+            return 200, ({"recurringRuns": found, "total_size": len(found)} if found else {})
+        if path.startswith(f"{API}/recurringruns/") and path.endswith(":disable") and method == "POST":
+            recurring_id = path.rsplit("/", 1)[-1][:-len(":disable")]
+            if recurring_id not in self.recurring:
+                return 404, {"error": "no such recurring run"}
+            self.recurring[recurring_id]["mode"] = "DISABLE"
+            return 200, {}
+        if path.startswith(f"{API}/recurringruns/") and method == "DELETE":
+            recurring_id = path.rsplit("/", 1)[-1]
+            if self.recurring.pop(recurring_id, None) is None:
+                return 404, {"error": "no such recurring run"}
+            # As KFP does: the runs it started are owned by it, and go with it.
+            for run_id in [r for r, run in self.runs.items() if run.get("recurring_run_id") == recurring_id]:
+                self.killed.append(self.runs.pop(run_id))
+            return 200, {}
+        if path == f"{API}/runs" and method == "GET":
+            found = list(self.runs.values())
+            for predicate in json.loads(q.get("filter") or "{}").get("predicates", []):
+                key, value = predicate["key"], predicate.get("string_value") or predicate.get("stringValue")
+                found = [r for r in found if r.get(key) == value]
+            return 200, ({"runs": found, "total_size": len(found)} if found else {})
         return 404, {"error": f"fake KFP: {method} {path} not implemented"}
+
+    def trigger(self, recurring_run_id: str, state: str = "RUNNING") -> Dict:
+        """A run the recurring run started, as KFP's scheduler would."""
+        run = {"run_id": uuid.uuid4().hex, "recurring_run_id": recurring_run_id, "state": state,
+               "display_name": self.recurring[recurring_run_id]["display_name"]}
+        self.runs[run["run_id"]] = run
+        return run
+
+    @property
+    def changes(self) -> List[Dict]:
+        """The requests that changed something (not the reads)."""
+        return [r for r in self.requests if r["method"] != "GET"]
 
     def _handler(self):
         fake = self
@@ -127,6 +170,12 @@ class FakeKfp:
 
             def do_POST(self):
                 self._serve("POST")
+
+            def do_DELETE(self):
+                self._serve("DELETE")
+
+            def do_PATCH(self):
+                self._serve("PATCH")
 
             def log_message(self, *args):
                 pass

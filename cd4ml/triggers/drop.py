@@ -359,11 +359,14 @@ class DropHandler:
     def poll_once(self) -> List[DropResult]:
         return [r for r in (self.handle(n, g) for n, g in self.pending()) if not r.skipped]
 
-    def watch(self, interval: float = 5.0, once: bool = False, stop: Optional[Callable[[], bool]] = None
-              ) -> List[DropResult]:
+    def watch(self, interval: float = 5.0, once: bool = False, stop: Optional[Callable[[], bool]] = None,
+              also: Optional[Callable[[], object]] = None) -> List[DropResult]:
+        """Poll until stopped; `also` runs at each poll too (the schedules run here)."""
         results: List[DropResult] = []
         while True:
             results.extend(self.poll_once())
+            if also is not None:
+                also()
             if once or (stop and stop()):
                 return results
             time.sleep(interval)
