@@ -117,7 +117,12 @@ LOG_DIR_NAME = "serving-logs"
 
 
 def default_log_dir(registry: str) -> str:
-    """Logs next to a local registry (<home>/serving-logs); ./serving-logs for a remote one."""
+    """Where the servers' logs are: CD4ML_SERVING_LOG_DIR when set (a cluster's shared gs:// prefix,
+    k8s/base/configmap.yaml: so the drift trigger, the experiment verdict and the rollout controller
+    read what the serving replicas write), else next to a local registry (<home>/serving-logs),
+    else ./serving-logs."""
+    if os.environ.get("CD4ML_SERVING_LOG_DIR"):
+        return os.environ["CD4ML_SERVING_LOG_DIR"]
     if "://" in registry:
         return os.path.abspath(LOG_DIR_NAME)
     return os.path.join(os.path.dirname(os.path.abspath(registry.rstrip("/"))), LOG_DIR_NAME)

@@ -46,6 +46,8 @@ CORE_KINDS = {
 }
 SELDON = ("machinelearning.seldon.io/v1", "SeldonDeployment")
 SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
+# Its alert rules: the PrometheusRule CRD's own schema, vendored and made strict (tests/test_monitoring.py).
+PROMETHEUS_RULE = ("monitoring.coreos.com/v1", "PrometheusRule")
 # The Open Inference Protocol on a cluster: KServe and Seldon Core v2 kinds, each with the CRD schema
 # of its own project, vendored (tests/schemas/README.md) and made strict like the SeldonDeployment's.
 V2_KINDS = {
@@ -262,11 +264,11 @@ def sdeps(docs):
 def test_manifests_exist_and_every_kind_has_a_validator(docs):
     assert docs, "no manifests under k8s/"
     kinds = {d.key for d in docs}
-    unknown = [d for d in docs if d.key not in CORE_KINDS | {SELDON, SERVICE_MONITOR} | set(V2_KINDS)]
+    unknown = [d for d in docs if d.key not in CORE_KINDS | {SELDON, SERVICE_MONITOR, PROMETHEUS_RULE} | set(V2_KINDS)]
     assert not unknown, f"kinds with no validator here (add one, do not let them pass unchecked): {unknown}"
     for wanted in [("v1", "Namespace"), ("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("v1", "Service"),
                    ("autoscaling/v2", "HorizontalPodAutoscaler"), ("batch/v1", "CronJob"), SELDON,
-                   SERVICE_MONITOR, *V2_KINDS]:
+                   SERVICE_MONITOR, PROMETHEUS_RULE, *V2_KINDS]:
         assert wanted in kinds, f"missing a {wanted[1]}"
     for d in docs:
         assert d.body.get("metadata", {}).get("namespace") in (None, "cd4ml") or d.key == ("v1", "Namespace"), d
@@ -459,7 +461,7 @@ def test_each_overlay_renders_and_validates(overlay, rendered, kv, servicemonito
     bodies = rendered[overlay]
     keys = [(b["apiVersion"], b["kind"]) for b in bodies]
     assert keys.count(SELDON) == 1 and keys.count(SERVICE_MONITOR) == 1
-    assert all(k in CORE_KINDS | {SELDON, SERVICE_MONITOR} for k in keys), keys
+    assert all(k in CORE_KINDS | {SELDON, SERVICE_MONITOR, PROMETHEUS_RULE} for k in keys), keys
     assert all(b["metadata"].get("namespace") == "cd4ml" for b in bodies if b["kind"] != "Namespace")
     _, out, cases = kv
     names = [n for n in cases if n.startswith(overlay + "-")]
@@ -612,7 +614,9 @@ def test_service_accounts_and_configmaps_referenced_exist(docs):
         assert pod["serviceAccountName"] in accounts
         for c in pod["containers"]:
             for ref in c.get("envFrom", []):
-                assert ref["configMapRef"]["name"] in configmaps
+                assert "configMapRef" in ref or ref["secretRef"].get("optional"), ref  # a Secret is the user's
+                if "configMapRef" in ref:
+                    assert ref["configMapRef"]["name"] in configmaps
             for env in c.get("env", []):
                 key_ref = env.get("valueFrom", {}).get("configMapKeyRef")
                 if key_ref:
@@ -645,8 +649,9 @@ def test_paths_the_manifests_use_are_routes_of_the_installed_seldon_core(docs):
             r'METRICS_ENDPOINT = os.environ.get\("PREDICTIVE_UNIT_METRICS_ENDPOINT", "([^"]+)"\)',
             fh.read()).group(1)
     used = set()
-    pod_containers = [c for d in by_kind(docs, ("apps/v1", "Deployment"))
-                      for c in d.body["spec"]["template"]["spec"]["containers"]]
+    # (The Deployments that serve: the rollout controller listens on nothing.)
+    servers = [d for d in by_kind(docs, ("apps/v1", "Deployment")) if d.name != "cd4ml-rollout-controller"]
+    pod_containers = [c for d in servers for c in d.body["spec"]["template"]["spec"]["containers"]]
     pod_containers += [c for d in sdeps(docs) for p in d.body["spec"]["predictors"] for c in _containers(p)]
     for c in pod_containers:
         used |= {c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"]}
@@ -660,7 +665,7 @@ def test_paths_the_manifests_use_are_routes_of_the_installed_seldon_core(docs):
     # Seldon's operator sets /prometheus in the pods it manages, our own Deployment must set it.
     (monitor,) = [d.body for d in by_kind(docs, SERVICE_MONITOR)]
     (path,) = {e["path"] for e in monitor["spec"]["endpoints"]}
-    for d in by_kind(docs, ("apps/v1", "Deployment")):
+    for d in servers:
         for c in d.body["spec"]["template"]["spec"]["containers"]:
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             assert env.get("PREDICTIVE_UNIT_METRICS_ENDPOINT", default_metrics) == path, d
@@ -679,7 +684,7 @@ def test_the_drift_cronjob_runs_a_real_command_on_the_shared_log_sink(docs):
     assert command[:2] == ["cd4ml", "drift-retrain"]
     args = cli.build_parser().parse_args(command[1:])
     assert args.once and args._main.__module__ == "cd4ml.commands.drift_retrain"
-    (cm,) = [d.body for d in by_kind(docs, ("v1", "ConfigMap"))]
+    (cm,) = [d.body for d in by_kind(docs, ("v1", "ConfigMap")) if d.name == "cd4ml-config"]
     assert cm["data"]["CD4ML_SERVING_LOG_DIR"].startswith("gs://")
     env = {e["name"]: e for e in container["env"]}
     assert env["CD4ML_GITHUB_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "cd4ml-github"
@@ -724,3 +729,19 @@ def test_the_batch_scoring_cronjob_runs_cd4ml_predict_on_bucket_prefixes(docs):
     assert args.input.startswith("gs://") and args.output.startswith("gs://") and args.output.endswith("/2026-12-06")
     assert shlex.split(args.beam_args)[0] == "--runner=DirectRunner"
     assert container["image"].endswith("cd4ml-pipeline:latest")
+
+
+def test_the_rollout_controller_runs_a_real_command_alone_with_the_shared_logs(docs):
+    """One replica, never two at once, `cd4ml rollout watch` as cd4ml's own CLI parses it, the
+    cluster's ML Metadata, and the shared log prefix the serving replicas write (the ConfigMap)."""
+    from cd4ml import cli
+
+    (controller,) = [d.body for d in by_kind(docs, ("apps/v1", "Deployment")) if d.name == "cd4ml-rollout-controller"]
+    assert controller["spec"]["replicas"] == 1 and controller["spec"]["strategy"]["type"] == "Recreate"
+    (container,) = controller["spec"]["template"]["spec"]["containers"]
+    args = cli.build_parser().parse_args(container["command"][1:])
+    assert args.action == "watch" and args._main.__module__ == "cd4ml.commands.rollout" and not args.once
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CD4ML_METADATA_PATH"]["valueFrom"]["secretKeyRef"]["name"] == "cd4ml-mlmd"
+    (cm,) = [d.body for d in by_kind(docs, ("v1", "ConfigMap")) if d.name == "cd4ml-config"]
+    assert cm["data"]["CD4ML_ROLLOUT"] == "guarded" and cm["data"]["CD4ML_SERVING_LOG_DIR"].startswith("gs://")
