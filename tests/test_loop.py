@@ -23,7 +23,10 @@ def test_the_loop_closes_on_harvested_traffic_then_on_a_drop(sample_data_root, t
     first, harvested, dropped = result["versions"]
     assert len({first, harvested, dropped}) == 3
     names = [s["name"] for s in result["timeline"]["steps"]]
-    assert names[-3:] == ["server hot-loads the new version", "roll back", "roll forward"]
+    assert names[-6:] == ["server hot-loads the new version", "roll back", "roll forward",
+                          "guarded rollout: the winter-only model pushed again, as a canary",
+                          "Jul-Dec traffic with feedback until a guard decides",
+                          "the server stops routing to it; the alert arrives"]
     assert result["drift"] and result["drift"]["is_drift"], result["drift"]
 
     # No span-2 file was in the data root: the drift trigger harvested the traffic as span 2 and
@@ -55,4 +58,13 @@ def test_the_loop_closes_on_harvested_traffic_then_on_a_drop(sample_data_root, t
     assert result["drop_to_answer_s"] > 0
     assert "timeline:" in result["timeline_text"] and "roll forward" in result["timeline_text"]
     assert not os.path.exists(os.path.join(home, "registry", "SERVING.json")), "rolled forward: no pin left"
+    # The winter-only model pushed again under guarded rollout: its live MAE guard rolled it back on
+    # the Jul-Dec traffic, and the demo's local receiver got the alert naming the guard.
+    guarded = result["guarded_rollout"]
+    assert (guarded["action"], guarded["guard"]) == ("rolled_back", "live_mae_ratio"), guarded
+    assert guarded["evidence"]["canary"]["live_mae"] > 1.5 * guarded["evidence"]["serving"]["live_mae"]
+    assert [a["kind"] for a in guarded["alerts"]] == ["canary_started", "rolled_back"]
+    assert guarded["alerts"][1]["details"]["guard"] == "live_mae_ratio"
+    assert guarded["alerts"][1]["subject"] == f"version {guarded['version']}"
+    assert "CD4ML_ALERTS" not in os.environ
     assert os.environ.get("STORAGE_EMULATOR_HOST") == emulator_before, "the emulator is stopped and unset"

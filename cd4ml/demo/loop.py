@@ -12,7 +12,10 @@
   8. the data-drop path too: drop the published Jul-Dec file into the bucket; the watcher makes
      it span 3 and runs the pipeline           -> version C, hot-loaded
   9. roll back (answers with B), roll forward (answers with C again)
- 10. print the timeline; stop the server and the emulator: nothing is left running
+ 10. guarded rollout: version A (winter only) is pushed again by mistake, guarded; it starts as a
+     canary on a share of the Jul-Dec traffic, its live MAE guard rolls it back, the server stops
+     routing to it within a second, and a local webhook receiver gets the alert naming the guard
+ 11. print the timeline; stop the server and the emulator: nothing is left running
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ import tempfile
 import time
 from typing import Callable, Dict, Iterator, List, Optional
 
-from cd4ml import promotion, storage
-from cd4ml.contract import DRIFT_LOG, EVENT_TIME, MAE, OVERALL_SLICE, default_log_dir, read_jsonl
+from cd4ml import alerts, promotion, rollout, storage
+from cd4ml.contract import DRIFT_LOG, EVENT_TIME, MAE, MODEL_NAME, OVERALL_SLICE, default_log_dir, read_jsonl
 from cd4ml.runner import run_and_report
 from cd4ml.triggers import drop
 from cd4ml.triggers.drift import DriftRetrainer
@@ -130,6 +133,14 @@ class Server(Microservice):
 
     def version(self, row: Dict) -> str:
         return self.predict([row])["version"]
+
+    def experiment(self) -> Dict:
+        """The experiment (or canary) the server routes by now; {} when none."""
+        import requests
+
+        reply = requests.get(f"{self.url}/v2/models/{MODEL_NAME}/experiment", timeout=30)
+        reply.raise_for_status()
+        return reply.json()
 
     def wait_for_version(self, version: str, row: Dict, timeout: float = 120) -> float:
         """Seconds until a request is answered by `version` (requests keep flowing meanwhile)."""
@@ -262,6 +273,41 @@ class Loop:
         self.out["drops"] = handler.ledger.history()
         return second
 
+    def guarded_rollout(self, serving: str, winter: str):
+        """A mistaken push of the winter-only model, caught on live traffic by its guard."""
+        config = dataclasses.replace(self.config, rollout="guarded")
+        with AlertReceiver() as hook, _alerts_to(hook, self.config.home):
+            with self.timeline.step("guarded rollout: the winter-only model pushed again, as a canary") as s:
+                bad = _push_again(self.config.registry, winter)
+                started = rollout.step(config, self.log_dir)
+                s.detail = f"version {bad} (a copy of {winter}): {started.line()}"
+            with self.timeline.step("Jul-Dec traffic with feedback until a guard decides") as s:
+                done, sent = None, 0
+                while done is None or done.action == "waiting":
+                    for day, rows in list(self.held_out.items())[sent % len(self.held_out):][:5]:
+                        answer = self.server.predict([_features(r) for r in rows],
+                                                     event_times=[_event_time(day)] * len(rows))
+                        self.server.feedback(answer, [float(r[features.LABEL_KEY]) for r in rows])
+                        sent += 1
+                    done = rollout.step(config, self.log_dir)
+                    if sent > 40 * len(self.held_out):
+                        raise RuntimeError(f"no rollout decision after {sent} requests: {done.line()}")
+                s.detail = f"{done.action} after {sent} requests: {done.why}"
+                decided = time.monotonic()
+            with self.timeline.step("the server stops routing to it; the alert arrives") as s:
+                while self.server.experiment():
+                    if time.monotonic() - decided > 30:
+                        raise RuntimeError("the server still routes to the rolled-back canary")
+                    time.sleep(0.02)
+                seconds = time.monotonic() - decided
+                alerts.alerter(self.config.home).flush(30)
+                received = [a for a in hook.received if a["kind"] == "rolled_back"]
+                s.detail = (f"only {serving} answers {seconds:.2f} s after the decision; the receiver got "
+                            + (f"'{received[0]['summary'][:90]}...'" if received else "no alert"))
+        self.out["guarded_rollout"] = {"version": bad, "action": done.action, "guard": done.guard,
+                                       "evidence": done.evidence, "seconds_to_stop_routing": seconds,
+                                       "alerts": hook.received}
+
     def roll_back_and_forward(self, second: str, probe: Dict):
         with self.timeline.step("roll back") as s:
             d = promotion.rollback(self.config.registry, "demo: roll back", self.config.metadata_path)
@@ -301,6 +347,8 @@ def run_loop(settings: Optional[LoopSettings] = None, progress: Callable[[str], 
             dropped = loop.drop_and_retrain(probe)
             loop.roll_back_and_forward(dropped, probe)
             loop.out["versions"] = [first, harvested, dropped]
+            if settings.protocol == "v2":  # (the Seldon v1 wrapper shows no experiment to wait on)
+                loop.guarded_rollout(dropped, first)
     finally:
         if loop.server is not None:
             loop.server.stop()
@@ -309,6 +357,73 @@ def run_loop(settings: Optional[LoopSettings] = None, progress: Callable[[str], 
     loop.out["timeline"] = loop.timeline.as_dict()
     loop.out["timeline_text"] = loop.timeline.format()
     return loop.out
+
+
+class AlertReceiver:
+    """A local webhook receiver for the demo's alerts (cd4ml/alerts.py): keeps what it is sent."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: List[Dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                receiver.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/cd4ml-alerts"
+
+    def __enter__(self):
+        import threading
+
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextlib.contextmanager
+def _alerts_to(hook: AlertReceiver, home: str):
+    """Alerts to the demo's receiver only, for the block (a user's own sinks are left alone)."""
+    path = os.path.join(home, "demo-alerts.json")
+    with open(path, "w") as fh:
+        json.dump({"sinks": [{"type": "webhook", "name": "demo-receiver", "url": hook.url}]}, fh)
+    saved = os.environ.get("CD4ML_ALERTS")
+    os.environ["CD4ML_ALERTS"] = path
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CD4ML_ALERTS", None)
+        else:
+            os.environ["CD4ML_ALERTS"] = saved
+
+
+def _push_again(registry: str, version: str) -> str:
+    """A copy of `version` as the newest version, pushed under CD4ML_ROLLOUT=guarded (MANIFEST last,
+    as the pusher writes it)."""
+    from cd4ml.contract import GUARDED, MANIFEST
+
+    name = str(max(int(time.time()), *(int(v) + 1 for v in os.listdir(registry) if v.isdigit())))
+    shutil.copytree(os.path.join(registry, version), os.path.join(registry, name),
+                    ignore=shutil.ignore_patterns(MANIFEST, "APPROVAL.json"))
+    with open(os.path.join(registry, version, MANIFEST)) as fh:
+        manifest = json.load(fh)
+    with open(os.path.join(registry, name, MANIFEST), "w") as fh:
+        json.dump(dict(manifest, version=name, rollout=GUARDED), fh, indent=2, sort_keys=True)
+    return name
 
 
 def _quiet(_line: str):
