@@ -24,9 +24,10 @@ import os
 from typing import Dict, List, Optional
 
 from cd4ml.contract import (APPROVAL_FILE, APPROVED, EVALUATION_FILE, MAE, MANIFEST, OVERALL_SLICE, PENDING,
-                            PIN_FILE, REJECTED, RMSE, SHADOW_FILE)
+                            PIN_FILE, PROMOTED, REJECTED, RMSE, SHADOW_FILE)
 from components import model_card
 from components.registry import approval as _approval, order as _order, read_shadow
+from components.registry import rollout_state as _rollout_state, rollouts as _rollouts
 from components.registry import read_text as _read, remote as _remote, target as serving_target, versions as _versions
 
 
@@ -72,10 +73,17 @@ class Version:
     serving: bool = False
     why: str = ""
     approval: Optional[str] = None  # None (not needed), pending, approved or rejected
+    rollout: Optional[str] = None   # None (pushed immediate), or a guarded version's state (cd4ml/rollout.py)
+
+    @property
+    def blessed_and_approved(self) -> bool:
+        return self.complete and self.blessed is not False and self.approval in (None, APPROVED)
 
     @property
     def good(self) -> bool:
-        return self.complete and self.blessed is not False and self.approval in (None, APPROVED)
+        """Fit to serve: blessed, approved where needed, and a guarded version only once promoted
+        (a rollback never lands on a canary that was rolled back, or one never tried)."""
+        return self.blessed_and_approved and self.rollout in (None, PROMOTED)
 
 
 def _json(path: str) -> Dict:
@@ -101,6 +109,9 @@ def list_versions(registry: str, metadata_path: Optional[str] = None) -> List[Ve
             metrics=manifest.get("metrics") or evaluation.get("slices", {}).get(OVERALL_SLICE, {}),
             blessed=evaluation.get("blessed") if evaluation else (True if complete else None),
             run_id=runs.get(name, {}).get("run_id", ""), approval=_approval(registry, name) if complete else None))
+    decided = _rollouts(registry)
+    for v in out:
+        v.rollout = _rollout_state(registry, v.version, decided) if v.complete else None
     serving, why = serving_target(registry)
     for v in out:
         if v.version == serving:

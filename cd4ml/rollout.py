@@ -165,9 +165,7 @@ def canary_running(registry: str) -> Optional[bandit.Experiment]:
 
 def waiting(registry: str) -> List[str]:
     """Guarded versions ready for a canary (complete, blessed, approved where required), oldest first."""
-    decided = reg.rollouts(registry)
-    return [v.version for v in promotion.list_versions(registry)
-            if v.good and reg.rollout_state(registry, v.version, decided) == WAITING]
+    return [v.version for v in promotion.list_versions(registry) if v.blessed_and_approved and v.rollout == WAITING]
 
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import requests
 
-from cd4ml import rollout
+from cd4ml import promotion, rollout
 from cd4ml.contract import GUARDED, MANIFEST, PROMOTED, ROLLED_BACK
 from pipelines.config import PipelineConfig
 from serving.launch import running
@@ -133,6 +133,15 @@ def test_a_bad_canary_is_rolled_back_by_its_guard_and_a_good_one_promoted(traine
             assert time.monotonic() < deadline, "the promoted version does not serve all traffic"
             time.sleep(0.2)
         assert reg.rollout_state(root, good) == PROMOTED
+        # A rollback by hand: to the version served before (never to the canary rolled back), on
+        # every replica within a second (the control poll; each kept the version it replaced).
+        decision = promotion.rollback(root, "by hand", metadata)
+        assert (decision.previous, decision.version) == (good, serving)
+        decided_at = time.monotonic()
+        for server in replicas:
+            while infer(server, batches[0])[0] != serving:
+                time.sleep(0.02)
+            assert time.monotonic() - decided_at < 1.0, f"{server.url} took over a second"
 
     # ML Metadata: each decision with its evidence, linked to the push, and in the lineage.
     store = mlmd.open_store(metadata)
