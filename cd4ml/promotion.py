@@ -306,6 +306,8 @@ def format_versions(versions: List[Version]) -> str:
         state = ("yes" if v.blessed else "NO" if v.blessed is False else "?") if v.complete else "incomplete"
         if v.approval in (PENDING, REJECTED):
             state = {PENDING: "waiting", REJECTED: "rejected"}[v.approval]
+        elif v.rollout not in (None, PROMOTED):  # guarded rollout: waiting, canary, rolled_back, superseded
+            state = v.rollout.replace("_", " ")
         mae_text = f"{mae:.2f}" if mae is not None else "-"
         rmse_text = f"{rmse:.2f}" if rmse is not None else "-"
         lines.append(f"{mark} {v.version:<12} {v.span if v.span else '-':>4} {mae_text:>8} {rmse_text:>8} "
