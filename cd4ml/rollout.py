@@ -80,6 +80,19 @@ class ArmEvidence:
                 "live_mae": self.live_mae and round(self.live_mae, 3)}
 
 
+P99_FLOOR_MS = 25.0  # a p99 latency guard fires only when the canary is also this much slower
+
+
+def wilson_lower(k: float, n: float, z: float = 1.645) -> float:
+    """The one-sided 95 % lower confidence bound of a rate of k in n (Wilson's score interval)."""
+    if n <= 0:
+        return 0.0
+    p = k / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, (centre - spread) / (1 + z * z / n)))
+
+
 @dataclasses.dataclass
 class Verdict:
     action: str                    # "rollback", "promote" or "wait"
@@ -117,11 +130,17 @@ def judge(config: PipelineConfig, experiment: bandit.Experiment, arms: Dict[str,
            "canary": {"version": experiment.challengers[0], **canary.as_dict()}}
     enough = config.guard_min_rows
     guards = []
-    if canary.requests + canary.errors >= enough and canary.error_rate - serving.error_rate > config.guard_error_rate:
+    # Rates are judged by the canary's one-sided 95 % lower bound (Wilson): a few unlucky rows on a
+    # small canary are no breach; a real one soon is.
+    if canary.requests + canary.errors >= enough and \
+            wilson_lower(canary.errors, canary.requests + canary.errors) - serving.error_rate > config.guard_error_rate:
         guards.append(("error_rate", f"canary refused or failed {canary.error_rate:.1%} of requests, the serving "
                                      f"version {serving.error_rate:.1%} (bound: +{config.guard_error_rate:.1%})"))
-    if min(len(canary.latencies), len(serving.latencies)) >= enough and \
-            canary.p99_ms > config.guard_p99_ratio * max(serving.p99_ms, 1e-3):
+    # p99 over enough requests to have one (a newly loaded model's first calls are slow), and by a
+    # margin a user would notice (P99_FLOOR_MS), not a sub-millisecond ratio.
+    if min(len(canary.latencies), len(serving.latencies)) >= max(enough, 100) and \
+            canary.p99_ms > config.guard_p99_ratio * max(serving.p99_ms, 1e-3) and \
+            canary.p99_ms - serving.p99_ms > P99_FLOOR_MS:
         guards.append(("p99_latency_ratio", f"canary p99 {canary.p99_ms:.1f} ms, serving {serving.p99_ms:.1f} ms "
                                             f"(bound: {config.guard_p99_ratio}x)"))
     if min(canary.labelled_rows, serving.labelled_rows) >= enough and \
@@ -130,7 +149,7 @@ def judge(config: PipelineConfig, experiment: bandit.Experiment, arms: Dict[str,
                                          f"over {canary.labelled_rows} and {serving.labelled_rows} labelled rows "
                                          f"(bound: {config.guard_mae_ratio}x)"))
     if min(canary.rows, serving.rows) >= enough and \
-            canary.outlier_rate > config.guard_outlier_ratio * serving.outlier_rate:
+            wilson_lower(canary.outliers, canary.rows) > config.guard_outlier_ratio * serving.outlier_rate:
         guards.append(("outlier_rate_ratio", f"canary outlier rate {canary.outlier_rate:.1%}, serving "
                                              f"{serving.outlier_rate:.1%} (bound: {config.guard_outlier_ratio}x)"))
     if guards:

@@ -170,3 +170,29 @@ def _inputs(batch):
     from serving import request as req
 
     return req.v2_inputs([{f: r[f] for f in features.FEATURE_NAMES} for r in batch])
+
+
+def test_guards_fire_on_a_real_breach_and_not_on_a_few_unlucky_rows(tmp_path):
+    """The judge alone, on evidence as the logs give it: small, noisy differences do not roll a
+    canary back; clear ones do, naming the guard; equal evidence promotes."""
+    from cd4ml.rollout import ArmEvidence, judge
+    from serving.bandit import CANARY, Experiment
+
+    config = PipelineConfig.from_env(environ={}, home=str(tmp_path), guard_min_rows=30, canary_min_rows=100)
+    exp = Experiment(id="canary-2", champion="1", challengers=("2",), strategy=CANARY, share=0.2)
+
+    def arm(requests=100, rows=500, errors=0, outliers=50, latency=0.3, labelled=500, mae=10.0, successes=None):
+        return ArmEvidence(requests=requests, rows=rows, errors=errors, outliers=outliers,
+                           latencies=[latency] * requests, labelled_rows=labelled, live_mae=mae,
+                           successes=labelled * 0.9 if successes is None else successes, trials=labelled)
+
+    serving = arm(requests=400, rows=2000, outliers=226, labelled=2000)
+    unlucky = arm(requests=12, rows=60, outliers=15, latency=0.9, labelled=60)  # 25 % outliers on 60 rows
+    assert judge(config, exp, {"1": serving, "2": unlucky}).action == "wait"
+    for guard, canary in (("outlier_rate_ratio", arm(rows=600, outliers=240, labelled=60)),
+                          ("error_rate", arm(requests=70, errors=30, labelled=60)),
+                          ("p99_latency_ratio", arm(requests=150, latency=300.0, labelled=60)),
+                          ("live_mae_ratio", arm(labelled=60, mae=40.0))):
+        verdict = judge(config, exp, {"1": serving, "2": canary})
+        assert (verdict.action, verdict.guard) == ("rollback", guard), verdict
+    assert judge(config, exp, {"1": serving, "2": arm(labelled=150, outliers=40)}).action == "promote"
