@@ -117,6 +117,7 @@ class Microservice:
         files (its output, MLServer's settings) go to `work_dir`, by default the log folder."""
         self.protocol = protocol
         self.port, self.metrics_port = free_port(), free_port()
+        self.grpc_port = free_port() if protocol == "v2" else None
         work_dir = work_dir or log_dir
         if "://" in work_dir:
             raise ValueError(f"a server with logs at {log_dir} needs a local work_dir for its own files")
@@ -125,7 +126,7 @@ class Microservice:
             if protocol == "v2":
                 extra = {"runtime": model_class} if model_class else {}
                 argv, env = v2_command(registry, self.port, self.metrics_port, os.path.join(work_dir, "mlserver"),
-                                       log_dir=log_dir, **kwargs, **extra)
+                                       grpc_port=self.grpc_port, log_dir=log_dir, **kwargs, **extra)
             else:
                 extra = {"model_class": model_class} if model_class else {}
                 argv, env = command(registry, self.port, self.metrics_port, log_dir=log_dir, **kwargs, **extra)

@@ -308,7 +308,17 @@ def _v2_column(tensor: Dict, f: features.Feature) -> list:
     if len(data) != shape[0]:
         raise RequestError(f"input '{f.name}': shape says {shape[0]} rows, data has {len(data)} values",
                            rule="shape")
+    if wanted == "BYTES" and any(type(v) is bytes for v in data):  # gRPC's bytes_contents, binary tensors
+        data = [_text(v, f.name, i) if type(v) is bytes else v for i, v in enumerate(data)]
     return data
+
+
+def _text(value: bytes, name: str, row: int) -> str:
+    """A BYTES element as the text it encodes: the protocol's strings are UTF-8."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(f"input '{name}': value {row} is not UTF-8 text", rule="encoding") from None
 
 
 def v2_inputs(rows: List[Dict[str, object]], spec: Sequence[features.Feature] = features.FEATURES,

@@ -330,3 +330,43 @@ def test_batch_scoring_answers_as_the_server_does_and_rejects_with_the_rule(serv
         assert line["base_value"] + sum(line["attributions"].values()) == pytest.approx(line["prediction"], abs=1e-2)
         assert line["prediction"] == pytest.approx(by_where[line["where"].replace("few.csv", "rows.csv")]["prediction"],
                                                    rel=1e-4, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def triton_grpc(server):
+    import tritonclient.grpc as grpcclient
+
+    return grpcclient.InferenceServerClient(url=f"127.0.0.1:{server.grpc_port}")
+
+
+def grpc_inputs(rows, overrides=None):
+    """tritonclient.grpc InferInputs with its defaults (BYTES go as bytes_contents)."""
+    import tritonclient.grpc as grpcclient
+
+    tensors = []
+    for f in features.FEATURES:
+        tensor = grpcclient.InferInput(f.name, [len(rows)], f.types.v2)
+        values = (overrides or {}).get(f.name) or [r[f.name] for r in rows]
+        tensor.set_data_from_numpy(np.array(values, dtype=NUMPY_TYPES[f.types.v2]))
+        tensors.append(tensor)
+    return tensors
+
+
+def test_tritonclient_grpc_infers_checks_and_refuses_as_rest_does(triton_grpc, registry):
+    """gRPC on the port the server was given: metadata, the holdout answered as recorded (strings
+    arrive as bytes and are read as UTF-8), and refusals as INVALID_ARGUMENT naming input and rule."""
+    from tritonclient.utils import InferenceServerException
+
+    assert triton_grpc.is_server_ready() and triton_grpc.is_model_ready(MODEL_NAME)
+    meta = triton_grpc.get_model_metadata(MODEL_NAME, as_json=True)
+    assert [i["name"] for i in meta["inputs"]] == [f.name for f in features.FEATURES]
+    sample = holdout(registry)
+    result = triton_grpc.infer(MODEL_NAME, grpc_inputs([r["features"] for r in sample]))
+    np.testing.assert_allclose(result.as_numpy("predictions"), [r["expected"] for r in sample], rtol=1e-3, atol=1e-3)
+    assert result.get_response(as_json=True)["model_version"] == "1000"
+    for overrides, needle in (({"weathersit": ["sandstorm"]}, "feature 'weathersit': unknown category 'sandstorm'"),
+                              ({"mnth": [b"\xffJan"]}, "input 'mnth': value 0 is not UTF-8 text")):
+        with pytest.raises(InferenceServerException) as refused:
+            triton_grpc.infer(MODEL_NAME, grpc_inputs([GOOD], overrides))
+        assert refused.value.status() == "StatusCode.INVALID_ARGUMENT" and needle in refused.value.message()
+    assert triton_grpc.is_server_live()

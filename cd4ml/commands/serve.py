@@ -34,6 +34,9 @@ def register(parser):
                         help="address the V2 server listens on (default 127.0.0.1; 0.0.0.0 in a container)")
     parser.add_argument("--port", type=int, default=9000, help="HTTP port (default 9000)")
     parser.add_argument("--metrics-port", type=int, default=6000, help="Prometheus port (default 6000)")
+    parser.add_argument("--grpc-port", type=int, default=9001,
+                        help="the V2 server's gRPC port (the Open Inference Protocol's GRPCInferenceService; "
+                             "default 9001)")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers of the Seldon server (default 1)")
     parser.add_argument("--log-dir", help="prediction/feedback/drift logs (default <home>/serving-logs)")
     parser.add_argument("--poll-seconds", type=float, help="registry poll interval (default 5)")
@@ -54,7 +57,8 @@ def main(args) -> int:
     try:
         if args.protocol == "v2":
             settings = tempfile.mkdtemp(prefix="cd4ml-mlserver-")
-            argv, env = v2_command(registry, args.port, args.metrics_port, settings, host=args.host, **common)
+            argv, env = v2_command(registry, args.port, args.metrics_port, settings, grpc_port=args.grpc_port,
+                                   host=args.host, **common)
             where = "/v2/models/bike-demand/infer"
         else:
             argv, env = command(registry, args.port, args.metrics_port, workers=args.workers, **common)
