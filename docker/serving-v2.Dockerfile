@@ -33,8 +33,9 @@ COPY cd4ml/__init__.py cd4ml/contract.py cd4ml/logstore.py /microservice/cd4ml/
 COPY components/ /microservice/components/
 COPY serving/ /microservice/serving/
 COPY docker/mlserver/ /microservice/mlserver/
-RUN python -c "import mlserver, cd4ml.contract, components.features, serving.mlserver_runtime"
+RUN python -c "import mlserver, cd4ml.contract, components.features, serving.mlserver_runtime, serving.v2_server"
 
 USER 8888
 EXPOSE 8080 8081 8082
-CMD ["mlserver", "start", "/microservice/mlserver"]
+# MLServer with the protocol's binary tensor extension and error format (serving/v2_server.py).
+CMD ["python", "-m", "serving.v2_server", "start", "/microservice/mlserver"]

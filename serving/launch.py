@@ -97,7 +97,8 @@ def v2_command(registry: str, port: int, metrics_port: int, settings_dir: str, g
             json.dump(body, fh, indent=2)
     env = _server_env(registry, version, log_dir, poll_seconds, drift_window, base_env)
     env.pop("CD4ML_REGISTRY")  # the runtime reads the registry from the model's URI
-    return [binary, "start", settings_dir], env
+    # MLServer with the protocol's binary tensor extension and error format (serving/v2_server.py).
+    return [os.path.join(os.path.dirname(binary), "python"), "-m", "serving.v2_server", "start", settings_dir], env
 
 
 def free_port() -> int:

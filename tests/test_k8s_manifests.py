@@ -333,8 +333,10 @@ def test_v2_manifests_run_the_v2_image_on_its_ports_and_protocol(docs):
     server = by_kind(docs, ("mlops.seldon.io/v1alpha1", "Server"))[0].body
     model = by_kind(docs, ("mlops.seldon.io/v1alpha1", "Model"))[0].body
     container = runtime["spec"]["containers"][0]
-    assert runtime["spec"]["protocolVersions"] == ["v2"] and container["image"].startswith("cd4ml-serving-v2")
-    assert {p["containerPort"] for p in container["ports"]} == {8080, 8082}  # docker/mlserver/settings.json
+    assert runtime["spec"]["protocolVersions"] == ["v2", "grpc-v2"]
+    assert container["image"].startswith("cd4ml-serving-v2")
+    # docker/mlserver/settings.json: REST, gRPC and metrics
+    assert {p["containerPort"]: p["name"] for p in container["ports"]} == {8080: "http1", 8081: "h2c", 8082: "metrics"}
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     predictor = isvc["spec"]["predictor"]
     assert predictor["model"]["protocolVersion"] == "v2"

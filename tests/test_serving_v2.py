@@ -363,10 +363,51 @@ def test_tritonclient_grpc_infers_checks_and_refuses_as_rest_does(triton_grpc, r
     sample = holdout(registry)
     result = triton_grpc.infer(MODEL_NAME, grpc_inputs([r["features"] for r in sample]))
     np.testing.assert_allclose(result.as_numpy("predictions"), [r["expected"] for r in sample], rtol=1e-3, atol=1e-3)
-    assert result.get_response(as_json=True)["model_version"] == "1000"
+    assert result.get_response(as_json=True)["model_version"] == meta["versions"][0]  # (a test pushed 2000)
     for overrides, needle in (({"weathersit": ["sandstorm"]}, "feature 'weathersit': unknown category 'sandstorm'"),
                               ({"mnth": [b"\xffJan"]}, "input 'mnth': value 0 is not UTF-8 text")):
         with pytest.raises(InferenceServerException) as refused:
             triton_grpc.infer(MODEL_NAME, grpc_inputs([GOOD], overrides))
         assert refused.value.status() == "StatusCode.INVALID_ARGUMENT" and needle in refused.value.message()
     assert triton_grpc.is_server_live()
+
+
+def test_tritonclient_http_with_its_defaults_binary_tensors_in_and_out(triton, registry):
+    """tritonclient.http's defaults: inputs as binary tensors, every output asked back in binary
+    (the binary tensor data extension, serving/v2_server.py); and one output asked in binary."""
+    import tritonclient.http as httpclient
+
+    sample = holdout(registry)
+    rows = [r["features"] for r in sample]
+    inputs = []
+    for f in features.FEATURES:
+        tensor = httpclient.InferInput(f.name, [len(rows)], f.types.v2)
+        tensor.set_data_from_numpy(np.array([r[f.name] for r in rows], dtype=NUMPY_TYPES[f.types.v2]))
+        inputs.append(tensor)
+    result = triton.infer(MODEL_NAME, inputs)
+    np.testing.assert_allclose(result.as_numpy("predictions"), [r["expected"] for r in sample], rtol=1e-3, atol=1e-3)
+    assert result.as_numpy("is_outlier").dtype == bool and result.as_numpy("outlier_score").dtype == np.float64
+    assert result.get_response()["model_version"] == triton.get_model_metadata(MODEL_NAME)["versions"][0]
+    one = triton.infer(MODEL_NAME, inputs, outputs=[httpclient.InferRequestedOutput("predictions", binary_data=True)])
+    assert [o["name"] for o in one.get_response()["outputs"]] == ["predictions"]
+    np.testing.assert_allclose(one.as_numpy("predictions"), result.as_numpy("predictions"))
+    assert "binary_tensor_data" in triton.get_server_metadata()["extensions"]
+
+
+BINARY_HEAD = b'{"inputs": [{"name": "hr", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 9}}]}'
+
+
+@pytest.mark.parametrize("body, headers, needle", [
+    (b'{"inputs": [', {}, "the body is not JSON"),
+    (b'{"inputs": [{"name": "temp", "datatype": "FP32", "shape": [1], "data": [NaN]}]}', {},
+     "input 'temp': NaN and Infinity are not JSON numbers"),
+    (b'{"inputs": "\xff"}', {}, "the body is not JSON"),  # (FastAPI decodes it leniently first)
+    (b'{"inputs": [{"name": "temp", "datatype": "FP32", "shape": "one", "data": [1]}]}', {}, "field 'inputs.0.shape'"),
+    (BINARY_HEAD + b"xxxx", {"Inference-Header-Content-Length": str(len(BINARY_HEAD))},
+     "input 'hr': binary_data_size 9 does not fit the body"),
+])
+def test_refusals_are_in_the_protocols_error_format(server, body, headers, needle):
+    reply = requests.post(server.predict_url, data=body, timeout=30,
+                          headers={"Content-Type": "application/json", **headers})
+    assert reply.status_code == 400 and needle in reply.json()["error"], reply.text
+    assert requests.get(f"{server.url}/v2/health/ready", timeout=30).status_code == 200
