@@ -512,39 +512,41 @@ class ServingCore:
                 isinstance(t, (int, float)) and not isinstance(t, bool) and np.isfinite(t) for t in truth)):
             raise RequestError(f"field 'truth': expected {len(predictions)} finite numbers, one per "
                                f"predicted row", rule="truth")
-        arm, note = self._arm_of(known, version, explicit_reward=reward is not None)
+        # One look at the experiment for the whole feedback: it may end, or another start, meanwhile.
+        arm, note, experiment = self._arm_of(known, version, explicit_reward=reward is not None)
         version = version or self.version
         answer = {"version": version, "matched": bool(known), "rows": len(predictions)}
         score = None
         if arm is not None:
             n = len(predictions)
-            successes = reward * n if reward is not None else self._experiment.successes(predictions, truth)
+            successes = reward * n if reward is not None else experiment.successes(predictions, truth)
             score = {"successes": float(successes), "trials": float(n)}
         if truth is None:  # a reward alone: the bandit's, no truth to log for training
-            self._log_reward(request_id, version, predictions, arm, score)
+            self._log_reward(request_id, version, predictions, experiment, arm, score)
         else:
             answer["live_mae"] = self._score(version, predictions, truth, request_id, bool(known),
-                                             experiment=(arm, score) if arm else None)
+                                             experiment=(experiment, arm, score) if arm else None)
             if known and known.shadow is not None:
                 self._score(known.shadow[0], known.shadow[1], truth, request_id, True, shadow=True)
         if arm is not None:
-            answer["experiment"] = {"id": self._experiment.id, "arm": arm, **score}
+            answer["experiment"] = {"id": experiment.id, "arm": arm, **score}
         elif note:
             answer["experiment"] = note
         return answer
 
     def _arm_of(self, known: Optional[Remembered], version: Optional[str], explicit_reward: bool):
-        """(arm, None) when the running experiment routed this request, else (None, why not)."""
+        """(arm, None, the experiment) when the running experiment routed this request, else
+        (None, why not, None)."""
         routed = known.experiment if known else None
         with self._lock:
             running = self._experiment
         if routed and running is not None and routed == running.id and version in running.arms:
-            return version, None
+            return version, None, running
         if explicit_reward:  # a reward has no other use: refuse it rather than drop it quietly
             why = (f"experiment {routed} is over" if routed else "no experiment routed this request")
             raise RequestError(f"field 'reward': {why} (running: {running.id if running else 'none'}); "
                                f"nothing was recorded", status=409, rule="experiment_over")
-        return None, (f"not counted: experiment {routed} is over" if routed else None)
+        return None, (f"not counted: experiment {routed} is over" if routed else None), None
 
     def _from_log(self, request_id: str) -> Optional[Remembered]:
         record = self.predictions_log.find("request_id", request_id)
@@ -555,7 +557,7 @@ class ServingCore:
                           (shadow, record["shadow_predictions"]) if shadow else None, record.get("experiment"))
 
     def _score(self, version: str, predictions, truth, request_id, matched: bool, shadow: bool = False,
-               experiment: Optional[Tuple[str, Dict]] = None):
+               experiment: Optional[Tuple[Experiment, str, Dict]] = None):
         """Fold one labelled request into a version's live MAE (champion or shadow), and into its
         experiment arm's evidence, and log it."""
         errors = [abs(float(p) - float(t)) for p, t in zip(predictions, truth)]
@@ -566,23 +568,27 @@ class ServingCore:
             mae = total[0] / total[1]
             self._metrics.add("cd4ml_feedback_rows_total", len(errors), version=version)
             self._metrics.set("cd4ml_live_mae", mae, version=version)
-            if experiment and self._counts is not None:
-                self._counts.add(experiment[0], experiment[1]["successes"], experiment[1]["trials"], errors)
+            if experiment:
+                self._count(*experiment, errors)
         entry = {"ts": now(), "request_id": request_id, "version": version, "matched": matched,
                  "truth": truth, "predictions": predictions, "abs_errors": errors}
         if shadow:
             entry["shadow"] = True
         if experiment:
-            entry.update(experiment=self._experiment.id, arm=experiment[0], reward=experiment[1])
+            entry.update(experiment=experiment[0].id, arm=experiment[1], reward=experiment[2])
         self.feedback_log.write(entry)
         return mae
 
-    def _log_reward(self, request_id, version, predictions, arm: str, score: Dict):
+    def _count(self, experiment: Experiment, arm: str, score: Dict, errors=()):
+        """Add to the running counts only if they are that experiment's (call under the lock)."""
+        if self._counts is not None and self._counts.experiment == experiment:
+            self._counts.add(arm, score["successes"], score["trials"], errors)
+
+    def _log_reward(self, request_id, version, predictions, experiment: Experiment, arm: str, score: Dict):
         with self._lock:
-            if self._counts is not None:
-                self._counts.add(arm, score["successes"], score["trials"])
+            self._count(experiment, arm, score)
         self.feedback_log.write({"ts": now(), "request_id": request_id, "version": version, "matched": True,
-                                 "predictions": predictions, "experiment": self._experiment.id, "arm": arm,
+                                 "predictions": predictions, "experiment": experiment.id, "arm": arm,
                                  "reward": score})
 
     def live_mae(self, version: Optional[str] = None) -> Optional[float]:

@@ -533,3 +533,39 @@ def test_a_batch_is_refused_at_its_first_bad_value_whatever_the_column():
                 refuse(batch)
             assert err.value.message.startswith(f"row 37: feature '{field}'") and needle in err.value.message, \
                 err.value.message
+
+
+def test_feedback_credits_the_experiment_that_routed_it_even_if_it_ends_meanwhile(registry, tmp_path):
+    """The race: an experiment ends (or another starts) between a feedback's look at it and its
+    scoring. The feedback still scores the experiment that routed the request, never the next one,
+    and never fails."""
+    from serving.bandit import Experiment
+    from cd4ml.contract import EXPERIMENT_FILE
+
+    copy_version(registry, "1000", registry, "1001")
+    first = Experiment(id="e-first", champion="1000", challengers=("1001",), strategy="epsilon-greedy", epsilon=1.0)
+    with open(os.path.join(registry, EXPERIMENT_FILE), "w") as fh:
+        fh.write(first.to_json())
+    core = make_core(registry, tmp_path)
+    assert core.experiment.id == "e-first"
+    result = core.predict({"jsonData": [GOOD]})
+    looked = core._arm_of
+
+    def then_the_experiment_changes(*args, **kwargs):
+        found = looked(*args, **kwargs)
+        second = Experiment(id="e-second", champion="1000", challengers=("1001",))
+        with open(os.path.join(registry, EXPERIMENT_FILE), "w") as fh:
+            fh.write(second.to_json())
+        core.refresh_experiment()  # what the poller does, at the worst moment
+        return found
+
+    core._arm_of = then_the_experiment_changes
+    answer = core.feedback([p + 1 for p in result.predictions], request_id=result.request_id)
+    assert answer["experiment"]["id"] == "e-first" and answer["experiment"]["arm"] == result.version
+    assert core.experiment.id == "e-second" and core._counts.labelled == 0  # the new one got nothing
+    logged = [json.loads(line) for line in open(os.path.join(tmp_path, "logs", "feedback.jsonl"))]
+    assert [(r["experiment"], r["arm"]) for r in logged] == [("e-first", result.version)]
+    os.remove(os.path.join(registry, EXPERIMENT_FILE))
+    core.refresh_experiment()  # and when it ends instead: no experiment, still no failure
+    result = core.predict({"jsonData": [GOOD]})
+    assert "experiment" not in core.feedback([1.0], request_id=result.request_id)
