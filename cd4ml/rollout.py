@@ -282,25 +282,23 @@ def record(config: PipelineConfig, version: str, action: str, why: str, guard: s
 
 def promote_now(config: PipelineConfig, version: str, reason: str) -> Step:
     """A person promotes the running canary (or a waiting version) without waiting for evidence."""
-    exp = canary_running(config.registry)
-    if exp is not None and exp.challengers[0] == version:
-        return _end(config, exp, PROMOTED, reason or "promoted by hand", "", {}, user=promotion.user())
-    if version not in waiting(config.registry):
-        raise RolloutError(f"version {version} is neither the running canary nor waiting for one")
-    _write_state(config.registry, version, PROMOTED, reason=reason or "promoted by hand")
-    return _decided(config, version, PROMOTED, "promoted", reason or "promoted by hand", user=promotion.user())
+    return _by_hand(config, version, PROMOTED, reason or "promoted by hand", guard="")
 
 
 def abort(config: PipelineConfig, version: str, reason: str) -> Step:
     """A person rolls back the running canary (or withdraws a waiting version)."""
+    return _by_hand(config, version, ROLLED_BACK, reason or "rolled back by hand", guard="manual")
+
+
+def _by_hand(config: PipelineConfig, version: str, state: str, reason: str, guard: str) -> Step:
     exp = canary_running(config.registry)
     if exp is not None and exp.challengers[0] == version:
-        return _end(config, exp, ROLLED_BACK, reason or "aborted by hand", "manual", {}, user=promotion.user())
+        return _end(config, exp, state, reason, guard, {}, user=promotion.user())
     if version not in waiting(config.registry):
         raise RolloutError(f"version {version} is neither the running canary nor waiting for one")
-    _write_state(config.registry, version, ROLLED_BACK, reason=reason or "withdrawn by hand", guard="manual")
-    return _decided(config, version, ROLLED_BACK, "rolled_back", reason or "withdrawn by hand", guard="manual",
-                    user=promotion.user())
+    _write_state(config.registry, version, state, reason=reason, guard=guard or None)
+    action = "promoted" if state == PROMOTED else "rolled_back"
+    return _decided(config, version, state, action, reason, guard=guard, user=promotion.user())
 
 
 def status(config: PipelineConfig, log_dir: Optional[str] = None) -> Dict[str, object]:

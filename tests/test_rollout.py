@@ -196,3 +196,29 @@ def test_guards_fire_on_a_real_breach_and_not_on_a_few_unlucky_rows(tmp_path):
         verdict = judge(config, exp, {"1": serving, "2": canary})
         assert (verdict.action, verdict.guard) == ("rollback", guard), verdict
     assert judge(config, exp, {"1": serving, "2": arm(labelled=150, outliers=40)}).action == "promote"
+
+
+def test_a_person_can_withdraw_a_waiting_version_and_promote_a_canary(trained_home, tmp_path, capsys):
+    from cd4ml import cli
+    from cd4ml.contract import EXPERIMENT_FILE
+    from components import registry as reg
+
+    root = str(tmp_path / "registry")
+    path = trained_home.span1.pushed_path.rstrip("/")
+    for name in ("1000", "1001", "1002"):
+        copy_version(os.path.dirname(path), os.path.basename(path), root, name)
+    guard(root, "1001")
+    flags = ["--registry", root, "--home", str(tmp_path / "home")]
+    assert cli.main(["rollout", *flags, "abort", "1001", "--reason", "wrong data"]) == 0
+    assert reg.rollout_state(root, "1001") == ROLLED_BACK and reg.target(root)[0] == "1002"  # 1002: immediate
+    guard(root, "1002")
+    assert reg.target(root)[0] == "1000"
+    config = PipelineConfig.from_env(environ={}, home=str(tmp_path / "home"), registry=root, rollout="guarded")
+    assert rollout.step(config).line().startswith("started 1002: canary on 10% of traffic beside 1000")
+    assert cli.main(["rollout", *flags]) == 0
+    assert "canary 1002 on 10% of traffic" in capsys.readouterr().out
+    assert cli.main(["rollout", *flags, "promote", "1002"]) == 0
+    assert reg.rollout_state(root, "1002") == PROMOTED and reg.target(root)[0] == "1002"
+    assert not os.path.exists(os.path.join(root, EXPERIMENT_FILE))
+    assert cli.main(["rollout", *flags, "abort", "1001"]) == 2  # nothing to withdraw any more
+    assert "neither the running canary nor waiting" in capsys.readouterr().err
