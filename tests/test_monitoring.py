@@ -100,7 +100,7 @@ def test_each_alert_fires_on_its_series_and_none_on_a_healthy_service(rules_file
         "Cd4mlLiveMaeHigh": [{"exp_labels": {"severity": "critical", "version": "7"}}],
         "Cd4mlVersionRefused": [{"exp_labels": {"severity": "critical", "version": "8"}}],
     }
-    fired = {name: [dict(e, exp_annotations=annotations(rules_file, name, e["exp_labels"])) for e in found]
+    fired = {name: [dict(e, exp_annotations=dict(zip(("summary", "description"), RENDERED[name]))) for e in found]
              for name, found in expected.items()}
     tests = {"rule_files": [rules_file.name], "evaluation_interval": "1m", "tests": [
         {"interval": "1m", "input_series": healthy,
@@ -130,11 +130,6 @@ RENDERED = {
                             "The previous version keeps serving; the server log says why (a missing file, a schema "
                             "that does not load)."),
 }
-
-
-def annotations(rules_file, name, labels):
-    summary, description = RENDERED[name]
-    return {"summary": summary, "description": description}
 
 
 def exported_metrics() -> set:
