@@ -82,10 +82,15 @@ class Remembered:
 
 @dataclass
 class _Counters:
-    """Metric increments not yet handed to the metrics backend (Seldon takes deltas per response)."""
+    """Metric increments not yet handed to the metrics backend (Seldon takes deltas per response).
+
+    Timings wait here one per request until a scrape drains them; with nobody scraping they grew
+    without bound (some 200 bytes a request: the server's memory rose for hours under load). At
+    most `max_timers` wait; older ones are dropped and counted (cd4ml_timings_dropped_total)."""
     counts: Dict[Tuple[str, Tuple], float] = field(default_factory=dict)
     gauges: Dict[Tuple[str, Tuple], float] = field(default_factory=dict)
     timers: List[Tuple[str, float, Tuple]] = field(default_factory=list)
+    max_timers: int = 20_000
 
     def add(self, key: str, value: float = 1.0, **tags):
         k = (key, tuple(sorted(tags.items())))
@@ -96,6 +101,10 @@ class _Counters:
 
     def observe(self, key: str, milliseconds: float, **tags):
         self.timers.append((key, milliseconds, tuple(sorted(tags.items()))))
+        if len(self.timers) > self.max_timers:
+            dropped = len(self.timers) - self.max_timers // 2
+            del self.timers[:dropped]  # amortised: one cut per max_timers / 2 observations
+            self.add("cd4ml_timings_dropped_total", dropped)
 
     def drain(self) -> List[Dict]:
         out = [{"type": "TIMER", "key": k, "value": v, "tags": dict(t)} for k, v, t in self.timers]

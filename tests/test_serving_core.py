@@ -569,3 +569,18 @@ def test_feedback_credits_the_experiment_that_routed_it_even_if_it_ends_meanwhil
     core.refresh_experiment()  # and when it ends instead: no experiment, still no failure
     result = core.predict({"jsonData": [GOOD]})
     assert "experiment" not in core.feedback([1.0], request_id=result.request_id)
+
+
+def test_timings_nobody_scrapes_stay_bounded_and_the_drop_is_counted():
+    """Without a scrape, a timing per request accumulated for ever (the memory growth under load)."""
+    from serving.core import _Counters
+
+    counters = _Counters(max_timers=100)
+    for i in range(1000):
+        counters.observe("cd4ml_request_duration_seconds", float(i), version="1")
+        assert len(counters.timers) <= 100
+    drained = counters.drain()
+    timers = [m["value"] for m in drained if m["type"] == "TIMER"]
+    (dropped,) = [m["value"] for m in drained if m["key"] == "cd4ml_timings_dropped_total"]
+    assert timers == [float(i) for i in range(1000 - len(timers), 1000)]  # the newest are kept
+    assert dropped + len(timers) == 1000 and counters.timers == []
