@@ -192,8 +192,8 @@ def main(argv=None) -> int:
                 pushed = push_copy(registry, "1000")
                 events.append({"t_s": round(elapsed), "pushed": pushed})
                 if minute == 3 and not exp_started:
-                    exp = experiment.start(registry, [push_copy(registry, "1000")], min_feedback=10 ** 9,
-                                           reason="soak")
+                    # the version first served against the one pushed just now
+                    exp = experiment.start(registry, ["1000"], min_feedback=10 ** 9, reason="soak")
                     events.append({"t_s": round(elapsed), "experiment_started": exp.id})
                     exp_started = True
                 if minute == 6 and exp_started:
