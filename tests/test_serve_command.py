@@ -36,7 +36,9 @@ def test_v2_command_starts_mlserver_on_our_runtime(tmp_path, monkeypatch):
     binary = fake_venv(tmp_path, monkeypatch, "CD4ML_V2_VENV", "mlserver")
     settings = tmp_path / "settings"
     argv, env = launch.v2_command("/r", 9200, 9201, str(settings), version="42", base_env={})
-    assert argv == [str(binary), "start", str(settings)]
+    # MLServer started through our entry point (the protocol's binary extension and error format),
+    # with the v2 environment's own Python.
+    assert argv == [str(binary.parent / "python"), "-m", "serving.v2_server", "start", str(settings)]
     server = json.loads((settings / "settings.json").read_text())
     assert server["http_port"] == 9200 and server["metrics_port"] == 9201 and server["host"] == "127.0.0.1"
     assert server["parallel_workers"] == 0  # the model (and TensorFlow) in the server's own process
