@@ -129,8 +129,9 @@ class TabularDrift:
                  **{f"categories_{c}": np.array(self.categories[c], np.int64) for c in cats})
 
     @classmethod
-    def load(cls, path: str) -> "TabularDrift":
-        with np.load(path, allow_pickle=False) as data:
+    def load(cls, source) -> "TabularDrift":
+        """From a local path or a binary file object."""
+        with np.load(source, allow_pickle=False) as data:
             cats = {int(c): data[f"categories_{c}"].tolist() for c in data["category_columns"]}
             return cls(data["x_ref"], cats, float(data["p_val"]))
 
@@ -183,8 +184,9 @@ class FastIForest:
                  norm=np.float64(self.norm), offset=np.float64(self.offset), threshold=np.float64(self.threshold))
 
     @classmethod
-    def load(cls, path: str) -> "FastIForest":
-        with np.load(path, allow_pickle=False) as data:
+    def load(cls, source) -> "FastIForest":
+        """From a local path or a binary file object."""
+        with np.load(source, allow_pickle=False) as data:
             forest = cls({name: data[name] for name in cls.ARRAYS}, int(data["levels"]), float(data["norm"]),
                          float(data["offset"]), float(data["threshold"]))
         forest.score(np.zeros((1, int(forest.feature.max()) + 1)))  # compile now, not in the first request
@@ -209,7 +211,7 @@ def _scores(x, nodes, norm, offset):  # pragma: no cover - compiled
 def save(directory: str, drift: TabularDrift, outlier: FastIForest, meta: Dict) -> None:
     """Write the set under `directory`, an artifact URI: a local path, or gs:// in a Kubeflow pod
     (local-file calls there would write into a folder named `gs:` and be lost with the pod), so
-    every byte goes through TensorFlow's filesystem layer. The server only loads (local copies)."""
+    every byte goes through TensorFlow's filesystem layer; `load` reads through it too."""
     import tensorflow as tf
 
     tf.io.gfile.makedirs(directory)
@@ -252,20 +254,29 @@ class Detectors:
 
 
 def load(directory: str, names: Sequence[str] = tuple(features.FEATURE_NAMES)) -> Detectors:
-    """Load a set fitted on the features `names`; ValueError naming what is wrong otherwise."""
+    """Load a set fitted on the features `names` from wherever `save` wrote it (a local path, gs://,
+    ram://: TensorFlow's filesystem layer, the arrays read into memory); ValueError naming what is
+    wrong otherwise."""
+    import tensorflow as tf
+
+    gfile = tf.io.gfile
     meta_path = os.path.join(directory, META)
-    if not os.path.exists(meta_path):
+    if not gfile.exists(meta_path):
         raise ValueError(f"{directory}: no {META}")
-    with open(meta_path) as fh:
-        meta = json.load(fh)
+    with gfile.GFile(meta_path) as fh:
+        meta = json.loads(fh.read())
     if meta.get("features") != list(names):
         raise ValueError(f"{directory}: detectors were fitted on features {meta.get('features')}, "
                          f"the version has {list(names)}")
-    missing = [f for f in (DRIFT_FILE, OUTLIER_FILE) if not os.path.exists(os.path.join(directory, f))]
-    if missing and os.path.isdir(os.path.join(directory, LEGACY_DIRS[0])):
+    missing = [f for f in (DRIFT_FILE, OUTLIER_FILE) if not gfile.exists(os.path.join(directory, f))]
+    if missing and gfile.isdir(os.path.join(directory, LEGACY_DIRS[0])):
         raise LegacyDetectors(f"{directory}: detectors in the alibi-detect format of cd4ml before its "
                               f"licence change; this server scores no drift or outliers for it")
     if missing:
         raise ValueError(f"{directory}: no {', '.join(missing)}")
-    return Detectors(TabularDrift.load(os.path.join(directory, DRIFT_FILE)),
-                     FastIForest.load(os.path.join(directory, OUTLIER_FILE)), meta)
+
+    def arrays(name: str) -> io.BytesIO:
+        with gfile.GFile(os.path.join(directory, name), "rb") as fh:
+            return io.BytesIO(fh.read())
+
+    return Detectors(TabularDrift.load(arrays(DRIFT_FILE)), FastIForest.load(arrays(OUTLIER_FILE)), meta)

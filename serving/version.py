@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -88,12 +86,8 @@ class LoadedVersion:
         if not tf.io.gfile.isdir(source):
             log.warning("cd4ml serving: version %s ships no detectors: no outlier scores, no drift", self.version)
             return None
-        local = source
-        if "://" in source:  # numpy loads the arrays from local paths only
-            local = tempfile.mkdtemp(prefix=f"cd4ml-detectors-{self.version}-")
-            _copy_tree(source, local)
         try:
-            return detector_core.load(local, self.feature_names)
+            return detector_core.load(source, self.feature_names)
         except detector_core.LegacyDetectors as err:
             # Versions pushed before the detectors left alibi-detect must still serve (a rollback
             # target): without outlier scores or drift windows, and said so.
@@ -101,9 +95,6 @@ class LoadedVersion:
             return None
         except Exception as err:  # noqa: BLE001 - any failure means the version is unusable
             raise VersionError(f"detectors do not load: {err}") from err
-        finally:
-            if local != source:
-                shutil.rmtree(local, ignore_errors=True)
 
     def _explainer(self) -> Optional[explain.Explainer]:
         """The version's explainer over its own background rows; checked additive on a holdout row."""
@@ -159,11 +150,3 @@ class LoadedVersion:
 def _read(path: str) -> str:
     with tf.io.gfile.GFile(path) as fh:
         return fh.read()
-
-
-def _copy_tree(src: str, dst: str):
-    for root, _, names in tf.io.gfile.walk(src):
-        target = os.path.join(dst, os.path.relpath(root, src))
-        os.makedirs(target, exist_ok=True)
-        for name in names:
-            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)

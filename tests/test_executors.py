@@ -145,14 +145,16 @@ def test_detector_trainer_writes_its_set_to_a_ram_uri_and_it_loads(ram, tmp_path
     assert written == sorted([detector_core.DRIFT_FILE, detector_core.OUTLIER_FILE, detector_core.META])
     _not_on_local_disk(detectors.uri)
     assert detectors.get_int_custom_property("n_reference") > 0
-    # What was written through gfile is a complete set: copied out, the server's loader takes it.
+    # What was written through gfile is a complete set: the server's loader takes it where it was
+    # written (through the same layer, no local copy), and as a local copy alike.
     local = tmp_path / "copy"
     local.mkdir()
     for name in written:
         tf.io.gfile.copy(f"{detectors.uri}/{name}", str(local / name))
-    loaded = detector_core.load(str(local))
-    assert loaded.meta["n_reference"] == detectors.get_int_custom_property("n_reference")
-    assert loaded.threshold == pytest.approx(detectors.get_float_custom_property("outlier_threshold"))
+    for source in (detectors.uri, str(local)):
+        loaded = detector_core.load(source)
+        assert loaded.meta["n_reference"] == detectors.get_int_custom_property("n_reference")
+        assert loaded.threshold == pytest.approx(detectors.get_float_custom_property("outlier_threshold"))
 
 
 @pytest.mark.parametrize("type_name", [DETECTORS_ARTIFACT, EXPLANATION_ARTIFACT, RELEASE_ARTIFACT])
