@@ -6,48 +6,40 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List
 
+from tests.standin import JsonStandIn
 
-class HttpReceiver:
+
+class HttpReceiver(JsonStandIn):
     """Records each POST (path, headers, body); answers 500 to the first `fail_first` of them, and
     holds each answer until `release` is set (to show a sender does not wait for it)."""
 
     def __init__(self, fail_first: int = 0):
+        super().__init__()
         self.posts: List[Dict] = []
         self.fail_first = fail_first
         self.release = threading.Event()
         self.release.set()
-        receiver = self
+        self.__enter__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.release.wait(30)
-                failing = receiver.fail_first > 0
-                receiver.fail_first -= 1
-                if not failing:
-                    receiver.posts.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(500 if failing else 200)
-                self.end_headers()
-                self.wfile.write(b"busy" if failing else b"ok")
+    def handle(self, method, path, query, body, headers):
+        self.release.wait(30)
+        failing = self.fail_first > 0
+        self.fail_first -= 1
+        if failing:
+            return 500, {"error": "busy"}
+        self.posts.append({"path": path, "headers": dict(headers), "body": body})
+        return 200, {}
 
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def url(self, path: str = "/hook") -> str:
+    def url(self, path: str = "/hook") -> str:  # noqa: D401 - the receiver's address for a path
         return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
 
     def json(self, path: str) -> List[Dict]:
         return [json.loads(p["body"]) for p in self.posts if p["path"] == path]
 
     def close(self):
-        self._server.shutdown()
-        self._server.server_close()
+        self.__exit__()
 
 
 def free_port() -> int:

@@ -9,19 +9,18 @@ from __future__ import annotations
 import cgi
 import io
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List
-from urllib.parse import parse_qs, urlparse
+
+from tests.standin import JsonStandIn
 
 API = "/apis/v2beta1"
 
 
-class FakeKfp:
+class FakeKfp(JsonStandIn):
     def __init__(self, final_state: str = "SUCCEEDED"):
+        super().__init__()
         self.final_state = final_state
-        self.requests: List[Dict] = []
         self.experiments: Dict[str, Dict] = {}
         self.pipelines: Dict[str, Dict] = {}
         self.versions: Dict[str, List[Dict]] = {}
@@ -30,20 +29,13 @@ class FakeKfp:
         self.run_polls: Dict[str, int] = {}
         self.recurring: Dict[str, Dict] = {}
         self.killed: List[Dict] = []  # runs deleted with their recurring run
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def host(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.url
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
+    def record(self, method, url, body, headers) -> Dict:
+        return {"method": method, "path": url.path, "query": url.query, "authorization": headers.get("Authorization")}
 
     # --- API ---------------------------------------------------------------------------------
 
@@ -142,45 +134,6 @@ class FakeKfp:
         self.runs[run["run_id"]] = run
         return run
 
-    @property
-    def changes(self) -> List[Dict]:
-        """The requests that changed something (not the reads)."""
-        return [r for r in self.requests if r["method"] != "GET"]
-
-    def _handler(self):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self, method):
-                url = urlparse(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                fake.requests.append({"method": method, "path": url.path, "query": url.query,
-                                      "authorization": self.headers.get("Authorization")})
-                status, payload = fake.handle(method, url.path, parse_qs(url.query), body, self.headers)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._serve("GET")
-
-            def do_POST(self):
-                self._serve("POST")
-
-            def do_DELETE(self):
-                self._serve("DELETE")
-
-            def do_PATCH(self):
-                self._serve("PATCH")
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
 
 
 def _filter_value(raw):
