@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     from components import features
     from pipelines import local_runner
     from pipelines.config import PipelineConfig
-    from serving.core import ServingCore
+    from serving.service import ModelService
 
     home = tempfile.mkdtemp(prefix="cd4ml-window-")
     try:
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         assert first.exit_code == local_runner.OK, local_runner.format_summary(first)
         summer = span_days(typed_rows(_csv(SPAN_DATA, 2)))
         sent = list(summer)[::2]
-        core = ServingCore(config.registry, poll_seconds=0).load(poll=False)
+        core = ModelService(config.registry, poll_seconds=0).load(poll=False)
         for day in sent:
             rows = summer[day]
             answer = core.predict({"jsonData": [dict(_features(r), event_time=_event_time(day)) for r in rows]})

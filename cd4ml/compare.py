@@ -1,6 +1,6 @@
 """Champion vs challenger on live traffic, from the server's logs.
 
-Two views, both from `<log dir>/predictions*.jsonl` and `feedback*.jsonl` (serving/core.py):
+Two views, both from `<log dir>/predictions*.jsonl` and `feedback*.jsonl` (serving/service.py):
 - live: what each version actually answered, joined with ground truth (feedback) -> requests,
   rows, labelled rows, live MAE per version;
 - replay (shadow evaluation): the labelled requests replayed through each given version in

@@ -1,6 +1,6 @@
 """Competing models under governance: start a bandit experiment, read its evidence, conclude it.
 
-The running server routes each request to an arm (serving/bandit.py, serving/core.py) and logs
+The running server routes each request to an arm (serving/bandit.py, serving/service.py) and logs
 its reward with the feedback; this module is the operator's side. `start` checks the challengers
 (complete, blessed, not rejected) and writes `<registry>/EXPERIMENT.json`, which every server
 follows at its next poll. `status` folds the same logs the servers fold: traffic share, rewards,

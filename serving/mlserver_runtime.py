@@ -4,7 +4,7 @@
 
 MLServer (Apache-2.0) is the reference V2 runtime of Seldon Core v2 and KServe: it owns the
 protocol (health, model metadata, infer, errors as {"error": ...}), this class owns the model. The
-core is the same as behind the Seldon v1 wrapper (serving/core.py): each request is validated
+core is the same as behind the Seldon v1 wrapper (serving/service.py): each request is validated
 against the feature specification of the version that answers it, scored, given outlier scores,
 fed to the drift window and logged; versions hot-load from the registry, pins and shadows are
 followed, and feedback joins by request id.
@@ -27,10 +27,12 @@ metrics port (`/metrics`).
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Dict, List, Optional
+import logging
+import os
+from typing import Any, Dict, List, Optional
 
-from fastapi import Request
+import prometheus_client
+from fastapi import Body
 from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.handlers import custom_handler
@@ -38,10 +40,12 @@ from mlserver.types import InferenceRequest, InferenceResponse, MetadataModelRes
 
 from cd4ml.contract import MODEL_NAME, PREDICTIONS
 from components import features
+from serving.metrics import PrometheusMetrics
 from serving.request import RequestError, v2_batch
 from serving.settings import CoreSettings
 
 OUTLIER_SCORE, IS_OUTLIER = "outlier_score", "is_outlier"
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # set by MLServer in each parallel worker
 OUTPUTS = (PREDICTIONS, OUTLIER_SCORE, IS_OUTLIER)  # what infer answers, and a request's `outputs` may ask for
 
 
@@ -54,7 +58,7 @@ class RequestRefused(MLServerError):
 
 class BikeDemandRuntime(MLModel):
     async def load(self) -> bool:
-        from serving.core import ServingCore
+        from serving.service import ModelService
 
         # The model's URI is the registry (model-settings.json `parameters.uri`, or the folder KServe
         # or Seldon Core v2 placed the model in); without one, CD4ML_REGISTRY.
@@ -63,11 +67,20 @@ class BikeDemandRuntime(MLModel):
             settings = CoreSettings.resolve(registry=uri)
         except ValueError as err:
             raise MLServerError(str(err), status_code=500) from None
-        self.core = ServingCore(**settings.core_kwargs()).load()
-        _export_metrics(self.core)
+        self.exported = PrometheusMetrics()
+        self.core = ModelService(**settings.core_kwargs(), metrics=self.exported).load()
+        logging.getLogger("mlserver.parallel").addFilter(_not_a_refusal)
+        if not os.environ.get(MULTIPROC_DIR):
+            # One process: MLServer's /metrics shows prometheus_client's registry, while this
+            # runtime is loaded. With parallel workers (MLServer sets PROMETHEUS_MULTIPROC_DIR in
+            # each worker before loading) every value is written to the worker's own files, which
+            # the main process's /metrics adds up.
+            prometheus_client.REGISTRY.register(self.exported)
         return True
 
     async def unload(self) -> bool:
+        if not os.environ.get(MULTIPROC_DIR):
+            prometheus_client.REGISTRY.unregister(self.exported)
         self.core.close()
         return True
 
@@ -89,7 +102,7 @@ class BikeDemandRuntime(MLModel):
             self.core.reject(err)
             raise RequestRefused(err) from None
         try:
-            # What the answer does not need runs on this loop right after it is written (ServingCore.predict).
+            # What the answer does not need runs on this loop right after it is written (serving/inference.py).
             result = self.core.predict(inputs, reader=v2_batch, defer=asyncio.get_running_loop().call_soon)
         except RequestError as err:
             raise RequestRefused(err) from None
@@ -106,16 +119,13 @@ class BikeDemandRuntime(MLModel):
             {"id": payload.id or result.request_id, "model_name": self.name, "model_version": result.version,
              "outputs": outputs, "parameters": {"request_id": result.request_id}})
 
+    # The custom handlers take the body as FastAPI decodes it, not the Request: with parallel
+    # workers MLServer pickles a handler's arguments to the worker that runs it. A body that is not
+    # a JSON object is refused by FastAPI, in the protocol's format (serving/v2_server.py).
     @custom_handler(rest_path=f"/v2/models/{MODEL_NAME}/feedback")
-    async def feedback(self, request: Request) -> Dict:
+    async def feedback(self, body: Dict[str, Any] = Body(...)) -> Dict:
         """Ground truth for an answered request: {"request_id", "truth": [one per row]}; or, for a
         request an experiment routed, a client's own {"request_id", "reward": 0..1}."""
-        try:
-            body = json.loads(await request.body())
-        except ValueError as err:
-            raise MLServerError(f"feedback body is not JSON: {err}", status_code=400) from None
-        if not isinstance(body, dict):
-            raise MLServerError("feedback body must be an object with 'request_id' and 'truth'", status_code=400)
         try:
             return self.core.feedback(body.get("truth"), request_id=body.get("request_id"),
                                       predictions=body.get("predictions"), version=body.get("version"),
@@ -123,28 +133,28 @@ class BikeDemandRuntime(MLModel):
         except RequestError as err:
             raise RequestRefused(err) from None
 
-
     @custom_handler(rest_path=f"/v2/models/{MODEL_NAME}/explain")
-    async def explain(self, request: Request) -> Dict:
+    async def explain(self, body: Dict[str, Any] = Body(...)) -> Dict:
         """The infer request's body in, each raw feature's additive attribution out, per row:
         {"model_name", "model_version", "explanation": {"base_value", "rows": [{"prediction",
         "attributions": {feature: value}}]}} (components/explain.py)."""
         try:
-            body = json.loads(await request.body())
-        except ValueError as err:
-            raise MLServerError(f"explain body is not JSON: {err}", status_code=400) from None
-        inputs = body.get("inputs") if isinstance(body, dict) else None
-        try:
-            explained = self.core.explain(inputs, reader=v2_batch)
+            explained = self.core.explain(body.get("inputs"), reader=v2_batch)
         except RequestError as err:
             raise RequestRefused(err) from None
         return {"model_name": self.name, "model_version": explained.version,
                 "explanation": explained.explanation.to_json()}
 
     @custom_handler(rest_path=f"/v2/models/{MODEL_NAME}/experiment", rest_method="GET")
-    async def experiment(self, request: Request) -> Dict:
+    async def experiment(self) -> Dict:
         """The running experiment's arms and counts as this server routes on them ({} when none)."""
         return self.core.experiment_status() or {}
+
+
+def _not_a_refusal(record: logging.LogRecord) -> bool:
+    """A parallel worker logs every exception of a request with its traceback; a refused request
+    is not an error of the server (the core has logged it in one line, and counted it)."""
+    return not (record.exc_info and isinstance(record.exc_info[1], RequestRefused))
 
 
 def _requested_outputs(requested, detectors: bool) -> Optional[List[str]]:
@@ -170,48 +180,3 @@ def _plain_input(tensor) -> Dict:
     datatype, data = tensor.datatype, tensor.data
     return {"name": tensor.name, "datatype": getattr(datatype, "value", datatype), "shape": tensor.shape,
             "data": getattr(data, "root", data)}
-
-
-class _CoreMetrics:
-    """A Prometheus collector over the core's metric increments (drained at each scrape)."""
-
-    def __init__(self, core):
-        self.core = core
-        self._metrics: Dict[str, object] = {}
-
-    def _metric(self, kind: str, name: str, labels: List[str]):
-        import prometheus_client as prom
-
-        if name not in self._metrics:
-            cls = {"COUNTER": prom.Counter, "GAUGE": prom.Gauge, "TIMER": prom.Histogram}[kind]
-            # Counters are named *_total by the core; prometheus_client adds the suffix itself.
-            base = name[:-len("_total")] if kind == "COUNTER" and name.endswith("_total") else name
-            self._metrics[name] = cls(base, name, labels, registry=None)
-        return self._metrics[name]
-
-    def collect(self):
-        for m in self.core.metrics():
-            tags = {k: str(v) for k, v in m["tags"].items()}
-            metric = self._metric(m["type"], m["key"], sorted(tags))
-            child = metric.labels(**tags) if tags else metric
-            if m["type"] == "COUNTER":
-                child.inc(m["value"])
-            elif m["type"] == "GAUGE":
-                child.set(m["value"])
-            else:
-                child.observe(m["value"] / 1000.0)  # the core times in milliseconds
-        for metric in self._metrics.values():
-            yield from metric.collect()
-
-
-_exported: Optional[_CoreMetrics] = None
-
-
-def _export_metrics(core):
-    global _exported
-    import prometheus_client
-
-    if _exported is None:
-        _exported = _CoreMetrics(core)
-        prometheus_client.REGISTRY.register(_exported)
-    _exported.core = core

@@ -56,9 +56,9 @@ class BikeDemandModel:
         self.model_error_handler = self._guard_blueprint()
 
     def load(self):
-        from serving.core import ServingCore
+        from serving.service import ModelService
 
-        self.core = ServingCore(**self.settings.core_kwargs()).load()
+        self.core = ModelService(**self.settings.core_kwargs()).load()
         _publish_only_when_given()
         log.info("cd4ml serving: ready, version %s from %s", self.core.version, self.settings.registry)
 

@@ -1,6 +1,6 @@
 """The V2 server's entry point: MLServer, plus what it lacks of the Open Inference Protocol.
 
-`python -m serving.v2_server start SETTINGS` is `mlserver start SETTINGS` with two additions to
+`python -m serving.v2_server start SETTINGS` is `mlserver start SETTINGS` with these additions to
 MLServer's REST app, made as it is created (before it serves anything):
 
 - the **binary tensor data extension** (Triton's, which tritonclient.http uses by default and
@@ -10,6 +10,8 @@ MLServer's REST app, made as it is created (before it serves anything):
   4-byte length, then its bytes). An answer is written the same way when the request asks for it
   (`binary_data` on a requested output, or `binary_data_output` on the request). The server
   metadata lists `binary_tensor_data` among its extensions.
+- **health answers in the protocol's format**: `{"live": true}` and `{"ready": ...}` bodies on
+  the health probes, where MLServer sends none (kserve's client reads them);
 - **refusals in the protocol's error format**: what FastAPI refuses before our code sees it
   (malformed JSON, `NaN`/`Infinity`, a body that is not UTF-8, a field of the wrong type) is a
   400 `{"error": "..."}` naming the field or the input, not a 422 `{"detail": [...]}`.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -134,6 +137,11 @@ class BinaryTensors:
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") == "GET" and scope["path"].startswith("/v2/"):
+            path = scope["path"]
+            key = "live" if path == "/v2/health/live" else "ready" if path.endswith("/ready") else None
+            if key:
+                return await self.app(scope, receive, _health_body(send, key))
         headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
         if HEADER not in headers or scope.get("method") != "POST" or not scope["path"].endswith("/infer"):
             return await self.app(scope, receive, send)
@@ -195,6 +203,30 @@ async def _answer(send, start: Dict, body: bytes, wanted: set):
     await send({"type": "http.response.body", "body": data})
 
 
+def _health_body(send, key: str):
+    """MLServer answers the health probes with an empty body; the protocol's is {"live": bool} or
+    {"ready": bool} (kserve's client reads it). The status is MLServer's, unchanged."""
+    start = {}
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            start.update(message)
+            return
+        if message["type"] == "http.response.body" and start:
+            body = message.get("body", b"")
+            if not body and not message.get("more_body"):
+                body = json.dumps({key: start["status"] == 200}).encode()
+                start["headers"] = [(k, v) for k, v in start.get("headers", [])
+                                    if k not in (b"content-length", b"content-type")] + [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                message = {"type": "http.response.body", "body": body}
+            await send(dict(start))
+            start.clear()
+        await send(message)
+
+    return wrapped
+
+
 # --- refusals in the protocol's format -----------------------------------------------------------
 
 def describe_validation(errors: List[Dict], body) -> str:
@@ -205,6 +237,8 @@ def describe_validation(errors: List[Dict], body) -> str:
             body = body.decode("utf-8")
         except UnicodeDecodeError as err:
             return f"the body is not UTF-8 text (byte {err.start})"
+    if any("not valid UTF-8" in str((e.get("ctx") or {}).get("error", "")) for e in errors):
+        return "the body is not UTF-8 text (JSON must be UTF-8)"  # what orjson, MLServer's decoder, found
     if isinstance(body, str) and any(e.get("type") == "json_invalid" for e in errors):
         text = body
         try:
@@ -236,6 +270,17 @@ def _flatten(values):
             yield v
 
 
+async def worker_refused(request, exc):
+    """With parallel workers MLServer wraps what a worker raised as "<module>.<class>: message";
+    a refusal (4xx) is shown as the message alone, as with one process."""
+    from fastapi.responses import JSONResponse
+
+    message = str(exc)
+    if exc.status_code < 500:
+        message = re.sub(r"^[\w.]+: ", "", message, count=1)
+    return JSONResponse({"error": message}, status_code=exc.status_code)
+
+
 async def validation_refused(request, exc):
     from fastapi.responses import JSONResponse
 
@@ -246,6 +291,7 @@ def install():
     """Wrap MLServer's REST app factory: our middleware and error handler on every app it makes,
     and the extension in the server's metadata."""
     from fastapi.exceptions import RequestValidationError
+    from mlserver.parallel.errors import WorkerError
     from mlserver.rest import server
 
     if getattr(server.create_app, "_cd4ml", False):
@@ -257,6 +303,7 @@ def install():
             settings.extensions.append(EXTENSION)
         app = original(settings, *args, **kwargs)
         app.add_exception_handler(RequestValidationError, validation_refused)
+        app.add_exception_handler(WorkerError, worker_refused)
         app.add_middleware(BinaryTensors)
         return app
 

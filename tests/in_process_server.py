@@ -1,6 +1,6 @@
 """The serving core in the test process, speaking the demo's Server methods (cd4ml.demo.loop).
 
-The loop test drives it instead of a seldon-core-microservice subprocess: same ServingCore as the
+The loop test drives it instead of a seldon-core-microservice subprocess: same ModelService as the
 server runtimes, the Open Inference Protocol's inputs, answers in the demo's normalised shape, no
 second environment needed.
 """
@@ -16,9 +16,9 @@ from serving.request import v2_batch, v2_inputs
 class InProcessServer(Server):
     def __init__(self, registry: str, log_dir: str, protocol: str = "v2", poll_seconds: float = 1.0,
                  drift_window: int = 200):
-        from serving.core import ServingCore
+        from serving.service import ModelService
 
-        self.core = ServingCore(registry, log_dir=log_dir, poll_seconds=poll_seconds, drift_window=drift_window)
+        self.core = ModelService(registry, log_dir=log_dir, poll_seconds=poll_seconds, drift_window=drift_window)
         self.url, self.protocol = "in-process", protocol
 
     def wait_ready(self, timeout: float = 300):

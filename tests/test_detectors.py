@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from components import detector_core, detector_fit, features
-from serving.core import DEFAULT_DRIFT_WINDOW
+from serving.telemetry import DEFAULT_DRIFT_WINDOW
 from tests.conftest import read_span, tf_example
 
 

@@ -133,11 +133,13 @@ RENDERED = {
 
 
 def exported_metrics() -> set:
-    """The metric names the servers export, as Prometheus shows them (serving/core.py's names;
+    """The metric names the servers export, as Prometheus shows them (serving/telemetry.py's names;
     a timer is a histogram: _bucket, _sum, _count)."""
-    with open(os.path.join(REPO_ROOT, "serving", "core.py")) as fh:
-        text = fh.read()
-    names = set(re.findall(r'\.(?:add|set)\("(cd4ml_\w+)"', text))
+    text = ""
+    for module in ("telemetry.py", "feedback.py", "inference.py", "repository.py"):
+        with open(os.path.join(REPO_ROOT, "serving", module)) as fh:
+            text += fh.read()
+    names = set(re.findall(r'\.(?:add|set)\(\s*"(cd4ml_\w+)"', text))
     timers = set(re.findall(r'\.observe\("(cd4ml_\w+)"', text))
     assert "cd4ml_requests_total" in names and "cd4ml_request_duration_seconds" in timers
     return names | {t + suffix for t in timers for suffix in ("_bucket", "_sum", "_count")}

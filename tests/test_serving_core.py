@@ -150,10 +150,10 @@ def good_requests(core):
 
 
 def make_core(registry, tmp_path, **kwargs):
-    from serving.core import ServingCore
+    from serving.service import ModelService
 
     kwargs.setdefault("poll_seconds", 0)
-    return ServingCore(registry, log_dir=str(tmp_path / "logs"), **kwargs).load()
+    return ModelService(registry, log_dir=str(tmp_path / "logs"), **kwargs).load()
 
 
 def holdout(registry, version="1000"):
@@ -245,7 +245,7 @@ def test_a_deferred_answer_is_recorded_when_its_loop_runs_it_before_the_next_req
         loop = asyncio.get_running_loop()
         answer = core.predict({"jsonData": [GOOD, GOOD]}, defer=loop.call_soon)
         seen["lines_at_answer"] = log_path.read_text().count("\n") if log_path.exists() else 0
-        seen["window_at_answer"] = core._window_rows
+        seen["window_at_answer"] = core.telemetry.window_rows
         await asyncio.sleep(0)  # the loop's next turn: where the next request would be read
         seen["feedback"] = core.feedback([p + 1.0 for p in answer.predictions], request_id=answer.request_id)
         return answer
@@ -253,12 +253,12 @@ def test_a_deferred_answer_is_recorded_when_its_loop_runs_it_before_the_next_req
     answer = asyncio.run(serve())
     assert seen["lines_at_answer"] == 0 and seen["window_at_answer"] == 0
     assert seen["feedback"]["matched"] and seen["feedback"]["live_mae"] == pytest.approx(1.0)
-    assert core._window_rows == 2
+    assert core.telemetry.window_rows == 2
     logged = [json.loads(line) for line in open(log_path)]
     assert [r["request_id"] for r in logged] == [answer.request_id]
     assert [m["value"] for m in core.metrics() if m["key"] == "cd4ml_rows_total"] == [2]
 
-    core.predictions_log.close()  # the next line cannot be written
+    core.telemetry.predictions_log.close()  # the next line cannot be written
     later = []
     refused = core.predict({"jsonData": [GOOD]}, defer=later.append)
     assert refused.predictions and len(later) == 1
@@ -549,7 +549,7 @@ def test_feedback_credits_the_experiment_that_routed_it_even_if_it_ends_meanwhil
     core = make_core(registry, tmp_path)
     assert core.experiment.id == "e-first"
     result = core.predict({"jsonData": [GOOD]})
-    looked = core._arm_of
+    looked = core.desk._arm_of
 
     def then_the_experiment_changes(*args, **kwargs):
         found = looked(*args, **kwargs)
@@ -559,10 +559,10 @@ def test_feedback_credits_the_experiment_that_routed_it_even_if_it_ends_meanwhil
         core.refresh_experiment()  # what the poller does, at the worst moment
         return found
 
-    core._arm_of = then_the_experiment_changes
+    core.desk._arm_of = then_the_experiment_changes
     answer = core.feedback([p + 1 for p in result.predictions], request_id=result.request_id)
     assert answer["experiment"]["id"] == "e-first" and answer["experiment"]["arm"] == result.version
-    assert core.experiment.id == "e-second" and core._counts.labelled == 0  # the new one got nothing
+    assert core.experiment.id == "e-second" and core.snapshot.counts.labelled == 0  # the new one got nothing
     logged = [json.loads(line) for line in open(os.path.join(tmp_path, "logs", "feedback.jsonl"))]
     assert [(r["experiment"], r["arm"]) for r in logged] == [("e-first", result.version)]
     os.remove(os.path.join(registry, EXPERIMENT_FILE))
@@ -573,9 +573,9 @@ def test_feedback_credits_the_experiment_that_routed_it_even_if_it_ends_meanwhil
 
 def test_timings_nobody_scrapes_stay_bounded_and_the_drop_is_counted():
     """Without a scrape, a timing per request accumulated for ever (the memory growth under load)."""
-    from serving.core import _Counters
+    from serving.metrics import DeltaMetrics
 
-    counters = _Counters(max_timers=100)
+    counters = DeltaMetrics(max_timers=100)
     for i in range(1000):
         counters.observe("cd4ml_request_duration_seconds", float(i), version="1")
         assert len(counters.timers) <= 100

@@ -401,7 +401,7 @@ BINARY_HEAD = b'{"inputs": [{"name": "hr", "datatype": "INT64", "shape": [1], "p
     (b'{"inputs": [', {}, "the body is not JSON"),
     (b'{"inputs": [{"name": "temp", "datatype": "FP32", "shape": [1], "data": [NaN]}]}', {},
      "input 'temp': NaN and Infinity are not JSON numbers"),
-    (b'{"inputs": "\xff"}', {}, "the body is not JSON"),  # (FastAPI decodes it leniently first)
+    (b'{"inputs": "\xff"}', {}, "the body is not UTF-8"),
     (b'{"inputs": [{"name": "temp", "datatype": "FP32", "shape": "one", "data": [1]}]}', {}, "field 'inputs.0.shape'"),
     (BINARY_HEAD + b"xxxx", {"Inference-Header-Content-Length": str(len(BINARY_HEAD))},
      "input 'hr': binary_data_size 9 does not fit the body"),

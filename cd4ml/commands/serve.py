@@ -37,7 +37,9 @@ def register(parser):
     parser.add_argument("--grpc-port", type=int, default=9001,
                         help="the V2 server's gRPC port (the Open Inference Protocol's GRPCInferenceService; "
                              "default 9001)")
-    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers of the Seldon server (default 1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes, each with its own copy of the model: MLServer's parallel "
+                             "inference workers for v2, gunicorn workers for seldon (default 1)")
     parser.add_argument("--log-dir", help="prediction/feedback/drift logs (default <home>/serving-logs)")
     parser.add_argument("--poll-seconds", type=float, help="registry poll interval (default 5)")
     parser.add_argument("--drift-window", type=int, help="rows per drift test (default 200)")
@@ -58,7 +60,7 @@ def main(args) -> int:
         if args.protocol == "v2":
             settings = tempfile.mkdtemp(prefix="cd4ml-mlserver-")
             argv, env = v2_command(registry, args.port, args.metrics_port, settings, grpc_port=args.grpc_port,
-                                   host=args.host, **common)
+                                   host=args.host, workers=args.workers, **common)
             where = "/v2/models/bike-demand/infer"
         else:
             argv, env = command(registry, args.port, args.metrics_port, workers=args.workers, **common)

@@ -1,6 +1,6 @@
 """Drift trigger: when the server's drift detector fires, request a retrain, with guard rails.
 
-Reads what the server writes (serving/core.py, serving/logs.py) in its log directory
+Reads what the server writes (serving/telemetry.py, serving/logs.py) in its log directory
 (default `<home>/serving-logs` for a local registry):
   drift*.jsonl        {"ts", "version", "is_drift", "p_vals", "drifted", "rows", ...} per window
   predictions*.jsonl  {"ts", "request_id", "version", "rows": [{feature: value}], "predictions"}
