@@ -13,9 +13,10 @@ help:  ## list the targets
 setup:  ## build .venv (pipeline environment) from requirements/pipeline.lock; fast when up to date
 	@scripts/setup_env.sh pipeline
 
-serving-setup:  ## build .venv-serving (Seldon v1 server) and .venv-v2 (Open Inference Protocol server)
+serving-setup:  ## build .venv-serving (Seldon v1 server), .venv-v2 (Open Inference Protocol server) and .venv-kserve (its test client)
 	@scripts/setup_env.sh serving
 	@scripts/setup_env.sh v2
+	@scripts/setup_env.sh kserve-client
 
 system-deps:  ## Debian packages the tests use (mariadb-server), installed when missing
 	@scripts/system_deps.sh
@@ -35,7 +36,8 @@ lint: setup  ## ruff over the tree
 lock:  ## re-resolve requirements/*.in into exact lock files (needs uv)
 	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/pipeline.in -o requirements/pipeline.lock
 	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/serving.in -o requirements/serving.lock
-	uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 requirements/v2.in -o requirements/v2.lock
+	uv pip compile --python-version 3.12 --python-platform x86_64-manylinux_2_36 requirements/v2.in -o requirements/v2.lock
+	uv pip compile --python-version 3.12 --python-platform x86_64-manylinux_2_36 requirements/kserve-client.in -o requirements/kserve-client.lock
 
 kubeflow-image-check: setup  ## build the pipeline image (podman) and run the compiled job in it, task by task (not in make test: ~3 GB)
 	@scripts/kubeflow_image_check.sh
@@ -44,4 +46,4 @@ benchmark: setup  ## run the benchmarks, writing JSON under benchmarks/results/
 	$(PY) benchmarks/pipeline.py
 
 clean:  ## remove the environments (not ~/.cd4ml)
-	rm -rf $(VENV) .venv-serving .venv-v2
+	rm -rf $(VENV) .venv-serving .venv-v2 .venv-kserve

@@ -2,9 +2,10 @@
 # (serving.mlserver_runtime.BikeDemandRuntime), what KServe and Seldon Core v2 run
 # (k8s/kserve/, k8s/seldon-v2/). HTTP on 8080, gRPC on 8081, Prometheus metrics on 8082 (/metrics):
 # MLServer's defaults, which both platforms expect. Its own lock: MLServer needs protobuf 5, which
-# the pipeline's TF 2.16 cannot share (requirements/v2.in).
+# the pipeline's TF 2.16 cannot share (requirements/v2.in). Python 3.12: the server faces the network,
+# and 3.10 is past its end of life; only the pipeline image stays on 3.10, for TFX (docs/stack.md).
 # Build from the repository root:  docker build -f docker/serving-v2.Dockerfile -t IMAGE .
-FROM python:3.10-slim
+FROM python:3.12-slim
 
 # No .pyc written at run time (read-only root filesystems); the site-packages are byte-compiled
 # once at build instead, or every container start would recompile TensorFlow's sources (20-30 s).
@@ -26,7 +27,7 @@ WORKDIR /microservice
 COPY requirements/v2.lock requirements/v2.lock
 RUN python -m pip install "pip==24.2" \
  && python -m pip install --no-deps -r requirements/v2.lock \
- && (python -m compileall -q -j 0 /usr/local/lib/python3.10/site-packages >/dev/null || true)
+ && (python -m compileall -q -j 0 /usr/local/lib/python3.12/site-packages >/dev/null || true)
 
 # The server needs the contract but none of the command layer: only those two files of cd4ml go in.
 COPY cd4ml/__init__.py cd4ml/contract.py cd4ml/logstore.py /microservice/cd4ml/

@@ -5,7 +5,7 @@
     .venv/bin/python scripts/licences.py --check    # exit 1 if it is stale or a licence is not allowed
 
 The licences come from each installed package's own metadata, read by pip-licenses in the
-environments the lock files built (.venv, .venv-serving, .venv-v2), so the list is what a fresh machine
+environments the lock files built (.venv, .venv-serving, .venv-v2, .venv-kserve), so the list is what a fresh machine
 installs. cd4ml must be usable in production: a Business Source License, or a licence nobody can
 name, fails the check (tests/test_licences.py runs it).
 """
@@ -25,6 +25,7 @@ ENVIRONMENTS = {  # name -> (virtual environment, lock file)
     "pipeline": (".venv", "requirements/pipeline.lock"),
     "serving": (".venv-serving", "requirements/serving.lock"),
     "v2": (".venv-v2", "requirements/v2.lock"),
+    "kserve-client": (".venv-kserve", "requirements/kserve-client.lock"),  # tests only, in no image
 }
 OUTPUT = os.path.join(ROOT, "docs", "licences.md")
 FORBIDDEN = re.compile(r"business source|\bbusl\b|\bbsl\b", re.IGNORECASE)

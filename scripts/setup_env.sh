@@ -3,16 +3,18 @@
 #   scripts/setup_env.sh pipeline   -> .venv          (TFX, Beam, kfp, notebooks, tests)
 #   scripts/setup_env.sh serving    -> .venv-serving  (Seldon v1 server image contents)
 #   scripts/setup_env.sh v2         -> .venv-v2       (Open Inference Protocol server: MLServer)
+#   scripts/setup_env.sh kserve-client -> .venv-kserve (KServe's Python client, for the tests only)
 # Idempotent: when the venv exists and was built from the same lock, it returns in well under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-kind=${1:?usage: scripts/setup_env.sh pipeline|serving|v2}
+kind=${1:?usage: scripts/setup_env.sh pipeline|serving|v2|kserve-client}
 case "$kind" in
   pipeline) venv=.venv ;;
   serving)  venv=.venv-serving ;;
   v2)       venv=.venv-v2 ;;
-  *) echo "setup_env: unknown environment '$kind' (pipeline, serving or v2)" >&2; exit 2 ;;
+  kserve-client) venv=.venv-kserve ;;
+  *) echo "setup_env: unknown environment '$kind' (pipeline, serving, v2 or kserve-client)" >&2; exit 2 ;;
 esac
 lock=requirements/$kind.lock
 [ -f "$lock" ] || { echo "setup_env: $lock is missing" >&2; exit 2; }
@@ -36,28 +38,36 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python"
   exit 0
 fi
 
-find_python310() {
-  local c
-  for c in "${CD4ML_PYTHON:-}" python3.10 "$HOME"/.pyenv/versions/3.10*/bin/python3.10 \
-           /root/.pyenv/versions/3.10*/bin/python3.10 /usr/local/bin/python3.10 /usr/bin/python3.10; do
+# The pipeline (and the Seldon v1 image, whose seldon-core 1.17 pins what TFX's TF needs) stays on
+# Python 3.10 for TFX 1.16; the V2 server, which faces the network, runs on 3.12 (docs/stack.md).
+case "$kind" in
+  v2|kserve-client) want_py=3.12 ;;
+  *)  want_py=3.10 ;;
+esac
+
+find_python() {
+  local c v=$1
+  for c in "${CD4ML_PYTHON:-}" "python$v" "$HOME"/.pyenv/versions/$v*/bin/python$v \
+           /root/.pyenv/versions/$v*/bin/python$v /usr/local/bin/python$v /usr/bin/python$v; do
     [ -n "$c" ] || continue
-    if "$c" -c 'import sys, venv; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then
+    if "$c" -c "import sys, venv; assert '%d.%d' % sys.version_info[:2] == '$v'" >/dev/null 2>&1; then
       command -v "$c" 2>/dev/null || echo "$c"; return 0
     fi
   done
   if command -v pyenv >/dev/null 2>&1; then
-    c=$(PYENV_VERSION=$(pyenv versions --bare | grep -E '^3\.10' | tail -n1) pyenv which python3.10 2>/dev/null || true)
+    c=$(PYENV_VERSION=$(pyenv versions --bare | grep -E "^${v//./\\.}" | tail -n1) pyenv which "python$v" 2>/dev/null || true)
     [ -n "$c" ] && "$c" -c 'import sys' >/dev/null 2>&1 && { echo "$c"; return 0; }
   fi
   return 1
 }
 
-py=$(find_python310) || {
-  cat >&2 <<'MSG'
-setup_env: no Python 3.10 interpreter found.
-TFX 1.16 (the newest TFX that installs on glibc 2.36) needs Python >=3.9,<3.11. Install one, e.g.
-  pyenv install 3.10.13        or        apt-get install python3.10 python3.10-venv
-or point CD4ML_PYTHON at it, then rerun `make setup`.
+py=$(find_python "$want_py") || {
+  cat >&2 <<MSG
+setup_env: no Python $want_py interpreter found for $venv.
+The pipeline needs 3.10 (TFX 1.16, the newest TFX that installs on glibc 2.36, needs >=3.9,<3.11);
+the V2 server runs on 3.12. Install it, e.g.
+  pyenv install $want_py        or        apt-get install python$want_py python$want_py-venv
+or point CD4ML_PYTHON at it, then rerun \`make setup\` / \`make serving-setup\`.
 MSG
   exit 3
 }
@@ -69,7 +79,9 @@ rm -rf "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pip==24.2"
 # The lock is complete and exact: no resolution, nothing newer slips in.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$lock"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+if [ "$kind" != kserve-client ]; then  # a client of the servers: it runs none of our code
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+fi
 compile_bytecode
 echo "$want" > "$stamp"
 echo "setup_env: $venv ready in $(( $(date +%s) - start )) s"

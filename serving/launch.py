@@ -89,9 +89,9 @@ def v2_command(registry: str, port: int, metrics_port: int, settings_dir: str, g
     model_dir = os.path.join(settings_dir, MODEL_NAME)
     os.makedirs(model_dir, exist_ok=True)
     server = {"host": host, "http_port": port, "grpc_port": grpc_port or free_port(), "metrics_port": metrics_port,
-              "parallel_workers": workers if workers > 1 else 0, "debug": False, "load_models_at_startup": True,
-              # Where parallel workers write their metric values for /metrics to add up.
-              "metrics_dir": os.path.join(settings_dir, "prometheus")}
+              "parallel_workers": workers if workers > 1 else 0, "debug": False, "load_models_at_startup": True}
+    if workers > 1:  # where the workers write their metric values for /metrics to add up
+        server["metrics_dir"] = os.path.join(settings_dir, "prometheus")
     # The registry is the model's URI, as KServe and Seldon Core v2 hand a model its folder.
     model = {"name": MODEL_NAME, "implementation": runtime, "parameters": {"uri": registry}}
     for path, body in ((os.path.join(settings_dir, "settings.json"), server),

@@ -92,13 +92,25 @@ def dockerfile(request):
     return request.param
 
 
+def _venv_python(dockerfile) -> str:
+    """major.minor of the environment whose lock the image installs (what the tests ran on)."""
+    venv = {PIPELINE: ".venv", SERVING: ".venv-serving", SERVING_V2: ".venv-v2"}[dockerfile]
+    with open(os.path.join(REPO_ROOT, venv, "pyvenv.cfg")) as fh:
+        version = next(line.split("=")[1].strip() for line in fh if line.startswith(("version ", "version_info")))
+    return ".".join(version.split(".")[:2])
+
+
 def test_base_image_and_legacy_keras(dockerfile):
+    """Each image's Python is the one its environment was built and tested on: 3.10 where TFX
+    runs, 3.12 for the V2 server."""
     instrs = instructions(dockerfile)
-    if instrs[0][0] == "ARG":  # the base as a build argument, python:3.10-slim by default
+    base = f"python:{_venv_python(dockerfile)}-slim"
+    assert base == ("python:3.12-slim" if dockerfile == SERVING_V2 else "python:3.10-slim")
+    if instrs[0][0] == "ARG":  # the base as a build argument
         name, default = instrs[0][1].split("=", 1)
-        assert default == "python:3.10-slim" and instrs[1] == ("FROM", "${%s}" % name)
+        assert default == base and instrs[1] == ("FROM", "${%s}" % name)
     else:
-        assert instrs[0] == ("FROM", "python:3.10-slim")
+        assert instrs[0] == ("FROM", base)
     assert sum(1 for w, _ in instrs if w == "FROM") == 1
     assert env_of(instrs)["TF_USE_LEGACY_KERAS"] == "1"
 

@@ -149,3 +149,22 @@ def test_contract_names_are_written_once():
             for p in _sources() if p != contract_path
             for line, value in _string_constants(p) if value in names]
     assert hits == [], "\n".join(hits)
+
+
+def _serving_sources() -> List[str]:
+    return sorted(glob.glob(os.path.join(REPO_ROOT, "serving", "*.py")))
+
+
+def test_serving_classes_are_small_and_no_module_holds_state():
+    """The serving core was one 466-line class with a module-global metrics collector beside it;
+    each room is a class of its own now, and a server builds its own (so workers share nothing)."""
+    too_long, globals_ = [], []
+    for path in _serving_sources():
+        with open(path) as fh:
+            tree = ast.parse(fh.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 200:
+                too_long.append(f"{os.path.basename(path)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+            if isinstance(node, ast.Global):
+                globals_.append(f"{os.path.basename(path)}:{node.lineno} global {', '.join(node.names)}")
+    assert not too_long and not globals_, too_long + globals_

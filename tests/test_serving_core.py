@@ -584,3 +584,35 @@ def test_timings_nobody_scrapes_stay_bounded_and_the_drop_is_counted():
     (dropped,) = [m["value"] for m in drained if m["key"] == "cd4ml_timings_dropped_total"]
     assert timers == [float(i) for i in range(1000 - len(timers), 1000)]  # the newest are kept
     assert dropped + len(timers) == 1000 and counters.timers == []
+
+
+def test_the_request_path_takes_no_lock_and_a_swap_is_one_snapshot(registry, tmp_path):
+    """Every lock the serving rooms own is held by another thread (a publisher mid-swap, the
+    telemetry sink, the feedback desk, the metrics): a request is still answered, because it reads
+    one immutable snapshot; what it leaves behind waits until the locks are free."""
+    import threading
+
+    copy_version(registry, "1000", registry, "1001")
+    core = make_core(registry, tmp_path, version="1000")
+    locks = [core.repository._publishing, core.telemetry._lock, core.desk._lock, core.telemetry.metrics._lock]
+    for lock in locks:
+        lock.acquire()
+    deferred, answers = [], []
+    worker = threading.Thread(target=lambda: answers.append(core.predict({"jsonData": [GOOD]}, defer=deferred.append)))
+    worker.start()
+    worker.join(timeout=30)
+    for lock in locks:
+        lock.release()
+    assert answers and answers[0].version == "1000" and len(deferred) == 1
+    deferred[0]()
+    assert core.metrics() and core.feedback([1.0], request_id=answers[0].request_id)["matched"]
+
+    before = core.snapshot
+    core.repository.pinned = "1001"
+    assert core.refresh() and core.version == "1001"
+    assert before.current.version == "1000" and core.snapshot is not before  # published anew, not changed
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.current = None  # frozen: a request's snapshot cannot change under it
+    core.close()

@@ -411,3 +411,65 @@ def test_refusals_are_in_the_protocols_error_format(server, body, headers, needl
                           headers={"Content-Type": "application/json", **headers})
     assert reply.status_code == 400 and needle in reply.json()["error"], reply.text
     assert requests.get(f"{server.url}/v2/health/ready", timeout=30).status_code == 200
+
+
+def test_two_worker_processes_answer_join_feedback_and_add_up_their_metrics(registry, tmp_path):
+    """`cd4ml serve --workers 2`: MLServer's parallel inference workers, each with its own copy of
+    the service (nothing is shared at module level). Feedback joins whichever worker answered
+    (through the shared prediction log), refusals read as with one process, /metrics adds the
+    workers up, and the health probes answer with the protocol's bodies."""
+    import concurrent.futures
+    import glob
+    import os
+
+    with running(registry, str(tmp_path / "logs"), protocol="v2", workers=2, poll_seconds=0.5) as srv:
+        body = {"inputs": v2_inputs([GOOD, GOOD])}
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: requests.post(srv.predict_url, json=body, timeout=60), range(40)))
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        (version,) = {a.json()["model_version"] for a in answers}  # (another test may have pushed 2000)
+        ids = [a.json()["parameters"]["request_id"] for a in answers]
+        joined = [requests.post(srv.feedback_url, json={"request_id": i, "truth": [1, 2]}, timeout=60) for i in ids]
+        assert all(j.status_code == 200 and j.json()["matched"] for j in joined), [j.text for j in joined]
+        bad = infer(srv, v2_inputs([dict(GOOD, mnth="Smarch")]))
+        assert bad.status_code == 400 and bad.json()["error"].startswith("row 0: feature 'mnth'"), bad.text
+        assert requests.get(f"{srv.url}/v2/health/live", timeout=30).json() == {"live": True}
+        assert requests.get(f"{srv.url}/v2/health/ready", timeout=30).json() == {"ready": True}
+        metrics = requests.get(srv.metrics_url, timeout=30).text
+        totals = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
+                  if line.startswith(("cd4ml_requests_total{", "cd4ml_feedback_rows_total{"))}
+        assert totals == {f'cd4ml_requests_total{{version="{version}"}}': 40.0,
+                          f'cd4ml_feedback_rows_total{{version="{version}"}}': 80.0}
+        writers = {os.path.basename(f).rsplit("_", 1)[1] for f in glob.glob(
+            str(tmp_path / "logs" / "mlserver" / "prometheus" / "counter_*.db"))}
+        assert len(writers) >= 2, writers  # both workers answered
+
+
+def test_kserves_own_client_with_its_defaults(server, registry):
+    """kserve's InferenceRESTClient (its own environment, .venv-kserve): health (the protocol's
+    JSON bodies, which it reads), the holdout answered as recorded with its default binary tensors
+    and with JSON tensors, and refusals that name the input and the rule."""
+    import json
+    import os
+    import subprocess
+
+    from pipelines.config import REPO_ROOT
+
+    python = os.path.join(REPO_ROOT, ".venv-kserve", "bin", "python")
+    assert os.path.exists(python), f"{python} is not built (make serving-setup)"
+    sample = holdout(registry)
+    job = {"rows": [r["features"] for r in sample], "datatypes": {f.name: f.types.v2 for f in features.FEATURES},
+           "bad": [{"weathersit": "sandstorm"}, {"hr": 24}]}
+    proc = subprocess.run([python, os.path.join(REPO_ROOT, "tests", "kserve_client.py"), server.url, MODEL_NAME],
+                          input=json.dumps(job), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["live"] is True and out["ready"] is True and out["model_ready"] is True
+    for mode in ("binary", "json"):
+        np.testing.assert_allclose(out[mode]["predictions"], [r["expected"] for r in sample], rtol=1e-3, atol=1e-3)
+        assert len(out[mode]["request_id"]) == 32 and len(out[mode]["is_outlier"]) == len(sample)
+    assert out["binary"]["request_id"] != out["json"]["request_id"] and out["metadata"]["name"] == MODEL_NAME
+    (category, hour) = out["refused"]
+    assert category["status"] == 400 and "feature 'weathersit': unknown category 'sandstorm'" in category["error"]
+    assert hour["status"] == 400 and "feature 'hr'" in hour["error"] and category["error"] in category["message"]
+    assert requests.get(f"{server.url}/v2/health/ready", timeout=30).status_code == 200
