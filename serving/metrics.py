@@ -69,18 +69,21 @@ class PrometheusMetrics:
 
         self._prom = prom
         self._metrics: Dict[str, object] = {}
+        self._children: Dict[Tuple, object] = {}
         self._lock = threading.Lock()
 
     def _metric(self, cls, name: str, tags: Dict, **options):
-        metric = self._metrics.get(name)
-        if metric is None:
+        key = (name, *tags.items())  # the labelled child, found again without prometheus_client's lookup
+        child = self._children.get(key)
+        if child is None:
             with self._lock:
                 metric = self._metrics.get(name)
                 if metric is None:
                     # Counters are named *_total here; prometheus_client adds the suffix itself.
                     base = name[:-len("_total")] if name.endswith("_total") else name
                     metric = self._metrics[name] = cls(base, name, sorted(tags), registry=None, **options)
-        return metric.labels(**{k: str(v) for k, v in tags.items()}) if tags else metric
+                child = self._children[key] = metric.labels(**{k: str(v) for k, v in tags.items()}) if tags else metric
+        return child
 
     def add(self, key: str, value: float = 1.0, **tags):
         self._metric(self._prom.Counter, key, tags).inc(value)
