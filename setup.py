@@ -11,7 +11,7 @@ setup(
     description="Continuous delivery for ML: TFX pipeline, Kubeflow runner, Seldon Core serving",
     python_requires=">=3.9",  # the pipeline needs <3.11 (TFX 1.16); the V2 server runs on 3.12
     packages=find_packages(include=["cd4ml", "cd4ml.*", "pipelines", "pipelines.*",
-                                    "components", "components.*", "serving", "serving.*"]),
+                                    "components", "components.*", "scoring", "scoring.*", "serving", "serving.*"]),
     package_data={"components": ["schema/*.pbtxt", "templates/*.j2"]},
     install_requires=[],  # the lock files are the install path; see Makefile `setup`
     extras_require={

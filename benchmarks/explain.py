@@ -2,7 +2,7 @@
 
 Measured three ways on the served version of a registry, in the same run:
 - in process: the version's explainer alone (2^11 coalitions x the background rows through the
-  raw signature, components/explain.py);
+  raw signature, scoring/explain.py);
 - over HTTP on the V2 server (POST /v2/models/bike-demand/explain), one client;
 - the same server's infer of the same row, as the floor an explanation adds to.
 Also the explanation of 10 rows per request (rows per second), and the time to compute the
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", default="benchmarks/results/explain.json")
     args = parser.parse_args(argv)
 
-    from components import detector_core, explain
+    from scoring import detector_core, explain
     from components import registry as reg
     from serving.launch import running
     from serving.request import v2_inputs

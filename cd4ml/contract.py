@@ -33,7 +33,7 @@ MODEL_CARD, MODEL_CARD_PAGE = "MODEL_CARD.json", "model_card.html"
 # Beside a harvested span's files: where its rows came from (cd4ml/triggers/harvest.py).
 HARVEST_PROVENANCE = "HARVEST.json"
 DETECTORS_DIR = "detectors"
-# The explainer's background rows and the pipeline's global importances (components/explain.py).
+# The explainer's background rows and the pipeline's global importances (scoring/explain.py).
 EXPLAINER_DIR = "explainer"
 SAVED_MODEL_FILES = ("saved_model.pb", "variables/")
 # ML Metadata artifact types of our own components (components/release.py, components/detectors.py).

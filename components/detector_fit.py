@@ -1,7 +1,7 @@
 """Fit the drift and outlier detectors on a span's training rows (the pipeline's side).
 
 scikit-learn fits the IsolationForest here, in the pipeline environment; what a version ships is
-plain arrays (components/detector_core.py), so the server needs neither scikit-learn nor pickle.
+plain arrays (scoring/detector_core.py), so the server needs neither scikit-learn nor pickle.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from components import features
-from components.detector_core import (N_ESTIMATORS, P_VAL, THRESHOLD_PERC, FastIForest, TabularDrift,
+from scoring.detector_core import (N_ESTIMATORS, P_VAL, THRESHOLD_PERC, FastIForest, TabularDrift,
                                       observed_categories)
 
 

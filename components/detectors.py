@@ -13,11 +13,12 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from cd4ml.contract import DETECTORS_ARTIFACT, SCHEMA_FILE
-from components import detector_core, detector_fit, features
+from components import detector_fit, features
+from scoring import detector_core
 
 
 class Detectors(types.Artifact):
-    """A saved detector set: drift.npz, outlier.npz and meta.json (components/detector_core.py)."""
+    """A saved detector set: drift.npz, outlier.npz and meta.json (scoring/detector_core.py)."""
 
     TYPE_NAME = DETECTORS_ARTIFACT
 

@@ -3,7 +3,7 @@
 After the Trainer, on this run's span: the background is an even sample of the training rows
 (what the explanations' base value averages over), the importances are mean |attribution| over
 an even sample of the eval rows, for the candidate and for the baseline model on the same rows
-(the report's "what changed in how the model decides"). The check (components/explain.py rules)
+(the report's "what changed in how the model decides"). The check (scoring/explain.py rules)
 becomes an InfraBlessing: TFX's Pusher refuses a model whose infra blessing is not blessed, so a
 violation stops the push the way a failed evaluation does, with the reason in the run summary.
 """
@@ -17,7 +17,8 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
 from cd4ml.contract import EXPLANATION_ARTIFACT
-from components import detector_core, detector_fit, explain, features
+from components import detector_fit, features
+from scoring import detector_core, explain
 from components.baseline import has_baseline
 from components.files import write_text
 
@@ -26,7 +27,7 @@ BLESSED, REASON = "blessed", "reason"
 
 
 class ModelExplanation(types.Artifact):
-    """background.json and importances.json (components/explain.py) for one trained model."""
+    """background.json and importances.json (scoring/explain.py) for one trained model."""
 
     TYPE_NAME = EXPLANATION_ARTIFACT
 
@@ -34,7 +35,7 @@ class ModelExplanation(types.Artifact):
 def _explainer(model: types.Artifact, background):
     from tfx.utils import path_utils
 
-    from components.raw_signature import RawSignature
+    from scoring.raw_signature import RawSignature
 
     signature = RawSignature(path_utils.serving_model_path(model.uri))
     signature.agrees_with_signature(background[:8])

@@ -32,9 +32,10 @@ RUN python -m pip install "pip==24.2" \
 # The server needs the contract but none of the command layer: only those two files of cd4ml go in.
 COPY cd4ml/__init__.py cd4ml/contract.py cd4ml/logstore.py /microservice/cd4ml/
 COPY components/ /microservice/components/
+COPY scoring/ /microservice/scoring/
 COPY serving/ /microservice/serving/
 COPY docker/mlserver/ /microservice/mlserver/
-RUN python -c "import mlserver, cd4ml.contract, components.features, serving.mlserver_runtime, serving.v2_server"
+RUN python -c "import mlserver, cd4ml.contract, components.features, scoring.detector_core, serving.mlserver_runtime, serving.v2_server"
 
 USER 8888
 EXPOSE 8080 8081 8082

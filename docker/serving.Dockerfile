@@ -31,6 +31,7 @@ RUN python -m pip install "pip==24.2" \
 # command layer: only those two files of the cd4ml package go in.
 COPY cd4ml/__init__.py cd4ml/contract.py cd4ml/logstore.py /microservice/cd4ml/
 COPY components/ /microservice/components/
+COPY scoring/ /microservice/scoring/
 COPY serving/ /microservice/serving/
 RUN python -c "import seldon_core, cd4ml.contract, components.features, serving.seldon_model"
 

@@ -117,9 +117,9 @@ class VersionModel(ModelHandler):
         self.version_dir, self.spec, self.explain = version_dir, tuple(spec), explain
 
     def load_model(self):
-        from components import explain
+        from scoring import explain
         from components import registry as reg
-        from components.raw_signature import RawSignature
+        from scoring.raw_signature import RawSignature
 
         signature = RawSignature(self.version_dir, self.spec)
         if not self.explain:
@@ -143,7 +143,7 @@ class VersionModel(ModelHandler):
 
 def background_path(version_dir: str) -> str:
     from cd4ml.contract import EXPLAINER_DIR
-    from components.explain import BACKGROUND_FILE
+    from scoring.explain import BACKGROUND_FILE
 
     return os.path.join(version_dir, EXPLAINER_DIR, BACKGROUND_FILE)
 

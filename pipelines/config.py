@@ -64,7 +64,7 @@ class PipelineConfig:
     guard_p99_ratio: float = 2.0       # canary p99 latency / serving p99 latency
     guard_error_rate: float = 0.05     # canary share of refused or failed requests minus serving's
     guard_outlier_ratio: float = 2.0   # canary outlier rate / serving outlier rate
-    # The explainability check before the push (components/explain.py): columns that must carry
+    # The explainability check before the push (scoring/explain.py): columns that must carry
     # no attribution (comma separated), and the largest share of attribution one feature may carry
     # (the hour of day carries about 0.65 in the bike-demand model).
     explain_forbidden: str = "casual,registered"
@@ -125,7 +125,7 @@ class PipelineConfig:
 
     @property
     def explainability_rules(self):
-        from components.explain import ExplainabilityRules
+        from scoring.explain import ExplainabilityRules
 
         forbidden = tuple(n.strip() for n in self.explain_forbidden.split(",") if n.strip())
         return ExplainabilityRules(forbidden=forbidden, max_share=self.explain_max_share)

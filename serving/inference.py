@@ -25,7 +25,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from components import explain
+from scoring import explain
 from serving.bandit import Experiment
 from serving.feedback import FeedbackDesk, Remembered
 from serving.logs import now

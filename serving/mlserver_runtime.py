@@ -137,7 +137,7 @@ class BikeDemandRuntime(MLModel):
     async def explain(self, body: Dict[str, Any] = Body(...)) -> Dict:
         """The infer request's body in, each raw feature's additive attribution out, per row:
         {"model_name", "model_version", "explanation": {"base_value", "rows": [{"prediction",
-        "attributions": {feature: value}}]}} (components/explain.py)."""
+        "attributions": {feature: value}}]}} (scoring/explain.py)."""
         try:
             explained = self.core.explain(body.get("inputs"), reader=v2_batch)
         except RequestError as err:

@@ -178,7 +178,7 @@ class BikeDemandModel:
         @guard.route(EXPLAIN_PATH, methods=["POST"])
         def _explain():
             """Attributions of each raw feature to the served version's predictions (the predictions'
-            body; components/explain.py). Not a Seldon method: Seldon v1 sends explanations to a
+            body; scoring/explain.py). Not a Seldon method: Seldon v1 sends explanations to a
             separate explainer server, which would need its own copy of the model."""
             try:  # size and JSON were checked by _check_body, as for predictions
                 if self.core is None:

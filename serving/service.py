@@ -17,7 +17,7 @@ import dataclasses
 from typing import Dict, List, Optional
 
 from cd4ml.contract import default_log_dir
-from components import detector_core
+from scoring import detector_core
 from serving.bandit import Experiment
 from serving.feedback import FeedbackDesk
 from serving.inference import RequestPath

@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from cd4ml.contract import DETECTORS_DIR, EXPLAINER_DIR, FEATURES_FILE, HOLDOUT, MANIFEST, SCHEMA_FILE
-from components import detector_core, explain, features
-from components.raw_signature import RawSignature
+from components import features
+from scoring import detector_core, explain
+from scoring.raw_signature import RawSignature
 
 # Holdout rows replayed at load; the relative tolerance covers float32 reductions on another CPU.
 CHECK_ROWS = 8

@@ -11,7 +11,8 @@ import random
 import numpy as np
 import pytest
 
-from components import detector_core, detector_fit, features
+from components import detector_fit, features
+from scoring import detector_core
 from serving.telemetry import DEFAULT_DRIFT_WINDOW
 from tests.conftest import read_span, tf_example
 

@@ -20,7 +20,8 @@ import tensorflow as tf
 from tfx.types import artifact_utils, standard_artifacts
 
 from cd4ml.contract import DETECTORS_ARTIFACT, EXPLANATION_ARTIFACT, RELEASE_ARTIFACT, SCHEMA_FILE
-from components import detector_core, features, schema as curated_schema
+from components import features, schema as curated_schema
+from scoring import detector_core
 from tests.conftest import sample_rows, write_rows
 
 

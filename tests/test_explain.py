@@ -1,4 +1,4 @@
-"""Explanations: exact Shapley attributions over the raw features (components/explain.py), the
+"""Explanations: exact Shapley attributions over the raw features (scoring/explain.py), the
 global importances and explainability check every pushed version carries, `cd4ml explain`, and
 an old version without an explainer answering 409 while it keeps serving predictions.
 
@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import requests
 
-from components import explain, features
+from components import features
+from scoring import explain
 from pipelines.config import REPO_ROOT, PipelineConfig
 from tests.conftest import copy_version
 

@@ -1,7 +1,8 @@
 """The layout's rules, checked on the source (every import, function-level ones included):
 
-- imports run one way: components -> pipelines -> the command layer; serving depends only on
-  components, the contract and the log store (whose GCS client components use too); the
+- imports run one way: components -> pipelines -> the command layer; scoring (the model code the
+  pipeline and the servers share) reads only the feature list and the contract; serving depends only on
+  components, scoring, the contract and the log store (whose GCS client components use too); the
   contract and the ML Metadata layer depend on nothing above them;
 - one module registers our own ML Metadata types (cd4ml/mlmd/records.py);
 - the names of the contract (a version's files, signatures, log names) are written in
@@ -20,7 +21,7 @@ import pytest
 from cd4ml import contract
 from pipelines.config import REPO_ROOT
 
-REPO_PACKAGES = ("cd4ml", "components", "pipelines", "serving")
+REPO_PACKAGES = ("cd4ml", "components", "scoring", "pipelines", "serving")
 # What each layer may import from the repository (prefixes of module names).
 ALLOWED = {
     "cd4ml.contract": (),
@@ -28,9 +29,11 @@ ALLOWED = {
     "cd4ml.logstore": ("cd4ml.contract",),
     "cd4ml.mlmd": ("cd4ml.contract", "cd4ml.mlmd"),
     # The log store's GCS client reads a gs:// registry (components/registry.py).
-    "components": ("components", "cd4ml.contract", "cd4ml.logstore"),
-    "pipelines": ("pipelines", "components", "cd4ml.contract", "cd4ml.mlmd"),
-    "serving": ("serving", "components", "cd4ml.contract", "cd4ml.logstore"),
+    # The model code the pipeline and the servers share: it reads the feature list, nothing else of ours.
+    "scoring": ("scoring", "components.features", "cd4ml.contract"),
+    "components": ("components", "scoring", "cd4ml.contract", "cd4ml.logstore"),
+    "pipelines": ("pipelines", "components", "scoring", "cd4ml.contract", "cd4ml.mlmd"),
+    "serving": ("serving", "components", "scoring", "cd4ml.contract", "cd4ml.logstore"),
 }
 # The command layer: never imported by the layers above.
 COMMAND_LAYER = ("cd4ml.cli", "cd4ml.commands", "cd4ml.report", "cd4ml.triggers", "cd4ml.demo",

@@ -447,7 +447,7 @@ def test_a_version_without_the_encoded_signature_serves_the_same_through_serving
     import tensorflow as tf
 
     from cd4ml.contract import ENCODED_SIGNATURE, EXAMPLE_SIGNATURE, RAW_SIGNATURE
-    from components.raw_signature import LITE_ATOL, LITE_RTOL
+    from scoring.raw_signature import LITE_ATOL, LITE_RTOL
     from serving.version import LoadedVersion
 
     current = LoadedVersion(registry, "1000")
@@ -475,8 +475,8 @@ def test_the_server_answers_through_tensorflow_lite_as_serving_raw_does(registry
     and from several threads at once (one interpreter per thread)."""
     import concurrent.futures
 
-    from components import detector_core
-    from components.raw_signature import LITE_ATOL, LITE_RTOL
+    from scoring import detector_core
+    from scoring.raw_signature import LITE_ATOL, LITE_RTOL
     from serving.version import LoadedVersion
 
     version = LoadedVersion(registry, "1000")
@@ -499,8 +499,8 @@ def test_the_server_answers_through_tensorflow_lite_as_serving_raw_does(registry
 def test_a_lite_conversion_that_answers_differently_is_dropped(registry):
     """The Lite path is checked like the other fast paths: one that is off by more than its
     tolerance is never used, and the version answers through TensorFlow, bit for bit."""
-    from components import detector_core
-    from components.raw_signature import RawSignature
+    from scoring import detector_core
+    from scoring.raw_signature import RawSignature
 
     rows = [r["features"] for r in holdout(registry)]
     encoded = detector_core.encode(rows)

@@ -10,7 +10,8 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
-from components import detector_core, features, model, schema, transform
+from components import features, model, schema, transform
+from scoring import detector_core
 from tests.conftest import read_span, tf_example
 
 ROWS = 120

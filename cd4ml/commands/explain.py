@@ -7,7 +7,7 @@
 ROWS_FILE is a JSON list of records (like a Seldon request's `jsonData`), validated by the
 version's own feature specification, as the server would. The attributions are exact Shapley
 values against the background rows the pipeline shipped in the version: per row, base value +
-the sum of the attributions = the prediction (components/explain.py). `--json` prints
+the sum of the attributions = the prediction (scoring/explain.py). `--json` prints
 {"version", "base_value", "rows": [{"prediction", "attributions": {feature: value}}]}.
 The servers answer the same at POST /api/v1.0/explain (Seldon v1) and
 POST /v2/models/bike-demand/explain (Open Inference Protocol).
@@ -44,7 +44,7 @@ def main(args) -> int:
         return 2
 
     from cd4ml.promotion import serving_target
-    from components import detector_core
+    from scoring import detector_core
     from serving.request import RequestError, parse, split_event_times
     from serving.version import LoadedVersion, VersionError
 

@@ -87,7 +87,7 @@ def plot_error_by(slices, column: str, bound: Optional[float] = None, baseline=N
 
 def plot_importances(candidate: Dict[str, float], baseline: Optional[Dict[str, float]] = None) -> Optional[str]:
     """Horizontal bars: each feature's share of the attribution, the candidate's beside the
-    baseline's (components/explain.py importances)."""
+    baseline's (scoring/explain.py importances)."""
     if not candidate:
         return None
     names = sorted(candidate, key=lambda n: candidate[n])

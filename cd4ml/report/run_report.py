@@ -91,7 +91,7 @@ def _evaluation(data: ReportData, graph, step):
 
 def _importances(data: ReportData, step):
     """The model's global importances, the baseline's on the same rows, what changed, the check."""
-    from components import explain
+    from scoring import explain
 
     if not (step and step.outputs.get("explanation")):
         return

@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Sequence
 import numba
 import numpy as np
 
-from components import features
+import components.features as features  # the feature list: its one home
 
 DRIFT_FILE = "drift.npz"
 OUTLIER_FILE = "outlier.npz"

@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from components import features
+import components.features as features  # the feature list: its one home
 
 BACKGROUND_FILE = "background.json"
 IMPORTANCES_FILE = "importances.json"

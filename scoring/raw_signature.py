@@ -30,7 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from cd4ml.contract import ENCODED_INPUT, ENCODED_SIGNATURE, PREDICTIONS, RAW_SIGNATURE
-from components import detector_core, features
+import components.features as features  # the feature list: its one home
+from scoring import detector_core
 
 log = logging.getLogger("cd4ml.serving")
 
