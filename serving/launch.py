@@ -17,6 +17,7 @@ import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from cd4ml.contract import MODEL_NAME
+from serving.v2_workers import WORKERS_ENV
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CLASS = "serving.seldon_model.BikeDemandModel"
@@ -83,15 +84,13 @@ def v2_command(registry: str, port: int, metrics_port: int, settings_dir: str, g
                base_env: Optional[Dict[str, str]] = None, workers: int = 1) -> Tuple[List[str], Dict[str, str]]:
     """(argv, env) for the Open Inference Protocol server: `mlserver start` over a settings folder
     written here (server settings + the bike-demand model's). It listens on `host` (loopback by
-    default; 0.0.0.0 in a container). One worker: the model in the server's process; more: that
-    many MLServer inference worker processes, each with its own copy of the model."""
+    default; 0.0.0.0 in a container). More than one worker: that many complete servers sharing
+    the ports, each with its own copy of the model (serving/v2_workers.py)."""
     binary = mlserver_binary()
     model_dir = os.path.join(settings_dir, MODEL_NAME)
     os.makedirs(model_dir, exist_ok=True)
     server = {"host": host, "http_port": port, "grpc_port": grpc_port or free_port(), "metrics_port": metrics_port,
-              "parallel_workers": workers if workers > 1 else 0, "debug": False, "load_models_at_startup": True}
-    if workers > 1:  # where the workers write their metric values for /metrics to add up
-        server["metrics_dir"] = os.path.join(settings_dir, "prometheus")
+              "parallel_workers": 0, "debug": False, "load_models_at_startup": True}
     # The registry is the model's URI, as KServe and Seldon Core v2 hand a model its folder.
     model = {"name": MODEL_NAME, "implementation": runtime, "parameters": {"uri": registry}}
     for path, body in ((os.path.join(settings_dir, "settings.json"), server),
@@ -100,6 +99,9 @@ def v2_command(registry: str, port: int, metrics_port: int, settings_dir: str, g
             json.dump(body, fh, indent=2)
     env = _server_env(registry, version, log_dir, poll_seconds, drift_window, base_env)
     env.pop("CD4ML_REGISTRY")  # the runtime reads the registry from the model's URI
+    env.pop(WORKERS_ENV, None)
+    if workers > 1:  # that many complete servers on the one port (serving/v2_workers.py)
+        env[WORKERS_ENV] = str(workers)
     # MLServer with the protocol's binary tensor extension and error format (serving/v2_server.py).
     return [os.path.join(os.path.dirname(binary), "python"), "-m", "serving.v2_server", "start", settings_dir], env
 

@@ -23,14 +23,19 @@ clients send JSON tensors or use gRPC (which carries raw tensors natively).
 
 from __future__ import annotations
 
+import asyncio
+import glob
 import json
 import math
+import os
 import re
 import struct
 import sys
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from serving.v2_workers import LISTEN_FD_ENV, WORKERS_ENV
 
 HEADER = b"inference-header-content-length"
 EXTENSION = "binary_tensor_data"
@@ -287,9 +292,10 @@ async def validation_refused(request, exc):
     return JSONResponse({"error": describe_validation(exc.errors(), getattr(exc, "body", None))}, status_code=400)
 
 
-def install():
+def install(settings_dir: Optional[str] = None):
     """Wrap MLServer's REST app factory: our middleware and error handler on every app it makes,
-    and the extension in the server's metadata."""
+    and the extension in the server's metadata. In a worker of several (serving/v2_workers.py),
+    also accept on the supervisor's socket, once the models have loaded."""
     from fastapi.exceptions import RequestValidationError
     from mlserver.parallel.errors import WorkerError
     from mlserver.rest import server
@@ -297,10 +303,13 @@ def install():
     if getattr(server.create_app, "_cd4ml", False):
         return
     original = server.create_app
+    shared = os.environ.get(LISTEN_FD_ENV)
 
     def create_app(settings, *args, **kwargs):
         if EXTENSION not in settings.extensions:  # the server metadata lists it (the same Settings object)
             settings.extensions.append(EXTENSION)
+        if shared:  # the supervisor serves the workers' metrics on the real port; this one is unused
+            settings.metrics_port = 0
         app = original(settings, *args, **kwargs)
         app.add_exception_handler(RequestValidationError, validation_refused)
         app.add_exception_handler(WorkerError, worker_refused)
@@ -309,13 +318,74 @@ def install():
 
     create_app._cd4ml = True
     server.create_app = create_app
+    if shared:
+        _accept_when_loaded(int(shared), _model_names(settings_dir))
+
+
+def _model_names(settings_dir: Optional[str]) -> List[str]:
+    names = []
+    for path in glob.glob(os.path.join(settings_dir or ".", "**", "model-settings.json"), recursive=True):
+        with open(path) as fh:
+            names.append(json.load(fh)["name"])
+    return names
+
+
+def _accept_when_loaded(fd: int, names: List[str]):
+    """REST accepts on the shared socket and gRPC binds its (shared) port only once every model
+    of this worker is ready: MLServer starts both beside the loading, and a worker that took
+    connections while loading would answer them "model not found"."""
+    import socket
+
+    from mlserver.grpc.server import GRPCServer
+    from mlserver.rest import server as rest
+    from mlserver.rest.logging import disable_health_access_logs
+
+    async def loaded(data_plane, stopping) -> None:
+        while not stopping():
+            try:
+                if all([await data_plane.model_ready(name) for name in names]):
+                    return
+            except Exception:  # noqa: BLE001 - not registered yet: MLServer raises ModelNotFound
+                pass
+            await asyncio.sleep(0.1)
+
+    async def rest_start(self):
+        self._server = rest._NoSignalServer(self._get_config())
+        if not self._settings.debug:
+            disable_health_access_logs()
+        await loaded(self._data_plane, lambda: self._server.should_exit)
+        await self._server.serve(sockets=[socket.socket(fileno=fd)])
+
+    async def grpc_start(self):
+        server = self._create_server()  # first, so that a stop while loading finds it
+        stopped = asyncio.Event()
+        original_stop = self.stop
+
+        async def stop(*args, **kwargs):
+            stopped.set()
+            await original_stop(*args, **kwargs)
+
+        self.stop = stop
+        await loaded(self._data_plane, stopped.is_set)
+        if not stopped.is_set():
+            await server.start()
+            await server.wait_for_termination()
+
+    rest.RESTServer.start = rest_start
+    GRPCServer.start = grpc_start
 
 
 def main(argv: Optional[List[str]] = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    workers = int(os.environ.get(WORKERS_ENV) or 1)
+    if workers > 1:  # several complete servers on one port (serving/v2_workers.py)
+        from serving.v2_workers import supervise
+
+        sys.exit(supervise(argv, workers))
     from mlserver.cli.main import main as mlserver_main
 
-    install()
-    sys.argv = ["mlserver", *(sys.argv[1:] if argv is None else argv)]
+    install(next((a for a in argv[1:] if not a.startswith("-")), None))
+    sys.argv = ["mlserver", *argv]
     mlserver_main()  # click: exits when the server stops
 
 

@@ -414,15 +414,17 @@ def test_refusals_are_in_the_protocols_error_format(server, body, headers, needl
 
 
 def test_two_worker_processes_answer_join_feedback_and_add_up_their_metrics(registry, tmp_path):
-    """`cd4ml serve --workers 2`: MLServer's parallel inference workers, each with its own copy of
-    the service (nothing is shared at module level). Feedback joins whichever worker answered
-    (through the shared prediction log), refusals read as with one process, /metrics adds the
-    workers up, and the health probes answer with the protocol's bodies."""
+    """`cd4ml serve --workers 2`: two complete servers accepting on one port (serving/v2_workers.py),
+    each with its own model service (nothing is shared at module level). Feedback joins whichever
+    worker answered (through the shared prediction log), refusals read as with one process,
+    /metrics adds the workers up, and the health probes answer with the protocol's bodies."""
     import concurrent.futures
     import glob
     import os
 
-    with running(registry, str(tmp_path / "logs"), protocol="v2", workers=2, poll_seconds=0.5) as srv:
+    prometheus = tmp_path / "prometheus"
+    with running(registry, str(tmp_path / "logs"), protocol="v2", workers=2, poll_seconds=0.5,
+                 base_env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(prometheus))) as srv:
         body = {"inputs": v2_inputs([GOOD, GOOD])}
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda _: requests.post(srv.predict_url, json=body, timeout=60), range(40)))
@@ -440,9 +442,32 @@ def test_two_worker_processes_answer_join_feedback_and_add_up_their_metrics(regi
                   if line.startswith(("cd4ml_requests_total{", "cd4ml_feedback_rows_total{"))}
         assert totals == {f'cd4ml_requests_total{{version="{version}"}}': 40.0,
                           f'cd4ml_feedback_rows_total{{version="{version}"}}': 80.0}
-        writers = {os.path.basename(f).rsplit("_", 1)[1] for f in glob.glob(
-            str(tmp_path / "logs" / "mlserver" / "prometheus" / "counter_*.db"))}
+        writers = {os.path.basename(f).rsplit("_", 1)[1] for f in glob.glob(str(prometheus / "counter_*.db"))}
         assert len(writers) >= 2, writers  # both workers answered
+
+        import tritonclient.grpc as grpcclient  # gRPC shares its port between the workers too
+
+        grpc = grpcclient.InferenceServerClient(url=f"127.0.0.1:{srv.grpc_port}")
+        assert grpc.infer(MODEL_NAME, grpc_inputs([GOOD])).get_response(as_json=True)["model_version"] == version
+
+        # A worker killed (the OOM killer, say) is replaced; the other answers meanwhile.
+        workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == srv.process.pid]
+        assert len(workers) == 2, workers
+        os.kill(workers[0], 9)
+        assert all(infer(srv, body["inputs"]).status_code == 200 for _ in range(20))
+        deadline = time.monotonic() + 120
+        while srv.log().count("started (pid") < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert srv.log().count("started (pid") == 3 and srv.alive(), srv.log()[-2000:]
+        assert all(infer(srv, body["inputs"]).status_code == 200 for _ in range(20))
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
 
 
 def test_kserves_own_client_with_its_defaults(server, registry):
