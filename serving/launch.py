@@ -81,16 +81,18 @@ def command(registry: str, port: int, metrics_port: int, version: Optional[str] 
 def v2_command(registry: str, port: int, metrics_port: int, settings_dir: str, grpc_port: Optional[int] = None,
                version: Optional[str] = None, log_dir: Optional[str] = None, poll_seconds: Optional[float] = None,
                drift_window: Optional[int] = None, host: str = "127.0.0.1", runtime: str = V2_RUNTIME,
-               base_env: Optional[Dict[str, str]] = None, workers: int = 1) -> Tuple[List[str], Dict[str, str]]:
+               base_env: Optional[Dict[str, str]] = None, workers: int = 1,
+               parallel_workers: int = 0) -> Tuple[List[str], Dict[str, str]]:
     """(argv, env) for the Open Inference Protocol server: `mlserver start` over a settings folder
     written here (server settings + the bike-demand model's). It listens on `host` (loopback by
     default; 0.0.0.0 in a container). More than one worker: that many complete servers sharing
-    the ports, each with its own copy of the model (serving/v2_workers.py)."""
+    the ports, each with its own copy of the model (serving/v2_workers.py). `parallel_workers`:
+    MLServer's own inference workers instead (what Seldon Core v2 runs by default)."""
     binary = mlserver_binary()
     model_dir = os.path.join(settings_dir, MODEL_NAME)
     os.makedirs(model_dir, exist_ok=True)
     server = {"host": host, "http_port": port, "grpc_port": grpc_port or free_port(), "metrics_port": metrics_port,
-              "parallel_workers": 0, "debug": False, "load_models_at_startup": True}
+              "parallel_workers": parallel_workers, "debug": False, "load_models_at_startup": True}
     # The registry is the model's URI, as KServe and Seldon Core v2 hand a model its folder.
     model = {"name": MODEL_NAME, "implementation": runtime, "parameters": {"uri": registry}}
     for path, body in ((os.path.join(settings_dir, "settings.json"), server),

@@ -462,6 +462,27 @@ def test_two_worker_processes_answer_join_feedback_and_add_up_their_metrics(regi
         assert all(infer(srv, body["inputs"]).status_code == 200 for _ in range(20))
 
 
+def test_the_runtime_under_mlservers_own_parallel_workers(registry, tmp_path):
+    """Seldon Core v2 runs MLServer with its default settings: one parallel inference worker, the
+    model in a process of its own, every call pickled to it. Infer, feedback (the endpoint's body,
+    not a Request), explain, a refusal read as with one process, and the runtime's metrics."""
+    with running(registry, str(tmp_path / "logs"), protocol="v2", parallel_workers=1, poll_seconds=0.5) as srv:
+        answer = infer(srv, v2_inputs([GOOD, GOOD]))
+        assert answer.status_code == 200, answer.text
+        rid = answer.json()["parameters"]["request_id"]
+        joined = requests.post(srv.feedback_url, json={"request_id": rid, "truth": [1, 2]}, timeout=60)
+        assert joined.status_code == 200 and joined.json()["matched"], joined.text
+        not_an_object = requests.post(srv.feedback_url, json=[1], timeout=60)
+        assert not_an_object.status_code == 400 and "field 'body'" in not_an_object.json()["error"]
+        explained = requests.post(srv.explain_url, json={"inputs": v2_inputs([GOOD])}, timeout=60)
+        assert explained.status_code == 200 and explained.json()["explanation"]["rows"], explained.text
+        bad = infer(srv, v2_inputs([dict(GOOD, mnth="Smarch")]))
+        assert bad.status_code == 400 and bad.json()["error"].startswith("row 0: feature 'mnth'"), bad.text
+        assert "Traceback" not in srv.log().split("Smarch")[-1]  # a refusal is one log line, not an error
+        metrics = requests.get(srv.metrics_url, timeout=30).text
+        assert any(line.startswith("cd4ml_requests_total{") and line.endswith(" 1.0") for line in metrics.splitlines())
+
+
 def _parent(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/stat") as fh:
