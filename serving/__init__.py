@@ -1,4 +1,4 @@
-"""The model server: a serving core and the Seldon Core v1 wrapper around it."""
+"""The model servers: one model service (serving/service.py) and the V2 and Seldon v1 shells around it."""
 import os
 
 # TF 2.16 defaults to Keras 3, which TFX 1.16's Keras paths do not support; every process that may

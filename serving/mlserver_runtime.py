@@ -1,4 +1,4 @@
-"""The Open Inference Protocol (V2) server: our serving core as an MLServer runtime.
+"""The Open Inference Protocol (V2) server: our model service as an MLServer runtime.
 
     mlserver start <settings dir>       (serving.launch writes it; `cd4ml serve` does both)
 

@@ -1,4 +1,4 @@
-"""Seldon Core v1 model class around the serving core, run by `seldon-core-microservice`:
+"""Seldon Core v1 model class around the model service, run by `seldon-core-microservice`:
 
     seldon-core-microservice serving.seldon_model.BikeDemandModel --http-port 9000
 

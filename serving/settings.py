@@ -41,5 +41,5 @@ class CoreSettings:
                    setting("CD4ML_LOG_FLUSH_SECONDS", log_flush_seconds, float))
 
     def core_kwargs(self) -> Dict[str, object]:
-        """ServingCore's arguments: the ones set here, the core's defaults for the rest."""
+        """ModelService's arguments: the ones set here, the service's defaults for the rest."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
