@@ -8,10 +8,10 @@ import socket
 import threading
 from typing import Dict, List
 
-from tests.standin import JsonStandIn
+from cd4ml.demo.json_server import LocalJsonServer
 
 
-class HttpReceiver(JsonStandIn):
+class HttpReceiver(LocalJsonServer):
     """Records each POST (path, headers, body); answers 500 to the first `fail_first` of them, and
     holds each answer until `release` is set (to show a sender does not wait for it)."""
 

@@ -12,12 +12,12 @@ import json
 import uuid
 from typing import Dict, List
 
-from tests.standin import JsonStandIn
+from cd4ml.demo.json_server import LocalJsonServer
 
 API = "/apis/v2beta1"
 
 
-class FakeKfp(JsonStandIn):
+class FakeKfp(LocalJsonServer):
     def __init__(self, final_state: str = "SUCCEEDED"):
         super().__init__()
         self.final_state = final_state

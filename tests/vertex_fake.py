@@ -8,10 +8,10 @@ import uuid
 from typing import Dict, List
 from urllib.parse import parse_qs
 
-from tests.standin import JsonStandIn
+from cd4ml.demo.json_server import LocalJsonServer
 
 
-class FakeVertex(JsonStandIn):
+class FakeVertex(LocalJsonServer):
     def __init__(self):
         super().__init__()
         self.schedules: Dict[str, Dict] = {}

@@ -34,6 +34,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 from cd4ml import alerts, promotion, rollout, storage
 from cd4ml.contract import DRIFT_LOG, EVENT_TIME, MAE, MODEL_NAME, OVERALL_SLICE, default_log_dir, read_jsonl
+from cd4ml.demo.json_server import LocalJsonServer
 from cd4ml.runner import run_and_report
 from cd4ml.triggers import drop
 from cd4ml.triggers.drift import DriftRetrainer
@@ -359,39 +360,20 @@ def run_loop(settings: Optional[LoopSettings] = None, progress: Callable[[str], 
     return loop.out
 
 
-class AlertReceiver:
+class AlertReceiver(LocalJsonServer):
     """A local webhook receiver for the demo's alerts (cd4ml/alerts.py): keeps what it is sent."""
 
     def __init__(self):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+        super().__init__()
         self.received: List[Dict] = []
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                receiver.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def handle(self, method, path, query, body, headers):
+        self.received.append(json.loads(body))
+        return 200, {}
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/cd4ml-alerts"
-
-    def __enter__(self):
-        import threading
-
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
-"""A local stand-in for a JSON REST API: a threaded HTTP server on 127.0.0.1 that records every
-request and answers what `handle` returns. The KFP and Vertex AI stand-ins are two of them."""
+"""A local JSON HTTP server: threaded, on 127.0.0.1, recording every request and answering what
+`handle` returns. The demo's alert receiver is one; the tests' stand-ins for the KFP and Vertex AI
+APIs and their webhook receiver are others (tests/kfp_fake.py, vertex_fake.py, alert_receivers.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Dict, List, Tuple
 from urllib.parse import parse_qs, urlparse
 
 
-class JsonStandIn:
+class LocalJsonServer:
     def __init__(self):
         self.requests: List[Dict] = []
         stand_in = self
