@@ -148,8 +148,12 @@ def judge(config: PipelineConfig, experiment: bandit.Experiment, arms: Dict[str,
         guards.append(("live_mae_ratio", f"canary live MAE {canary.live_mae:.2f}, serving {serving.live_mae:.2f} "
                                          f"over {canary.labelled_rows} and {serving.labelled_rows} labelled rows "
                                          f"(bound: {config.guard_mae_ratio}x)"))
-    if min(canary.rows, serving.rows) >= enough and \
-            wilson_lower(canary.outliers, canary.rows) > config.guard_outlier_ratio * serving.outlier_rate:
+    # The rows of one request share a day and its weather: their outlier flags are not independent
+    # draws, so the bound counts requests (a good canary that drew a few outlier-heavy requests was
+    # rolled back when it counted rows).
+    if min(canary.rows, serving.rows) >= enough and wilson_lower(
+            canary.outliers / max(canary.rows, 1) * canary.requests, canary.requests) > \
+            config.guard_outlier_ratio * serving.outlier_rate:
         guards.append(("outlier_rate_ratio", f"canary outlier rate {canary.outlier_rate:.1%}, serving "
                                              f"{serving.outlier_rate:.1%} (bound: {config.guard_outlier_ratio}x)"))
     if guards:

@@ -189,6 +189,11 @@ def test_guards_fire_on_a_real_breach_and_not_on_a_few_unlucky_rows(tmp_path):
     serving = arm(requests=400, rows=2000, outliers=226, labelled=2000)
     unlucky = arm(requests=12, rows=60, outliers=15, latency=0.9, labelled=60)  # 25 % outliers on 60 rows
     assert judge(config, exp, {"1": serving, "2": unlucky}).action == "wait"
+    # A copy of the serving model that drew a few outlier-heavy requests (one day's rows each): 31.7 %
+    # of 60 rows in 6 requests against 9.3 %. Counting rows as independent rolled it back.
+    few_heavy = arm(requests=6, rows=60, outliers=19, labelled=60)
+    assert judge(config, exp, {"1": arm(requests=400, rows=2000, outliers=186, labelled=2000),
+                               "2": few_heavy}).action == "wait"
     for guard, canary in (("outlier_rate_ratio", arm(rows=600, outliers=240, labelled=60)),
                           ("error_rate", arm(requests=70, errors=30, labelled=60)),
                           ("p99_latency_ratio", arm(requests=150, latency=300.0, labelled=60)),
