@@ -69,7 +69,16 @@ def test_fast_scorer_equals_scikit_learn(span1_train):
     forest = IsolationForest(n_estimators=detector_core.N_ESTIMATORS, max_samples=256, random_state=3).fit(x)
     scorer = detector_fit.fast_forest(forest)
     odd = np.abs(np.random.default_rng(0).normal(size=(50, x.shape[1]))).astype(np.float32) * 3
-    for batch in (x[:1], x[:200], odd):
+    # Rows that sit on the cuts: each float32 next to a cut (the scorer keeps cuts as float32s
+    # rounded down, which must decide every float32 value as sklearn's float64 cut does).
+    tree = forest.estimators_[0].tree_
+    internal = np.flatnonzero(tree.children_left != -1)
+    edges = np.repeat(x[:1], 3 * len(internal), axis=0)
+    for k, node in enumerate(internal):
+        column, cut = tree.feature[node], np.float32(tree.threshold[node])
+        edges[3 * k:3 * k + 3, column] = [np.nextafter(cut, np.float32(-np.inf)), cut,
+                                          np.nextafter(cut, np.float32(np.inf))]
+    for batch in (x[:1], x[:200], odd, edges):
         np.testing.assert_allclose(scorer.score(batch), -forest.decision_function(batch), rtol=0, atol=1e-12)
 
 

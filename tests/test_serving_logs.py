@@ -48,3 +48,21 @@ def test_a_log_line_is_the_compact_json_of_its_record_with_numpy_values_and_no_n
     log.write(record)
     log.write({"n": np.int64(4)})
     assert [json.loads(x) for x in open(log.path)] == [record, {"n": 4}]
+
+
+def test_a_log_rotates_at_its_size_and_a_timestamp_reads_as_isoformat_writes_it(tmp_path):
+    import datetime
+
+    from serving.logs import now
+
+    log = JsonlLog(str(tmp_path), "predictions", max_bytes=300)
+    for i in range(10):
+        log.write({"request_id": str(i), "pad": "x" * 100})
+    assert log.rotated() and log.find("request_id", "9")["pad"] == "x" * 100
+    assert all(len(open(path, "rb").read()) < 300 + 130 for path in log.rotated())  # cut at the first line past it
+
+    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    stamp = now()
+    after = datetime.datetime.now(datetime.timezone.utc)
+    parsed = datetime.datetime.fromisoformat(stamp)
+    assert before <= parsed <= after and parsed.isoformat(timespec="milliseconds") == stamp
