@@ -13,8 +13,10 @@
      it span 3 and runs the pipeline           -> version C, hot-loaded
   9. roll back (answers with B), roll forward (answers with C again)
  10. guarded rollout: version A (winter only) is pushed again by mistake, guarded; it starts as a
-     canary on a share of the Jul-Dec traffic, its live MAE guard rolls it back, the server stops
-     routing to it within a second, and a local webhook receiver gets the alert naming the guard
+     canary on a share of the Jul-Dec traffic, its live MAE guard rolls it back (or its outlier-rate
+     guard, when that crosses its bound first: its own detectors, fitted on winter, flag most
+     Jul-Dec rows), the server stops routing to it within a second, and a local webhook receiver
+     gets the alert naming the guard
  11. print the timeline; stop the server and the emulator: nothing is left running
 """
 
