@@ -34,7 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -84,21 +84,28 @@ def measure(call: Callable[[], None], n: int, clients: int, warmup: int = 20) ->
 
 
 def interleaved(calls: Dict[str, Callable[[], None]], n: int, clients: int, rounds: int,
-                warmup: int = 20) -> Dict[str, Dict[str, float]]:
+                warmup: int = 20, cpu: Optional[Dict[str, Callable[[], float]]] = None) -> Dict[str, Dict[str, float]]:
     """Each call measured over n requests in `rounds` slices, the calls taking turns (the order
-    rotates each round), so every one sees the same moments of the machine's load."""
-    keys = list(calls)
+    rotates each round), so every one sees the same moments of the machine's load. `cpu`: key ->
+    the CPU seconds its server has used so far (Microservice.cpu_seconds); the key's figures then
+    also say what a request cost the server, read around each of its slices."""
+    keys, cpu = list(calls), cpu or {}
     for key in keys:
         for _ in range(warmup):
             calls[key]()
     latencies = {key: [] for key in keys}
-    wall = dict.fromkeys(keys, 0.0)
+    wall, used = dict.fromkeys(keys, 0.0), dict.fromkeys(keys, 0.0)
     for r in range(rounds):
         for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            before = cpu[key]() if key in cpu else 0.0
             lat, seconds = timed(calls[key], max(1, n // rounds), clients)
+            used[key] += cpu[key]() - before if key in cpu else 0.0
             latencies[key] += lat
             wall[key] += seconds
-    return {key: summarize(latencies[key], wall[key]) for key in keys}
+    out = {key: summarize(latencies[key], wall[key]) for key in keys}
+    for key in cpu:
+        out[key]["server_cpu_us_per_request"] = round(used[key] / len(latencies[key]) * 1e6, 1)
+    return out
 
 
 def http_call(url: str, payload: Dict) -> Callable[[], None]:
@@ -216,7 +223,10 @@ def main(argv=None) -> int:
                 if "cd4ml_v2" in started:  # the same server asked for what the trivial model answers
                     calls[PREDICTIONS_ONLY] = http_call(started["cd4ml_v2"].predict_url,
                                                         dict(payloads["v2"][n], outputs=[{"name": PREDICTIONS}]))
-                for key, figures in interleaved(calls, args.requests, c, args.rounds).items():
+                meters = {key: srv.cpu_seconds for key, srv in started.items()}
+                if "cd4ml_v2" in started:
+                    meters[PREDICTIONS_ONLY] = started["cd4ml_v2"].cpu_seconds
+                for key, figures in interleaved(calls, args.requests, c, args.rounds, cpu=meters).items():
                     result[key][f"{n}_rows_{c}_clients"] = figures
                     print(f"  {key} {n} rows, {c} clients: {figures}", flush=True)
         if {"cd4ml_v2", "cd4ml_v2_2_workers"} <= set(started):
@@ -257,8 +267,15 @@ def main(argv=None) -> int:
                                            "met": p50("cd4ml_v2") <= p50("cd4ml_seldon")},
     }
     # No target: what the two detector outputs cost in the answer (the detectors run either way).
+    def cpu(key):
+        return result[key]["1_rows_1_clients"]["server_cpu_us_per_request"]
+
     result["informative"] = {"v2_predictions_only_single_row_p50_vs_trivial_v2":
                              round(p50(PREDICTIONS_ONLY) / p50("trivial_v2"), 3),
+                             # What a request costs the server, threads and socket handling included:
+                             # steadier than a p50 on a shared machine, and what sizes a pod.
+                             "v2_single_row_server_cpu_per_request_vs_trivial_v2":
+                             round(cpu("cd4ml_v2") / cpu("trivial_v2"), 3),
                              f"v2_2_workers_vs_1_throughput_100_rows_{most}_connections_wrk":
                              round(rate("cd4ml_v2_2_workers", 100) / rate("cd4ml_v2", 100), 3)}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -50,13 +50,11 @@ def push_copy(registry: str, source: str) -> str:
     return name
 
 
-def process_stats(pgid: int) -> dict:
+def process_stats(server) -> dict:
     """Threads and open files of the server's process group."""
     threads = files = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in server.pids():
         try:
-            if os.getpgid(int(pid)) != pgid:
-                continue
             with open(f"/proc/{pid}/status") as fh:
                 threads += next(int(line.split()[1]) for line in fh if line.startswith("Threads:"))
             files += len(os.listdir(f"/proc/{pid}/fd"))
@@ -194,7 +192,7 @@ def main(argv=None) -> int:
         while time.monotonic() - started < args.minutes * 60:
             time.sleep(10)
             elapsed = time.monotonic() - started
-            samples.append({"t_s": round(elapsed), "rss_mb": server.resident_mb(), **process_stats(server.process.pid),
+            samples.append({"t_s": round(elapsed), "rss_mb": server.resident_mb(), **process_stats(server),
                             "requests": sum(soak.counts.values())})
             print(json.dumps(samples[-1]), flush=True)
             if int(elapsed // 60) > minute:

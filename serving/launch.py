@@ -157,20 +157,41 @@ class Microservice:
             self.ready_url = f"{self.url}/health/status"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
 
+    def pids(self) -> List[int]:
+        """The server's processes: its process group (the workers it forked included)."""
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if os.getpgid(int(pid)) == self.process.pid:
+                    found.append(int(pid))
+            except OSError:  # exited meanwhile
+                continue
+        return found
+
     def resident_mb(self) -> float:
         """Resident memory of the server's process group (its workers included), in MB."""
         total = 0
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
+        for pid in self.pids():
             try:
-                if os.getpgid(int(pid)) != self.process.pid:
-                    continue
                 with open(f"/proc/{pid}/status") as fh:
                     total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
             except (OSError, StopIteration, ValueError):
                 continue
         return round(total / 1024, 1)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server's process group has used so far, every thread's, to the nanosecond
+        (Linux's schedstat): the difference over some requests is what they cost the server,
+        the kernel's handling of its sockets included, whatever else the machine is doing."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
+                        total += int(fh.read().split()[0])
+            except (OSError, ValueError, IndexError):  # a thread or process that ended meanwhile
+                continue
+        return total / 1e9
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as fh:

@@ -102,6 +102,25 @@ def test_drift_p_values_are_scipys_tests(fitted, span1_train):
     assert drift.threshold == pytest.approx(0.05 / len(features.FEATURES))  # Bonferroni over 11 tests
 
 
+def test_chi_squared_p_value_is_scipys_on_any_table():
+    """The drift test's own chi-squared (no generic machinery: a quarter of the time) gives scipy's
+    p-value on tables of every width, Yates's correction at two categories included, and refuses
+    a category in neither sample as scipy does."""
+    from scipy.stats import chi2_contingency
+
+    rng = np.random.default_rng(3)
+    for k in [2, 2, 2, 3, 7, 12, 24]:
+        for scale in [1, 5, 200]:
+            table = rng.integers(0, scale + 1, size=(2, k))
+            table[0] += 1  # every category in the reference, as the drift test's tables have it
+            table[1, rng.integers(k)] += 1  # and a window of at least one row
+            assert detector_core._chi2_p_value(table) == pytest.approx(chi2_contingency(table)[1], rel=1e-12,
+                                                                        abs=1e-300), table
+    assert detector_core._chi2_p_value(np.array([[3, 4], [3, 4]])) == 1.0  # Yates: identical rows
+    with pytest.raises(ValueError, match="expected frequencies has a zero element"):
+        detector_core._chi2_p_value(np.array([[3, 0, 4], [5, 0, 1]]))
+
+
 def test_threshold_flags_about_one_percent_of_training_rows(fitted, span1_train):
     _, outlier, _ = fitted
     flagged = outlier.is_outlier(outlier.score(detector_core.encode(span1_train))).mean()

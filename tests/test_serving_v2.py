@@ -426,9 +426,11 @@ def test_two_worker_processes_answer_join_feedback_and_add_up_their_metrics(regi
     with running(registry, str(tmp_path / "logs"), protocol="v2", workers=2, poll_seconds=0.5,
                  base_env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(prometheus))) as srv:
         body = {"inputs": v2_inputs([GOOD, GOOD])}
+        cpu_before = srv.cpu_seconds()  # the whole group's: what the benchmark divides by requests
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda _: requests.post(srv.predict_url, json=body, timeout=60), range(40)))
         assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        assert srv.cpu_seconds() > cpu_before
         (version,) = {a.json()["model_version"] for a in answers}  # (another test may have pushed 2000)
         ids = [a.json()["parameters"]["request_id"] for a in answers]
         joined = [requests.post(srv.feedback_url, json={"request_id": i, "truth": [1, 2]}, timeout=60) for i in ids]
@@ -453,6 +455,7 @@ def test_two_worker_processes_answer_join_feedback_and_add_up_their_metrics(regi
         # A worker killed (the OOM killer, say) is replaced; the other answers meanwhile.
         workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == srv.process.pid]
         assert len(workers) == 2, workers
+        assert sorted(srv.pids()) == sorted([srv.process.pid, *workers])  # what memory and CPU are summed over
         os.kill(workers[0], 9)
         assert all(infer(srv, body["inputs"]).status_code == 200 for _ in range(20))
         deadline = time.monotonic() + 120
