@@ -9,7 +9,9 @@ each server. Writes benchmarks/results/serving.json.
 The servers run side by side and are measured in interleaved rounds (each round gives every
 server a slice of the requests, in a rotating order): on a shared machine the load of the moment
 then falls on all of them alike, so the ratios compare like with like even when the absolute
-figures move between runs.
+figures move between runs. Each figure also gives the server's CPU per request (every thread of
+its process group, its socket handling included, read around each slice): what sizes a pod, and
+steadier than a latency on a busy machine.
 
 Targets: V2 single-row p50 <= 1.1x the trivial V2 model, V2 throughput with 8 clients >= 0.8x
 of it, the V2 path at least as fast as the v1 path (single-row p50), and the same server with two
