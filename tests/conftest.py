@@ -140,3 +140,11 @@ def tf_example(row: Dict[str, object], columns) -> bytes:
             feats[col.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs the session's pipeline runs is `slow` however it reaches them (through a
+    fixture of a fixture too), so `make test-fast` never starts one."""
+    for item in items:
+        if {"trained_home", "mysql_home"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -210,45 +210,81 @@ def test_the_bandit_routes_to_the_better_model_survives_a_restart_and_concludes(
             "experiment start", f"experiment conclude: {challenger} won"], told
 
 
-@pytest.mark.slow
-def test_manual_promotion_waits_for_approval(sample_data_root, tmp_path, capsys):
-    """CD4ML_PROMOTION=manual: a blessed span-2 model is pushed but does not answer until approved."""
-    import dataclasses
+def _release_manually(trained_home, registry: str, version: str) -> str:
+    """Push the span-2 model into `registry` as the span-2 run did (the Pusher copies the SavedModel
+    under a new version name), then run that run's own ReleaseBundle executor on its own input
+    artifacts (from ML Metadata) under CD4ML_PROMOTION=manual: the step the policy changes."""
     import shutil
 
-    from cd4ml import cli
-    from cd4ml.runner import run_and_report
-    from pipelines import local_runner
-    from pipelines.config import PipelineConfig
+    from tfx.types import artifact_utils, standard_artifacts
 
-    data = tmp_path / "data"
-    shutil.copytree(sample_data_root, data)
-    config = PipelineConfig.from_env(environ={}, home=str(tmp_path / "home"), data_root=str(data), epochs=5)
-    first = run_and_report(dataclasses.replace(config, span=1))
-    second = run_and_report(dataclasses.replace(config, span=2, promotion="manual"))
-    assert first.exit_code == second.exit_code == local_runner.OK
-    assert second.new_push and second.pushed_version != first.pushed_version
+    from cd4ml import mlmd
+    from cd4ml.contract import PENDING, SAVED_MODEL_FILES
+    from cd4ml.mlmd.runs import run_steps
+    from components.release import ModelRelease, ReleaseBundle
+
+    store = mlmd.open_store(trained_home.config.metadata_path)
+    step = next(s for s in run_steps(store, trained_home.span2.run_id) if s.node == "ReleaseBundle")
+    assert step.state == "ran"
+    types = {t.id: t for t in store.get_artifact_types()}
+    inputs = {key: [artifact_utils.deserialize_artifact(types[a.type_id], a) for a in found]
+              for key, found in step.inputs.items()}
+    destination = os.path.join(registry, version)
+    os.makedirs(destination)
+    for name in SAVED_MODEL_FILES:  # what the Pusher copies
+        source = os.path.join(trained_home.span2.pushed_path, name)
+        (shutil.copytree if name.endswith("/") else shutil.copyfile)(source, os.path.join(destination, name))
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = destination
+    pushed.set_int_custom_property("pushed", 1)
+    pushed.set_string_custom_property("pushed_destination", destination)
+    inputs["pushed_model"] = [pushed]
+    release = ModelRelease()
+    release.uri = os.path.join(os.path.dirname(registry), "release")
+    recorded = step.execution.custom_properties  # the run's parameters, as TFX records them
+    parameters = {name: getattr(recorded[name], recorded[name].WhichOneof("value"))
+                  for name in ReleaseBundle.SPEC_CLASS.PARAMETERS if name in recorded}
+    assert parameters["promotion"] == "auto" and parameters["pipeline_name"] == trained_home.config.pipeline_name
+    ReleaseBundle.EXECUTOR_SPEC.executor_class().Do(inputs, {"release": [release]},
+                                                    dict(parameters, promotion="manual"))
+    assert release.get_string_custom_property("approval") == PENDING
+    return version
+
+
+@pytest.mark.slow
+def test_manual_promotion_waits_for_approval(trained_home, tmp_path, capsys):
+    """CD4ML_PROMOTION=manual: a blessed span-2 model is pushed but does not answer until approved."""
+    from cd4ml import cli
+    from pipelines.config import PipelineConfig
+    from pipelines.pipeline import create_components
+
+    config = PipelineConfig.from_env(environ={"CD4ML_PROMOTION": "manual"}, home=str(tmp_path / "home"))
+    release_step = create_components(config)[-1]
+    assert release_step.exec_properties["promotion"] == "manual"  # the policy reaches the release step
+    first = trained_home.span1.pushed_path.rstrip("/")
+    copy_version(os.path.dirname(first), os.path.basename(first), config.registry, "1000")
+    first, second = "1000", _release_manually(trained_home, config.registry, "1001")
     home = ["--home", config.home]
     assert cli.main(["models", *home]) == 0
     listing = capsys.readouterr().out
-    assert f"waiting for approval: {second.pushed_version} (blessed; MAE" in listing
+    assert f"waiting for approval: {second} (blessed; MAE" in listing
     with pytest.raises(promotion.PromotionError, match="is not waiting for approval"):
-        promotion.approve(config.registry, first.pushed_version, "no")
-    assert cli.main(["promote", second.pushed_version, *home]) == 2  # pinning around the gate is refused
+        promotion.approve(config.registry, first, "no")
+    assert cli.main(["promote", second, *home]) == 2  # pinning around the gate is refused
     with running(config.registry, str(tmp_path / "logs"), protocol="v2", poll_seconds=0.5) as server:
         batch = span2_batches(size=2, batches=1)[0]
-        assert infer(server, batch)[0] == first.pushed_version  # the candidate waits
-        assert cli.main(["approve", second.pushed_version, "--reason", "slices reviewed", *home]) == 0
+        assert infer(server, batch)[0] == first  # the candidate waits
+        assert cli.main(["approve", second, "--reason", "slices reviewed", *home]) == 0
         deadline = time.monotonic() + 30
-        while infer(server, batch)[0] != second.pushed_version:
+        while infer(server, batch)[0] != second:
             assert time.monotonic() < deadline, "the approved version never answered"
             time.sleep(0.5)
     from cd4ml import mlmd
 
-    decisions = mlmd.decisions_for(mlmd.open_store(config.metadata_path), second.pushed_version)
+    decisions = mlmd.decisions_for(mlmd.open_store(config.metadata_path), second)
     assert [(d["action"], d["reason"]) for d in decisions] == [("approve", "slices reviewed")]
-    assert cli.main(["approve", second.pushed_version, "--reason", "again", *home]) == 2  # not waiting now
-    with open(os.path.join(config.registry, second.pushed_version, "APPROVAL.json")) as fh:
+    assert cli.main(["approve", second, "--reason", "again", *home]) == 2  # not waiting now
+    with open(os.path.join(config.registry, second, "APPROVAL.json")) as fh:
         approval = json.load(fh)
     assert approval["decision"] == "approved" and approval["user"] and approval["at"]
 
