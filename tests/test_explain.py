@@ -9,6 +9,7 @@ test_tuning_and_gate.py.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
@@ -24,7 +25,7 @@ import requests
 
 from components import features
 from scoring import explain
-from pipelines.config import REPO_ROOT, PipelineConfig
+from pipelines.config import PipelineConfig
 from tests.conftest import copy_version
 
 NUMERIC = [f for f in features.FEATURES if not f.is_categorical]
@@ -151,9 +152,19 @@ def test_every_pushed_version_carries_importances_compared_with_the_baseline(tra
     assert "alt='global importances'" in page and "Explainability check" in page
 
 
-def _cli(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "cd4ml.cli", "explain", *args], capture_output=True, text=True,
-                          input=stdin, timeout=300, cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+@pytest.fixture
+def explain_cli(capsys, monkeypatch):
+    """`cd4ml explain ARGS` in this process (TensorFlow is loaded once, not per call): its exit
+    code, stdout and stderr."""
+    from cd4ml import cli
+
+    def run(*args, stdin=""):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = cli.main(["explain", *args])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["cd4ml", "explain", *args], code, out.out, out.err)
+
+    return run
 
 
 def _holdout(path):
@@ -162,12 +173,12 @@ def _holdout(path):
 
 
 @pytest_slow
-def test_cli_explains_every_feature_additively(trained_home, tmp_path):
+def test_cli_explains_every_feature_additively(trained_home, tmp_path, explain_cli):
     version = trained_home.span2.pushed_version
     holdout = _holdout(_version_dir(trained_home.span2))
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps([h["features"] for h in holdout]))
-    out = _cli("--home", trained_home.config.home, "--json", str(rows))
+    out = explain_cli("--home", trained_home.config.home, "--json", str(rows))
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["version"] == version and len(doc["rows"]) == len(holdout)
@@ -176,14 +187,14 @@ def test_cli_explains_every_feature_additively(trained_home, tmp_path):
         assert row["prediction"] == pytest.approx(h["expected"], rel=1e-3)
         assert doc["base_value"] + sum(row["attributions"].values()) == pytest.approx(row["prediction"], rel=0.01)
 
-    table = _cli("--home", trained_home.config.home, "--version", trained_home.span1.pushed_version, "-",
+    table = explain_cli("--home", trained_home.config.home, "--version", trained_home.span1.pushed_version, "-",
                  stdin=rows.read_text())
     assert table.returncode == 0, table.stderr
     assert f"version {trained_home.span1.pushed_version}: base value" in table.stdout
     assert table.stdout.count("row ") == len(holdout) and "weathersit" in table.stdout
 
     rows.write_text(json.dumps([dict(holdout[0]["features"], hr=25)]))
-    bad = _cli("--home", trained_home.config.home, str(rows))
+    bad = explain_cli("--home", trained_home.config.home, str(rows))
     assert bad.returncode == 2 and "'hr'" in bad.stderr and "unknown category 25" in bad.stderr
 
 
@@ -203,14 +214,15 @@ def old_and_new_registry(tmp_path_factory, trained_home):
 
 
 @pytest_slow
-def test_a_version_without_explainer_answers_409_and_keeps_serving(old_and_new_registry, trained_home, tmp_path):
+def test_a_version_without_explainer_answers_409_and_keeps_serving(old_and_new_registry, trained_home, tmp_path,
+                                                                    explain_cli):
     from serving.launch import running
     from tests.concurrency import wait_until
     from tests.test_serving_core import GOOD
 
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps([GOOD]))
-    out = _cli("--registry", old_and_new_registry, "--version", "1000", str(rows))
+    out = explain_cli("--registry", old_and_new_registry, "--version", "1000", str(rows))
     assert out.returncode == 2 and "1000" in out.stderr and "no explainer" in out.stderr
 
     body = {"jsonData": [GOOD]}
