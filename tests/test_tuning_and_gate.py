@@ -1,4 +1,5 @@
-"""`cd4ml run --tune` and the explainability gate, as a user runs them: real pipeline runs, by the CLI.
+"""`cd4ml run --tune` and the explainability gate, as a user runs them: real pipeline runs, by the CLI's
+entry point.
 
 1. `--tune --trials 2`: TFX's Tuner searches, the best hyperparameters are an ML Metadata artifact
    the Trainer takes, and the summary says they were tuned in this run.
@@ -15,12 +16,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from cd4ml import mlmd
-from pipelines.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -32,21 +31,32 @@ def home(tmp_path_factory, sample_data_root):
     return path
 
 
-def cd4ml_run(home, *args, **env):
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CD4ML_")}
-    environ.update(TF_CPP_MIN_LOG_LEVEL="3", **env)
-    out = subprocess.run([sys.executable, "-m", "cd4ml.cli", "run", "--home", home, "--data-root",
-                          os.path.join(home, "data"), "--span", "1", *args],
-                         capture_output=True, text=True, timeout=900, cwd=REPO_ROOT, env=environ)
-    run_id = re.search(r"^run (\S+): ", out.stdout, re.M)
-    return out, run_id.group(1) if run_id else None
+@pytest.fixture
+def cd4ml_run(capsys, monkeypatch):
+    """`cd4ml run --span 1 ARGS` in this process (TensorFlow and TFX load once, not per run), with
+    only the given CD4ML_* variables set: its exit code, stdout and stderr, and its run id."""
+    from cd4ml import cli
+
+    def run(home, *args, **env):
+        with monkeypatch.context() as patch:
+            for name in [k for k in os.environ if k.startswith("CD4ML_")]:
+                patch.delenv(name)
+            for name, value in env.items():
+                patch.setenv(name, value)
+            code = cli.main(["run", "--home", home, "--data-root", os.path.join(home, "data"), "--span", "1", *args])
+        out = capsys.readouterr()
+        run_id = re.search(r"^run (\S+): ", out.out, re.M)
+        return subprocess.CompletedProcess(["cd4ml", "run", *args], code, out.out, out.err), \
+            run_id.group(1) if run_id else None
+
+    return run
 
 
 def step(store, run_id, node):
     return next(s for s in mlmd.run_steps(store, run_id) if s.node == node)
 
 
-def test_tuning_then_reuse_then_the_gate_stops_a_push(home):
+def test_tuning_then_reuse_then_the_gate_stops_a_push(home, cd4ml_run):
     store_path = os.path.join(home, "metadata.sqlite")
 
     tuned, tuned_run = cd4ml_run(home, "--tune", "--trials", "2")
