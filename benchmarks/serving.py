@@ -17,7 +17,8 @@ Targets: V2 single-row p50 <= 1.1x the trivial V2 model, V2 throughput with 8 cl
 of it, the V2 path at least as fast as the v1 path (single-row p50), and the same server with two
 worker processes (`cd4ml serve --workers 2`: serving/v2_workers.py) at least 1.6x the throughput
 of one, with 8 keep-alive connections from wrk (Debian's package; a Python client cannot load
-two server processes), in interleaved rounds as the rest. Without a target, our V2
+two server processes), in interleaved rounds as the rest. A p50 ratio comes with a 95% interval
+from its rounds (ratio_interval): whether it is under a target, or only was this hour. Without a target, our V2
 server is also asked (the protocol's `outputs`) for the predictions alone, the one output the
 trivial model answers: what the detectors' two outputs cost in the answer. Everything is localhost
 and bounded by request counts, so a run takes a few minutes on a 2-core machine.
@@ -36,7 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -86,28 +87,48 @@ def measure(call: Callable[[], None], n: int, clients: int, warmup: int = 20) ->
 
 
 def interleaved(calls: Dict[str, Callable[[], None]], n: int, clients: int, rounds: int,
-                warmup: int = 20, cpu: Optional[Dict[str, Callable[[], float]]] = None) -> Dict[str, Dict[str, float]]:
+                warmup: int = 20, cpu: Optional[Dict[str, Callable[[], float]]] = None
+                ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, List[List[float]]]]:
     """Each call measured over n requests in `rounds` slices, the calls taking turns (the order
     rotates each round), so every one sees the same moments of the machine's load. `cpu`: key ->
     the CPU seconds its server has used so far (Microservice.cpu_seconds); the key's figures then
-    also say what a request cost the server, read around each of its slices."""
+    also say what a request cost the server, read around each of its slices. Also each key's
+    latencies round by round, for ratio_interval."""
     keys, cpu = list(calls), cpu or {}
     for key in keys:
         for _ in range(warmup):
             calls[key]()
-    latencies = {key: [] for key in keys}
+    by_round: Dict[str, List[List[float]]] = {key: [] for key in keys}
     wall, used = dict.fromkeys(keys, 0.0), dict.fromkeys(keys, 0.0)
     for r in range(rounds):
         for key in keys[r % len(keys):] + keys[:r % len(keys)]:
             before = cpu[key]() if key in cpu else 0.0
             lat, seconds = timed(calls[key], max(1, n // rounds), clients)
             used[key] += cpu[key]() - before if key in cpu else 0.0
-            latencies[key] += lat
+            by_round[key].append(lat)
             wall[key] += seconds
+    latencies = {key: [x for lat in by_round[key] for x in lat] for key in keys}
     out = {key: summarize(latencies[key], wall[key]) for key in keys}
     for key in cpu:
         out[key]["server_cpu_us_per_request"] = round(used[key] / len(latencies[key]) * 1e6, 1)
-    return out
+    return out, by_round
+
+
+def ratio_interval(ours: List[List[float]], base: List[List[float]], draws: int = 2000,
+                   seed: int = 0) -> Tuple[float, float]:
+    """A 95% interval for p50(ours) / p50(base), two servers measured in the same interleaved
+    rounds: the rounds are resampled with replacement, each keeping both servers' slices (a round
+    is one moment of this shared machine's load, which falls on both alike), and the pooled p50s
+    recomputed. It says whether a ratio near a target is on either side of it, or only this hour's."""
+    rng = np.random.default_rng(seed)
+    ours_arrays, base_arrays = [np.asarray(r) for r in ours], [np.asarray(r) for r in base]
+    ratios = []
+    for _ in range(draws):
+        pick = rng.integers(0, len(ours_arrays), len(ours_arrays))
+        ratios.append(np.median(np.concatenate([ours_arrays[i] for i in pick]))
+                      / np.median(np.concatenate([base_arrays[i] for i in pick])))
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return round(float(low), 3), round(float(high), 3)
 
 
 def http_call(url: str, payload: Dict) -> Callable[[], None]:
@@ -219,6 +240,7 @@ def main(argv=None) -> int:
                                                     protocol=servers[key][0], **servers[key][1]))
                    for key in chosen}
         print(f"  servers up: {', '.join(chosen)}; {args.rounds} interleaved rounds", flush=True)
+        single_row_rounds: Dict[str, List[List[float]]] = {}
         for n in rows:
             for c in clients:
                 calls = {key: http_call(srv.predict_url, payloads[servers[key][0]][n]) for key, srv in started.items()}
@@ -228,7 +250,14 @@ def main(argv=None) -> int:
                 meters = {key: srv.cpu_seconds for key, srv in started.items()}
                 if "cd4ml_v2" in started:
                     meters[PREDICTIONS_ONLY] = started["cd4ml_v2"].cpu_seconds
-                for key, figures in interleaved(calls, args.requests, c, args.rounds, cpu=meters).items():
+                figures_by_key, by_round = interleaved(calls, args.requests, c, args.rounds, cpu=meters)
+                if (n, c) == (1, 1):
+                    single_row_rounds = by_round
+                    if {"cd4ml_v2", "trivial_v2"} <= set(by_round):  # a subset run's answer too
+                        ratio = figures_by_key["cd4ml_v2"]["p50_ms"] / figures_by_key["trivial_v2"]["p50_ms"]
+                        low, high = ratio_interval(by_round["cd4ml_v2"], by_round["trivial_v2"])
+                        print(f"  single-row p50, ours / trivial: {ratio:.3f} (95% interval {low}-{high})", flush=True)
+                for key, figures in figures_by_key.items():
                     result[key][f"{n}_rows_{c}_clients"] = figures
                     print(f"  {key} {n} rows, {c} clients: {figures}", flush=True)
         if {"cd4ml_v2", "cd4ml_v2_2_workers"} <= set(started):
@@ -257,8 +286,12 @@ def main(argv=None) -> int:
     def rate(key, n):
         return result["wrk"][key][f"{n}_rows_{most}_connections"]["req_per_s"]
 
+    def interval(key, base):
+        return ratio_interval(single_row_rounds[key], single_row_rounds[base])
+
     result["targets"] = {
         "v2_single_row_p50_vs_trivial_v2": {"ratio": round(p50("cd4ml_v2") / p50("trivial_v2"), 3), "target": 1.1,
+                                            "interval_95": interval("cd4ml_v2", "trivial_v2"),
                                             "met": p50("cd4ml_v2") / p50("trivial_v2") <= 1.1},
         f"v2_2_workers_vs_1_throughput_{most}_connections_wrk": {
             "ratio": round(rate("cd4ml_v2_2_workers", 1) / rate("cd4ml_v2", 1), 3), "target": 1.6,
@@ -266,6 +299,7 @@ def main(argv=None) -> int:
         f"v2_throughput_{most}_clients_vs_trivial_v2": {"ratio": round(throughput, 3), "target": 0.8,
                                                          "met": throughput >= 0.8},
         "v2_single_row_p50_vs_seldon_v1": {"ratio": round(p50("cd4ml_v2") / p50("cd4ml_seldon"), 3), "target": 1.0,
+                                           "interval_95": interval("cd4ml_v2", "cd4ml_seldon"),
                                            "met": p50("cd4ml_v2") <= p50("cd4ml_seldon")},
     }
     # No target: what the two detector outputs cost in the answer (the detectors run either way).
