@@ -19,3 +19,12 @@ def test_the_ratio_interval_resamples_whole_rounds():
     # A round keeps both servers' slices: paired with other rounds' load, the interval is wider.
     unpaired_low, unpaired_high = ratio_interval(ours, [base[i] for i in rng.permutation(len(base))])
     assert unpaired_high - unpaired_low > 2 * (high - low)
+
+
+def test_a_latency_target_is_judged_on_the_whole_interval():
+    from benchmarks.serving import latency_target
+
+    assert latency_target(1.05, (1.02, 1.08), 1.1)["verdict"] == "met"
+    judged = latency_target(1.097, (1.063, 1.119), 1.1)  # under the target, but not all of its interval
+    assert (judged["verdict"], judged["met"]) == ("undecided", False)
+    assert latency_target(1.16, (1.103, 1.225), 1.1)["verdict"] == "missed"
