@@ -141,7 +141,6 @@ def tf_example(row: Dict[str, object], columns) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
 
-
 def pytest_collection_modifyitems(items):
     """A test that needs the session's pipeline runs is `slow` however it reaches them (through a
     fixture of a fixture too), so `make test-fast` never starts one."""

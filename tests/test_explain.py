@@ -188,7 +188,7 @@ def test_cli_explains_every_feature_additively(trained_home, tmp_path, explain_c
         assert doc["base_value"] + sum(row["attributions"].values()) == pytest.approx(row["prediction"], rel=0.01)
 
     table = explain_cli("--home", trained_home.config.home, "--version", trained_home.span1.pushed_version, "-",
-                 stdin=rows.read_text())
+                        stdin=rows.read_text())
     assert table.returncode == 0, table.stderr
     assert f"version {trained_home.span1.pushed_version}: base value" in table.stdout
     assert table.stdout.count("row ") == len(holdout) and "weathersit" in table.stdout
